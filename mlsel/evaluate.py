@@ -1,0 +1,214 @@
+"""Held-out evaluation: the seed's tables, computed honestly, with bootstrap CIs.
+
+Strategies are evaluated through their choice distributions ``proba`` (n, m)
+on the test queries, so the Random row is the exact expectation (the
+per-query mean over the candidates), never one draw.
+
+Definitions (per query, then averaged over the n test queries):
+
+- quality: ``sum_j proba[j] * quality[j]``.
+- Best Model %: the share of queries where the chosen model has the highest
+  quality; **ties are credited** (any of the tied best models is a hit). A
+  query where every model has the same quality (e.g. all score 0) is a hit
+  for any choice; ``best_model_pct_decidable`` leaves those queries out.
+- Oracle: the highest-quality model; ties go to the most efficient model
+  (lowest latency, else shortest response), then to model order.
+- Efficiency: ``avg_latency_s`` only where latency was measured. Otherwise
+  the column is NaN and ``avg_response_chars`` (answer length in characters,
+  a proxy computed from the data, not a time) is reported.
+- Uplifts: ``uplift_vs_random_pct = 100 (Q - Q_random) / Q_random``;
+  ``uplift_vs_best_single = Q - Q_best_single`` (best single model chosen on
+  the *training* split); ``gap_closed_pct = 100 (Q - Q_random) / (Q_oracle -
+  Q_random)``; ``best_model_x_vs_random`` = Best Model % / random's.
+- Confidence intervals: 95% percentile bootstrap over test queries, paired
+  (every strategy is resampled on the same query draws), ``n_bootstrap``
+  draws from ``seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mlsel.data import OutcomeMatrix
+
+log = logging.getLogger(__name__)
+
+TIE_TOL = 1e-9
+
+
+def oracle_proba(test: OutcomeMatrix) -> np.ndarray:
+    """Oracle choice (n, m): best quality, ties to the most efficient, then model order."""
+    q = test.quality
+    eff = test.latency_s if test.latency_s is not None else test.response_chars
+    tied = q >= q.max(axis=1, keepdims=True) - TIE_TOL
+    n, m = q.shape
+    key = np.where(tied, eff if eff is not None else np.zeros_like(q), np.inf)
+    # Lowest efficiency cost among the tied; argmin takes model order on equal cost.
+    idx = np.argmin(key, axis=1)
+    out = np.zeros((n, m))
+    out[np.arange(n), idx] = 1.0
+    return out
+
+
+@dataclass
+class Strategy:
+    """One row of the results table: a named choice distribution over models."""
+
+    name: str
+    kind: str  # oracle | selector | best_single | always | random
+    proba: np.ndarray
+
+
+def _ci(samples: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.nanpercentile(samples, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def evaluate(
+    test: OutcomeMatrix,
+    strategies: list[Strategy],
+    pool: str,
+    n_bootstrap: int = 1000,
+    seed: int = 42,
+) -> dict[str, pd.DataFrame]:
+    """Evaluate strategies on held-out queries.
+
+    Parameters
+    ----------
+    test : the test split's outcomes (n queries x m models)
+    strategies : must include exactly one of kind ``oracle``, ``random`` and
+        ``best_single``
+    pool : pool name written in every row
+
+    Returns
+    -------
+    dict with tidy DataFrames ``results`` (one row per strategy),
+    ``per_category`` (strategy x category) and ``selection_share``
+    (strategy x model).
+    """
+    q = test.quality
+    n, m = q.shape
+    if n == 0:
+        raise ValueError(f"pool {pool}: no test queries")
+    best = q >= q.max(axis=1, keepdims=True) - TIE_TOL
+    decidable = ~best.all(axis=1)
+    kinds = {s.kind: s for s in strategies}
+    for need in ("oracle", "random", "best_single"):
+        if need not in kinds:
+            raise ValueError(f"strategies must include a {need!r} row")
+
+    per_q = {s.name: (s.proba * q).sum(axis=1) for s in strategies}
+    hit = {s.name: (s.proba * best).sum(axis=1) for s in strategies}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_bootstrap, n))
+    boot = {name: v[idx].mean(axis=1) for name, v in per_q.items()}
+    boot_hit = {name: v[idx].mean(axis=1) for name, v in hit.items()}
+    r_name, o_name, b_name = kinds["random"].name, kinds["oracle"].name, kinds["best_single"].name
+    Qr, Qo, Qb = per_q[r_name].mean(), per_q[o_name].mean(), per_q[b_name].mean()
+
+    rows = []
+    for s in strategies:
+        Q = per_q[s.name].mean()
+        bq = boot[s.name]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up_r = 100 * (bq - boot[r_name]) / boot[r_name]
+            gap = 100 * (bq - boot[r_name]) / (boot[o_name] - boot[r_name])
+        d_best = bq - boot[b_name]
+        hit_rate = hit[s.name].mean()
+        rand_hit = hit[r_name].mean()
+        row = {
+            "pool": pool,
+            "strategy": s.name,
+            "kind": s.kind,
+            "n_queries": n,
+            "avg_quality": Q,
+            "avg_quality_ci_low": _ci(bq)[0],
+            "avg_quality_ci_high": _ci(bq)[1],
+            "avg_latency_s": float((s.proba * test.latency_s).sum(axis=1).mean()) if test.latency_s is not None else np.nan,
+            "avg_response_chars": float((s.proba * test.response_chars).sum(axis=1).mean()) if test.response_chars is not None else np.nan,
+            "best_model_pct": 100 * hit_rate,
+            "best_model_pct_ci_low": 100 * _ci(boot_hit[s.name])[0],
+            "best_model_pct_ci_high": 100 * _ci(boot_hit[s.name])[1],
+            "best_model_pct_decidable": 100 * hit[s.name][decidable].mean() if decidable.any() else np.nan,
+            "best_model_x_vs_random": hit_rate / rand_hit if rand_hit > 0 else np.nan,
+            "uplift_vs_random_pct": 100 * (Q - Qr) / Qr if Qr > 0 else np.nan,
+            "uplift_vs_random_pct_ci_low": _ci(up_r)[0],
+            "uplift_vs_random_pct_ci_high": _ci(up_r)[1],
+            "uplift_vs_best_single": Q - Qb,
+            "uplift_vs_best_single_ci_low": _ci(d_best)[0],
+            "uplift_vs_best_single_ci_high": _ci(d_best)[1],
+            "gap_closed_pct": 100 * (Q - Qr) / (Qo - Qr) if Qo > Qr else np.nan,
+            "gap_closed_pct_ci_low": _ci(gap)[0],
+            "gap_closed_pct_ci_high": _ci(gap)[1],
+        }
+        rows.append(row)
+    results = pd.DataFrame(rows)
+
+    cat_rows, share_rows = [], []
+    cats = sorted(set(test.categories))
+    for s in strategies:
+        for c in cats:
+            mask = test.categories == c
+            cat_rows.append(
+                {"pool": pool, "strategy": s.name, "kind": s.kind, "category": c, "n_queries": int(mask.sum()),
+                 "avg_quality": float(per_q[s.name][mask].mean())}
+            )
+        share = s.proba.mean(axis=0)
+        for j, model in enumerate(test.models):
+            share_rows.append({"pool": pool, "strategy": s.name, "kind": s.kind, "model": model, "share_pct": 100 * float(share[j])})
+    return {
+        "results": results,
+        "per_category": pd.DataFrame(cat_rows),
+        "selection_share": pd.DataFrame(share_rows),
+    }
+
+
+def benefit_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The seed's "ML routing benefit over random" table, for the selector rows."""
+    sel = results[results["kind"] == "selector"].sort_values(["pool", "avg_quality"], ascending=[True, False])
+    return sel[
+        ["pool", "strategy", "uplift_vs_random_pct", "uplift_vs_random_pct_ci_low", "uplift_vs_random_pct_ci_high",
+         "best_model_x_vs_random", "uplift_vs_best_single", "uplift_vs_best_single_ci_low", "uplift_vs_best_single_ci_high",
+         "gap_closed_pct"]
+    ].reset_index(drop=True)
+
+
+def format_seed_tables(results: pd.DataFrame) -> str:
+    """Markdown of both seed tables per pool, with CIs, sorted by quality like the seed."""
+    out = []
+    for pool, df in results.groupby("pool", sort=False):
+        latency = df["avg_latency_s"].notna().all()
+        eff_head = "Avg Latency" if latency else "Avg Response Chars (proxy, not a time)"
+        out.append(f"### Pool `{pool}` — {int(df['n_queries'].iloc[0])} held-out queries\n")
+        out.append(f"| Strategy | Avg Quality [95% CI] | {eff_head} | Best Model % | vs best single [95% CI] |")
+        out.append("|---|---|---|---|---|")
+        for _, r in df.sort_values("avg_quality", ascending=False).iterrows():
+            eff = f"{r['avg_latency_s']:.2f}s" if latency else f"{r['avg_response_chars']:.0f}"
+            out.append(
+                f"| {r['strategy']} | {r['avg_quality']:.3f} [{r['avg_quality_ci_low']:.3f}, {r['avg_quality_ci_high']:.3f}] "
+                f"| {eff} | {r['best_model_pct']:.1f}% | {r['uplift_vs_best_single']:+.3f} "
+                f"[{r['uplift_vs_best_single_ci_low']:+.3f}, {r['uplift_vs_best_single_ci_high']:+.3f}] |"
+            )
+        out.append("\n**ML routing benefit over random (expected)**\n")
+        out.append("| Algorithm | Quality Improvement [95% CI] | Best Model Selection | Random→oracle gap closed |")
+        out.append("|---|---|---|---|")
+        for _, r in benefit_table(df).iterrows():
+            out.append(
+                f"| {r['strategy']} | {r['uplift_vs_random_pct']:+.1f}% [{r['uplift_vs_random_pct_ci_low']:+.1f}%, "
+                f"{r['uplift_vs_random_pct_ci_high']:+.1f}%] | {r['best_model_x_vs_random']:.2f}x more often | {r['gap_closed_pct']:.1f}% |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def write_table(df: pd.DataFrame, path) -> None:
+    """Write a tidy CSV deterministically (6 decimals, LF line ends)."""
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(p, index=False, float_format="%.6f", lineterminator="\n")
