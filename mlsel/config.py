@@ -160,11 +160,25 @@ def apply_smoke(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return apply_overrides(params, dict(params.get("smoke", {})))
 
 
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("prepare",),
+    "benchmark": ("benchmark",),
+    "train": ("train",),
+    "evaluate": ("evaluate",),
+    "tune": ("train", "tune"),  # tuning searches around the train stage's values
+    "report": ("report",),
+}
+"""The params.yaml sections each stage reads, besides ``base``."""
+
+
 def stage_params(params: dict[str, dict[str, Any]], stage: str) -> dict[str, Any]:
-    """The flat parameters one stage's notebook takes: ``base`` plus its section."""
+    """The flat parameters one stage's notebook takes: ``base`` plus the sections it reads."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    return {**params["base"], **params.get(stage, {})}
+    out = dict(params["base"])
+    for section in STAGE_SECTIONS[stage]:
+        out.update(params.get(section, {}))
+    return out
 
 
 def params_hash(params: dict[str, Any]) -> str:
