@@ -321,3 +321,63 @@ def evaluate_selectors(
     (tables / "seed_tables.md").write_text(md + "\n")
     update_manifest(run_dir, "evaluate", _stage_entry(params, data_hash=data_hash(run_dir)))
     return merged["results"]
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def benchmark_models(
+    run_dir: str,
+    queries: str,
+    model_config: str,
+    models: str,
+    endpoint: str,
+    output: str,
+    concurrency: int,
+    limit: int,
+    max_tokens: int,
+    temperature: float,
+    timeout_s: float,
+    max_retries: int,
+    enable_code_eval: bool,
+    **_ignored: Any,
+) -> pd.DataFrame:
+    """Benchmark every query on every model endpoint; returns the per-model summary.
+
+    Writes ``<run_dir>/benchmark/output.jsonl`` (or ``output``) in the seed's
+    record format, which the prepare stage reads with ``source: benchmark``.
+    With no ``queries`` configured nothing is called and an empty summary is
+    returned: the suite then works on recorded data.
+    """
+    if not queries:
+        log.info("benchmark: no queries configured; the prepare stage uses recorded data")
+        return pd.DataFrame(columns=["model", "n", "n_ok", "n_failed", "quality_mean", "response_time_s_mean"])
+    from mlsel import benchmark
+
+    out = config.resolve_path(output) if output else config.run_paths(run_dir)["benchmark"] / "output.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = benchmark.run_benchmark(
+        queries=str(config.resolve_path(queries)),
+        output=str(out),
+        model_config=str(config.resolve_path(model_config)) if model_config else None,
+        models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+        endpoint=endpoint,
+        concurrency=concurrency,
+        limit=limit or None,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        timeout_s=timeout_s,
+        max_retries=max_retries,
+        enable_code_eval=enable_code_eval,
+        progress=False,
+    )
+    update_manifest(run_dir, "benchmark", {"output": str(out), "output_sha256": data.sha256_file(out), "summary": summary.to_dict("records")})
+    return summary
+
+
+def read_seed_tables(run_dir: str) -> str:
+    """The markdown of the seed's two tables written by :func:`evaluate_selectors`."""
+    path = config.run_paths(run_dir)["tables"] / "seed_tables.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run the evaluate stage first")
+    return path.read_text()
