@@ -1,0 +1,232 @@
+"""Readers on real files, bad-input errors, policies, splits and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsel import CATEGORIES, data
+
+
+def _write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
+    return path
+
+
+def _rec(query="What is 2+2?", model="m1", perf=1.0, cat="math", **kw):
+    return {"query": query, "category": cat, "model_name": model, "response": "4", "ground_truth": "4",
+            "performance": perf, "response_time": 0.5, **kw}
+
+
+# ---------------------------------------------------------------- real files
+
+
+def test_mmlu_pro_reader_on_real_zips(data_dir):
+    dlog = data.DataLog()
+    models = ["Phi-3-mini-4k-instruct", "Meta-Llama-3.1-70B-Instruct"]
+    df = data.read_mmlu_pro(models, data_dir=data_dir, dlog=dlog)
+    assert set(df["model"]) == set(models)
+    assert len(df) == 2 * 12032
+    assert set(df["category"]) == set(CATEGORIES)
+    assert df["quality"].isin([0.0, 1.0]).all()
+    assert df["latency_s"].isna().all()  # MMLU-Pro has no measured latency: none invented
+    assert (df["response_chars"] > 0).mean() > 0.99
+    # Accuracy graded against each file's own answer key, as the authors did.
+    acc = df.groupby("model")["quality"].mean()
+    assert 0.40 < acc["Phi-3-mini-4k-instruct"] < 0.43
+    assert 0.61 < acc["Meta-Llama-3.1-70B-Instruct"] < 0.64
+    assert dlog.repaired["pred_null_scored_0"] > 0
+    assert len(dlog.inputs) == 2 and all(len(v) == 64 for v in dlog.inputs.values())
+
+
+def test_llmrouter_reader_on_real_files(data_dir):
+    dlog = data.DataLog()
+    df = data.read_llmrouter(data_dir=data_dir, dlog=dlog)
+    assert df["query_id"].nunique() <= 6108
+    assert df["model"].nunique() == 9
+    assert df["quality"].between(0, 1).all()
+    assert set(df["category"]) <= set(CATEGORIES)
+    assert set(df.loc[df["task"] == "gsm8k", "category"]) == {"math"}
+    assert set(df.loc[df["task"] == "mbpp", "category"]) == {"computer science"}
+    assert dlog.n_records_read == 6108
+    assert dlog.repaired["query_in_two_tasks"] == 6
+
+
+def test_seed_reader_reads_seed_format(tmp_path):
+    path = _write_jsonl(tmp_path / "seed.jsonl", [_rec(model="a"), _rec(model="b", perf=0.0, response_time=None),
+                                                    _rec(model="c", cat="computer_science")])
+    dlog = data.DataLog()
+    df = data.read_seed_jsonl(path, dlog)
+    assert list(df["model"]) == ["a", "b", "c"]
+    assert df["latency_s"].iloc[0] == 0.5 and np.isnan(df["latency_s"].iloc[1])
+    assert df["category"].iloc[2] == "computer science"
+    assert dlog.repaired["category_alias"] == 1
+    assert df["response_chars"].iloc[0] == 1
+
+
+def test_seed_reader_drops_failed_benchmark_rows_and_counts_them(tmp_path):
+    path = _write_jsonl(tmp_path / "b.jsonl", [_rec(model="a", status="ok"), _rec(model="b", status="failed", performance=None)])
+    dlog = data.DataLog()
+    df = data.read_seed_jsonl(path, dlog)
+    assert list(df["model"]) == ["a"]
+    assert dlog.dropped["status_failed"] == 1
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ('{"query": "x", ', "malformed JSON"),
+        (json.dumps({k: v for k, v in _rec().items() if k != "model_name"}), "missing required field 'model_name'"),
+        (json.dumps(_rec(perf=float("nan"))).replace("NaN", "NaN"), "quality must be in [0, 1]"),
+        (json.dumps(_rec(perf=1.5)), "quality must be in [0, 1]"),
+        (json.dumps(_rec(perf="high")), "quality must be a number"),
+        (json.dumps(_rec(cat="astrology")), "unknown category 'astrology'"),
+        (json.dumps(_rec(response_time=-1)), "response_time"),
+    ],
+)
+def test_seed_reader_bad_input_names_file_and_line(tmp_path, bad, message):
+    path = _write_jsonl(tmp_path / "bad.jsonl", [_rec(model="ok"), bad])
+    with pytest.raises(data.DataError) as err:
+        data.read_seed_jsonl(path)
+    assert f"{path}:2" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_unknown_category_policy_other_counts(tmp_path):
+    path = _write_jsonl(tmp_path / "c.jsonl", [_rec(cat="astrology")])
+    dlog = data.DataLog()
+    df = data.read_seed_jsonl(path, dlog, unknown_category_policy="other")
+    assert df["category"].iloc[0] == "other"
+    assert dlog.repaired["unknown_category_to_other"] == 1
+
+
+def test_duplicate_policies(tmp_path):
+    path = _write_jsonl(tmp_path / "d.jsonl", [_rec(model="a", perf=1.0), _rec(model="a", perf=0.0), _rec(model="b")])
+    df = data.read_seed_jsonl(path)
+    with pytest.raises(data.DataError, match="duplicate"):
+        data.resolve_duplicates(df, "error", data.DataLog())
+    dlog = data.DataLog()
+    mean = data.resolve_duplicates(df, "mean", dlog)
+    assert mean.set_index("model").loc["a", "quality"] == 0.5
+    assert dlog.repaired["duplicate_rows_averaged"] == 1
+    dlog = data.DataLog()
+    first = data.resolve_duplicates(df, "first", dlog)
+    assert first.set_index("model").loc["a", "quality"] == 1.0
+    assert dlog.dropped["duplicate_row"] == 1
+
+
+def test_incomplete_policy(tmp_path):
+    path = _write_jsonl(tmp_path / "i.jsonl", [_rec(query="q1", model="a"), _rec(query="q1", model="b"), _rec(query="q2", model="a")])
+    df = data.read_seed_jsonl(path)
+    with pytest.raises(data.DataError, match="not scored by every model"):
+        data.restrict_to_pool(df, ["a", "b"], "error", data.DataLog())
+    dlog = data.DataLog()
+    kept = data.restrict_to_pool(df, ["a", "b"], "drop", dlog)
+    assert set(kept["query"]) == {"q1"}
+    assert dlog.dropped["incomplete_query"] == 1
+    with pytest.raises(data.DataError, match=r"models \['zz'\] have no records"):
+        data.restrict_to_pool(df, ["a", "zz"], "drop", data.DataLog())
+
+
+# ---------------------------------------------------------------- splits
+
+
+def _queries(n=700, seed=0):
+    rng = np.random.default_rng(seed)
+    cats = rng.choice(list(CATEGORIES), size=n)
+    return pd.DataFrame({"query_id": [data.query_id(f"q{i}") for i in range(n)], "category": cats})
+
+
+def test_split_is_by_query_deterministic_and_stratified():
+    q = _queries()
+    a = data.split_queries(q, 0.2, seed=1)
+    b = data.split_queries(q.sample(frac=1, random_state=3), 0.2, seed=1)  # row order must not matter
+    pd.testing.assert_series_equal(a.sort_index(), b.sort_index())
+    c = data.split_queries(q, 0.2, seed=2)
+    assert not a.sort_index().equals(c.sort_index())
+    assert set(a.index) == set(q["query_id"]) and a.index.is_unique
+    frac = q.assign(test=q["query_id"].map(a) == "test").groupby("category")["test"].mean()
+    assert (frac.sub(0.2).abs() < 0.06).all()
+
+
+def test_kfold_by_query_covers_each_query_once():
+    q = _queries(300)
+    folds = data.kfold_queries(q["query_id"].to_numpy(), q["category"].to_numpy(), 3, seed=0)
+    valid = np.concatenate([v for _, v in folds])
+    assert sorted(valid) == list(range(300))
+    for tr, va in folds:
+        assert not set(tr) & set(va)
+
+
+# ---------------------------------------------------------------- downloads
+
+
+def test_fetch_verifies_mirror_checksum(tmp_path, data_dir):
+    src = data.mmlu_pro_source("Qwen1.5-7B-Chat")
+    assert data.fetch(src, data_dir) == data_dir / src.relpath
+    fake = tmp_path / src.relpath
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not the zip")
+    with pytest.raises(data.DataError, match="does not match the pinned"):
+        data.fetch(src, tmp_path)
+    with pytest.raises(data.DataError, match="not found in the data mirror"):
+        data.fetch(data.mmlu_pro_source("Mistral-7B-Instruct-v0.2"), tmp_path)
+
+
+class _Files(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_fetch_downloads_once_from_loopback_and_checks_sha(tmp_path):
+    served = tmp_path / "www"
+    served.mkdir()
+    payload = b'{"question": "q"}\n' * 100
+    (served / "f.json").write_bytes(payload)
+    handler = lambda *a, **k: _Files(*a, directory=str(served), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/f.json"
+        good = data.SourceFile("x/f.json", url, hashlib.sha256(payload).hexdigest())
+        path = data.fetch(good, None, cache=tmp_path / "cache")
+        assert path.read_bytes() == payload and str(tmp_path / "cache") in str(path)
+        (served / "f.json").unlink()  # a second fetch must use the cache
+        assert data.fetch(good, None, cache=tmp_path / "cache") == path
+        bad = data.SourceFile("x/g.json", url.replace("f.json", "g.json"), "0" * 64)
+        (served / "g.json").write_bytes(b"tampered")
+        with pytest.raises(data.DataError, match="does not match the pinned"):
+            data.fetch(bad, None, cache=tmp_path / "cache")
+        with pytest.raises(data.DataError, match="could not download"):
+            data.fetch(data.SourceFile("x/h", url.replace("f.json", "missing.json"), "0" * 64), None, cache=tmp_path / "cache")
+    finally:
+        server.shutdown()
+
+
+def test_seed_dataset_from_local_hugging_face_cache(tmp_path, monkeypatch):
+    """The real hf_hub_download path, offline, against a Hugging Face cache layout."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import importlib
+
+    import huggingface_hub.constants as const
+
+    monkeypatch.setattr(const, "HF_HUB_OFFLINE", True)
+    commit = "a" * 40
+    repo = tmp_path / "hf" / "datasets--abdallah1008--ml-selection-benchmark-data"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    _write_jsonl(snap / "benchmark_training_data.jsonl", [_rec(model="llama-3.2-1b"), _rec(model="mistral-7b", perf=0.0)])
+    path = data.fetch_seed_hf("benchmark_training_data.jsonl", cache=tmp_path)
+    df = data.read_seed_jsonl(path)
+    assert sorted(df["model"]) == ["llama-3.2-1b", "mistral-7b"]
+    with pytest.raises(data.DataError, match="validation_benchmark_with_gt.jsonl"):
+        data.fetch_seed_hf("validation_benchmark_with_gt.jsonl", cache=tmp_path)

@@ -1,0 +1,144 @@
+"""Selectors and evaluation on synthetic data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlsel import evaluate, selectors
+from mlsel.data import OutcomeMatrix
+
+MODELS = ["a", "b", "c"]
+
+
+def clusters(n_per=60, seed=0, noise=0.05):
+    """Three well-separated clusters; in cluster j model j is the only correct one."""
+    rng = np.random.default_rng(seed)
+    centers = np.eye(3) * 5
+    X = np.vstack([centers[j] + noise * rng.standard_normal((n_per, 3)) for j in range(3)])
+    Q = np.zeros((3 * n_per, 3))
+    for j in range(3):
+        Q[j * n_per:(j + 1) * n_per, j] = 1.0
+    return X.astype(np.float32), Q
+
+
+def matrix(Q, lat=None, chars=None):
+    n = len(Q)
+    return OutcomeMatrix(np.array([f"q{i}" for i in range(n)]), np.array([""] * n), np.array(["math"] * n),
+                         list(MODELS), Q, lat, chars)
+
+
+@pytest.mark.parametrize("sel", [selectors.KNNSelector(k=5), selectors.KMeansSelector(num_clusters=3), selectors.SVMSelector()])
+def test_selectors_reach_oracle_on_separable_clusters(sel):
+    X, Q = clusters()
+    Xt, Qt = clusters(seed=1)
+    sel.fit(X, Q, models=MODELS)
+    chosen = sel.predict_index(Xt)
+    assert (Qt[np.arange(len(Qt)), chosen] == 1).all()
+    assert list(sel.predict(Xt[:1])) == ["a"]
+
+
+def test_candidates_restrict_selection():
+    X, Q = clusters()
+    sel = selectors.KNNSelector(k=5).fit(X, Q, models=MODELS)
+    picks = sel.predict(X, candidates=["b", "c"])
+    assert set(picks) <= {"b", "c"}
+    assert (picks[60:120] == "b").all() and (picks[120:] == "c").all()
+    with pytest.raises(ValueError, match="not among the fitted models"):
+        sel.predict(X, candidates=["zz"])
+
+
+def test_tie_rule_prefers_higher_mean_training_utility_not_order():
+    # Model "c" is best on average, so a tie among all three goes to "c".
+    X = np.zeros((4, 2), dtype=np.float32)
+    Q = np.array([[0, 0, 1], [0, 0, 1], [1, 1, 1], [0, 1, 1.0]])
+    best = selectors.BestSingleSelector().fit(X, Q, models=MODELS)
+    assert best.model_ == "c"
+    scores = np.array([[0.5, 0.5, 0.5], [0.7, 0.7, 0.1]])
+    assert list(selectors.choose(scores, best.rank_)) == [2, 1]  # rank: c < b < a
+
+
+def test_utility_uses_latency_only_when_measured():
+    q = np.array([[1.0, 1.0]])
+    assert np.allclose(selectors.utility(q, None, 0.9), q)
+    u = selectors.utility(q, np.array([[0.0, 9.0]]), 0.9)
+    assert np.allclose(u, [[0.9 + 0.1 * 1.0, 0.9 + 0.1 * 0.1]])
+    with pytest.raises(ValueError, match="missing values"):
+        selectors.utility(q, np.array([[np.nan, 1.0]]))
+
+
+def test_svm_skips_uninformative_queries():
+    X, Q = clusters()
+    Q = np.vstack([Q, np.zeros((10, 3))])
+    X = np.vstack([X, np.zeros((10, 3), dtype=np.float32)])
+    sel = selectors.SVMSelector().fit(X, Q, models=MODELS)
+    assert sel.n_uninformative_ == 10
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    X, Q = clusters()
+    sel = selectors.KMeansSelector(num_clusters=3).fit(X, Q, models=MODELS)
+    selectors.save_selector(sel, tmp_path, "kmeans", {"embedder": "e", "data_hash": "h", "seed": 42})
+    loaded, manifest = selectors.load_selector(tmp_path, "kmeans")
+    assert manifest["feature_dim"] == 3 and manifest["models"] == MODELS and manifest["embedder"] == "e"
+    assert manifest["params"]["num_clusters"] == 3 and "package_version" in manifest
+    assert (loaded.predict(X) == sel.predict(X)).all()
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _strategies(test, train_Q, picks):
+    x = np.zeros((len(test), 1))
+    dummy = np.zeros((len(train_Q), 1))
+    best = selectors.BestSingleSelector().fit(dummy, train_Q, models=MODELS)
+    rnd = selectors.RandomSelector().fit(dummy, train_Q, models=MODELS)
+    sel = np.zeros_like(test.quality)
+    sel[np.arange(len(test)), picks] = 1
+    return [
+        evaluate.Strategy("Oracle", "oracle", evaluate.oracle_proba(test)),
+        evaluate.Strategy("Sel", "selector", sel),
+        evaluate.Strategy("Best", "best_single", best.predict_proba(x)),
+        evaluate.Strategy("Random", "random", rnd.predict_proba(x)),
+    ]
+
+
+def test_random_is_exact_expectation_and_oracle_is_100pct():
+    rng = np.random.default_rng(0)
+    Q = rng.integers(0, 2, size=(200, 3)).astype(float)
+    test = matrix(Q, chars=rng.integers(100, 900, size=(200, 3)).astype(float))
+    out = evaluate.evaluate(test, _strategies(test, Q, rng.integers(0, 3, 200)), "p", n_bootstrap=200, seed=0)
+    r = out["results"].set_index("strategy")
+    assert r.loc["Random", "avg_quality"] == pytest.approx(Q.mean(axis=1).mean())
+    assert r.loc["Oracle", "best_model_pct"] == pytest.approx(100.0)
+    assert r.loc["Oracle", "avg_quality"] == pytest.approx(Q.max(axis=1).mean())
+    assert np.isnan(r.loc["Oracle", "avg_latency_s"])  # no latency measured: none shown
+    assert r.loc["Sel", "avg_quality_ci_low"] <= r.loc["Sel", "avg_quality"] <= r.loc["Sel", "avg_quality_ci_high"]
+    assert r.loc["Oracle", "gap_closed_pct"] == pytest.approx(100.0)
+    assert r.loc["Random", "gap_closed_pct"] == pytest.approx(0.0)
+    share = out["selection_share"]
+    assert share[share["strategy"] == "Random"]["share_pct"].tolist() == pytest.approx([100 / 3] * 3)
+
+
+def test_ties_get_best_model_credit_and_oracle_prefers_efficient():
+    Q = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    chars = np.array([[500.0, 100.0, 50.0], [10.0, 20.0, 5.0]])
+    test = matrix(Q, chars=chars)
+    out = evaluate.evaluate(test, _strategies(test, Q, np.array([0, 1])), "p", n_bootstrap=50)
+    r = out["results"].set_index("strategy")
+    assert r.loc["Sel", "best_model_pct"] == 100.0  # "a" ties "b" at 1.0; all-zero query credits any choice
+    assert r.loc["Sel", "best_model_pct_decidable"] == 100.0
+    assert evaluate.oracle_proba(test).argmax(axis=1).tolist() == [1, 2]  # tied best -> shortest answer
+
+
+def test_bootstrap_is_seeded_and_paired():
+    rng = np.random.default_rng(1)
+    Q = rng.integers(0, 2, size=(300, 3)).astype(float)
+    test = matrix(Q)
+    s = _strategies(test, Q, np.full(300, 0))
+    a = evaluate.evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
+    b = evaluate.evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
+    assert a.equals(b)
+    best = a.set_index("kind").loc["best_single"]
+    # Paired: a strategy minus itself has a degenerate interval at 0.
+    assert best["uplift_vs_best_single_ci_low"] == best["uplift_vs_best_single_ci_high"] == 0.0
