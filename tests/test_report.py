@@ -1,0 +1,232 @@
+"""The report: self-contained, complete, deterministic, honest about units."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlsel import config, report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def built(smoke_run, tmp_path_factory):
+    """The smoke run's report, built twice into two folders."""
+    sp = config.stage_params(smoke_run, "report")
+    out1 = tmp_path_factory.mktemp("report1")
+    out2 = tmp_path_factory.mktemp("report2")
+    p1 = report.build_report(**{**sp, "report_dir": str(out1)})
+    p2 = report.build_report(**{**sp, "report_dir": str(out2)})
+    return {"params": sp, "html1": p1, "html2": p2, "text": p1.read_text(encoding="utf-8")}
+
+
+def _images(text: str) -> list[str]:
+    return re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", text)
+
+
+def _check_png_data_uri(src: str) -> None:
+    assert src.startswith("data:image/png;base64,"), src[:60]
+    raw = base64.b64decode(src.split(",", 1)[1], validate=True)
+    assert raw.startswith(PNG_MAGIC)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as im:
+        im.load()
+        assert im.width > 100 and im.height > 100
+
+
+def test_report_files_and_content(built):
+    sp = built["params"]
+    html_path, text = built["html1"], built["text"]
+    assert html_path.name == "index.html" and html_path.is_file()
+    res = pd.read_csv(Path(sp["run_dir"]) / "tables" / "selection_results.csv")
+    for pool in res["pool"].unique():
+        assert f"Pool {html.escape(pool)}" in text
+    for name in res["strategy"].unique():
+        assert html.escape(name) in text, name
+    for title in ("Headline", "Per-category quality", "Which models the strategies choose", "Quality vs efficiency",
+                  "Data provenance and parameters", "ML routing benefit over random", "Random → oracle gap closed"):
+        assert title in text, title
+    # Verdicts are generated from the CIs: every selector gets one sentence about the best single model.
+    for name in res.loc[res["kind"] == "selector", "strategy"]:
+        assert re.search(re.escape(html.escape(name)) + r" (beats|does not beat) the best single model", text), name
+    # Provenance: input checksums, counts, parameter hashes, versions, commit.
+    manifest = json.loads((Path(sp["run_dir"]) / "manifest.json").read_text())
+    for path, sha in manifest["stages"]["prepare"]["data"]["inputs"].items():
+        assert sha in text
+    assert f'{manifest["stages"]["prepare"]["data"]["n_records_read"]}' in text
+    for stage in ("prepare", "train", "evaluate"):
+        assert manifest["stages"][stage]["params_hash"] in text
+    assert "git commit" in text and "scikit-learn" in text
+
+
+def test_report_is_self_contained(built):
+    text = built["text"]
+    assert "<script" not in text.lower()
+    for tag, attr in (("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src"), ("source", "src")):
+        for value in re.findall(rf"<{tag}\b[^>]*\b{attr}=\"([^\"]*)\"", text, flags=re.I):
+            assert value.startswith("data:"), f"<{tag} {attr}={value[:80]}>"
+    assert not re.search(r"url\(\s*['\"]?https?:", text), "CSS must not load remote resources"
+    assert "@import" not in text and "@font-face" not in text
+    # Only relative links to the copied tables and in-page anchors.
+    for href in re.findall(r"<a\b[^>]*\bhref=\"([^\"]*)\"", text):
+        assert href.startswith("#") or href.startswith("tables/"), href
+    imgs = _images(text)
+    assert len(imgs) >= 5  # per pool: heatmap, stacked bars, scatter
+    for src in imgs:
+        _check_png_data_uri(src)
+
+
+def test_tables_copied_byte_identical(built):
+    src = Path(built["params"]["run_dir"]) / "tables"
+    dst = built["html1"].parent / "tables"
+    csvs = sorted(p.name for p in src.glob("*.csv"))
+    assert {"selection_results.csv", "per_category.csv", "selection_share.csv"} <= set(csvs)
+    for name in csvs:
+        assert (dst / name).read_bytes() == (src / name).read_bytes(), name
+
+
+def test_two_builds_byte_identical(built):
+    assert built["html1"].read_bytes() == built["html2"].read_bytes()
+
+
+def test_proxy_label_without_latency(built):
+    text = built["text"]
+    assert report.PROXY_LABEL in text
+    assert report.LATENCY_LABEL not in text
+    proxy_cells = re.findall(r'<td class="num eff proxy">([^<]*)</td>', text)
+    assert proxy_cells
+    for cell in proxy_cells:
+        assert re.fullmatch(r"[0-9,]+|—", cell), cell  # a character count: never seconds
+    assert not re.search(r'class="num eff proxy">[^<]*s</td>', text)
+
+
+def _fake_results(latency: bool) -> pd.DataFrame:
+    rows = []
+    spec = [("Oracle (best possible)", "oracle", 0.80, 2.0), ("KNN Selection", "selector", 0.60, 5.5),
+            ("Best single on train (model-a)", "best_single", 0.55, 6.0), ("Always model-a", "always", 0.55, 6.0),
+            ("Always model-b", "always", 0.40, 1.25), ("Random Selection (expected)", "random", 0.475, 3.625)]
+    for name, kind, q, lat in spec:
+        rows.append({
+            "pool": "tiny", "strategy": name, "kind": kind, "n_queries": 40, "avg_quality": q,
+            "avg_quality_ci_low": q - 0.05, "avg_quality_ci_high": q + 0.05,
+            "avg_latency_s": lat if latency else float("nan"), "avg_response_chars": 100 * lat,
+            "best_model_pct": 100 * q, "best_model_pct_ci_low": 100 * q - 5, "best_model_pct_ci_high": 100 * q + 5,
+            "best_model_pct_decidable": 100 * q, "best_model_x_vs_random": q / 0.475,
+            "uplift_vs_random_pct": 100 * (q - 0.475) / 0.475, "uplift_vs_random_pct_ci_low": 100 * (q - 0.5) / 0.475,
+            "uplift_vs_random_pct_ci_high": 100 * (q - 0.45) / 0.475,
+            "uplift_vs_best_single": q - 0.55, "uplift_vs_best_single_ci_low": q - 0.55 - 0.03,
+            "uplift_vs_best_single_ci_high": q - 0.55 + 0.03,
+            "gap_closed_pct": 100 * (q - 0.475) / 0.325, "gap_closed_pct_ci_low": 0.0, "gap_closed_pct_ci_high": 100.0,
+        })
+    return pd.DataFrame(rows)
+
+
+def _fake_run(root: Path, latency: bool, manifest: dict | None = None) -> Path:
+    run = root / "run"
+    (run / "tables").mkdir(parents=True)
+    _fake_results(latency).to_csv(run / "tables" / "selection_results.csv", index=False)
+    if manifest is not None:
+        (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_measured_latency_shown_in_seconds(tmp_path):
+    run = _fake_run(tmp_path, latency=True)
+    text = report.build_report(str(run), str(tmp_path / "out")).read_text()
+    assert report.LATENCY_LABEL in text and report.PROXY_LABEL not in text
+    cells = re.findall(r'<td class="num eff latency">([^<]*)</td>', text)
+    assert "5.50 s" in cells and "1.25 s" in cells
+    assert all(c.endswith(" s") for c in cells)
+    # KNN is +0.05 [+0.02, +0.08] over the best single model: the verdict says it beats it.
+    assert "KNN Selection beats the best single model (model-a)" in text
+    assert len(_images(text)) == 1  # the quality vs latency scatter
+    for src in _images(text):
+        _check_png_data_uri(src)
+
+
+def test_missing_latency_in_fake_run_uses_proxy(tmp_path):
+    run = _fake_run(tmp_path, latency=False)
+    text = report.build_report(str(run), str(tmp_path / "out")).read_text()
+    assert report.PROXY_LABEL in text and report.LATENCY_LABEL not in text
+    assert re.findall(r'<td class="num eff proxy">([^<]*)</td>', text) == ["200", "550", "600", "600", "362", "125"]
+    assert "no manifest.json" in text
+
+
+def test_verdict_when_selector_is_worse(tmp_path):
+    df = _fake_results(latency=False)
+    df.loc[df["strategy"] == "KNN Selection", ["uplift_vs_best_single", "uplift_vs_best_single_ci_low", "uplift_vs_best_single_ci_high"]] = [-0.1, -0.15, -0.05]
+    text = " ".join(report.verdicts(df))
+    assert "does not beat the best single model (model-a); it is worse" in text
+
+
+def test_secrets_masked_and_no_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLSEL_TEST_SECRET_VALUE", "env-value-must-not-appear")
+    manifest = {
+        "git_commit": "abc123", "package_versions": {"numpy": "2.0"},
+        "stages": {"benchmark": {"params": {"api_key": "sk-verysecret", "hf_token": "hf_abc", "nested": {"client_secret": "s3"},
+                                            "endpoint": "http://localhost:8000/v1", "model_config": ""},
+                                 "params_hash": "0123456789abcdef"}},
+    }
+    run = _fake_run(tmp_path, latency=False, manifest=manifest)
+    text = report.build_report(str(run), str(tmp_path / "out")).read_text()
+    for secret in ("sk-verysecret", "hf_abc", "&#34;s3&#34;", '"s3"', "env-value-must-not-appear"):
+        assert secret not in text
+    assert "api_key" in text and report.MASK in text and "0123456789abcdef" in text
+
+
+def test_optional_tables_rendered(smoke_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(Path(smoke_run["base"]["run_dir"]) / "tables", run / "tables")
+    shutil.copy(Path(smoke_run["base"]["run_dir"]) / "manifest.json", run / "manifest.json")
+    res = pd.read_csv(run / "tables" / "selection_results.csv")
+    tuned = res[res["kind"] == "selector"].assign(strategy=lambda d: d["strategy"] + " (tuned)")
+    tuned.to_csv(run / "tables" / "tuned_results.csv", index=False)
+    frontier = pd.DataFrame([
+        {"pool": pool, "router": r, "cost_lambda": lam, "avg_quality": 0.4 + 0.1 * i - 0.05 * lam, "avg_response_chars": 900 - 300 * lam}
+        for pool in res["pool"].unique() for i, r in enumerate(["knn", "svm"]) for lam in (0.0, 0.5, 1.0)
+    ])
+    frontier.to_csv(run / "tables" / "frontier.csv", index=False)
+    pd.DataFrame({"pool": ["small4"], "router": ["knn"], "aiq": [0.42]}).to_csv(run / "tables" / "aiq.csv", index=False)
+    pd.DataFrame([{"selector": "knn", "knn_k": k, "onehot_weight": w, "score": 0.3 + 0.01 * k + w / 10}
+                  for k in (3, 5, 7) for w in (0.5, 1.0)]).to_csv(run / "tables" / "tune_heatmap.csv", index=False)
+    pd.DataFrame({"fold": range(50), "score": [0.5] * 50}).to_csv(run / "tables" / "cv_results.csv", index=False)
+    pd.DataFrame({"decision": ["math", "default"], "model": ["a", "b"], "avg_quality": [0.6, 0.5]}).to_csv(
+        run / "tables" / "router_config_results.csv", index=False)
+    pd.DataFrame({"x": [1]}).to_csv(run / "tables" / "something_new.csv", index=False)
+
+    titles = report.report_sections(str(run))
+    for t in ("Tuned selectors (held-out)", "Cost-quality frontier", "AIQ: area under the cost-quality curve",
+              "Hyper-parameter tuning", "Cross-validation results", "Per-decision routing config", "Other tables"):
+        assert t in titles, t
+    out = tmp_path / "out"
+    text = report.build_report(str(run), str(out)).read_text()
+    assert 'href="tables/something_new.csv"' in text
+    assert (out / "tables" / "something_new.csv").read_bytes() == (run / "tables" / "something_new.csv").read_bytes()
+    n_pools = res["pool"].nunique()
+    assert len(re.findall(r'<figure id="fig-frontier-', text)) == n_pools
+    assert len(re.findall(r'<figure id="fig-tune-heatmap-', text)) == 1
+    assert "First 20 of 50 rows" in text
+    assert "Knn Selection (tuned)" in text or "KNN Selection (tuned)" in text
+    for src in _images(text):
+        _check_png_data_uri(src)
+
+
+def test_tune_heatmap_falls_back_to_table():
+    df = pd.DataFrame({"knn_k": [3, 5], "score": [0.1, 0.2]})
+    blocks = report.tune_heatmap_blocks(df)
+    assert [b.type for b in blocks] == ["table"]
+
+
+def test_mask_secrets_nested():
+    out = report.mask_secrets({"API_KEY": "x", "a": {"token": "y", "b": [{"password": "z"}]}, "empty_key": ""})
+    assert out == {"API_KEY": report.MASK, "a": {"token": report.MASK, "b": [{"password": report.MASK}]}, "empty_key": ""}
