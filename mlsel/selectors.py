@@ -312,6 +312,10 @@ def make_selector(name: str, params: dict[str, Any]) -> Selector:
             kernel=params.get("svm_kernel", "rbf"), gamma=params.get("svm_gamma", 1.0), C=float(params.get("svm_c", 1.0)),
             quality_weight=qw, random_state=seed,
         )
+    from mlsel import routers  # lazy: routers builds on this module
+
+    if name in routers.ROUTERS:
+        return routers.make_router(name, params)
     raise ValueError(f"unknown selector {name!r}; known: {sorted(SELECTORS)}")
 
 
