@@ -765,6 +765,8 @@ def build_report(run_dir: str, report_dir: str, seed: int = 42, **extra: Any) ->
     Returns
     -------
     Path of ``index.html``. The same run folder always gives the same bytes.
+    CSVs in ``<report_dir>/tables/`` that the run folder does not have are
+    removed, so the published tables mirror the run.
     """
     paths = config.run_paths(run_dir)
     if not paths["root"].is_dir():
@@ -774,11 +776,17 @@ def build_report(run_dir: str, report_dir: str, seed: int = 42, **extra: Any) ->
     out_tables.mkdir(parents=True, exist_ok=True)
     sections = collect(run_dir)
     html = render(sections, run_dir, _read_manifest(paths["manifest"]))
-    if paths["tables"].is_dir():
-        for src in sorted(paths["tables"].glob("*.csv")):
-            dst = out_tables / src.name
-            if src.resolve() != dst.resolve():
-                shutil.copyfile(src, dst)
+    sources = sorted(paths["tables"].glob("*.csv")) if paths["tables"].is_dir() else []
+    if out_tables.resolve() != paths["tables"].resolve():
+        # The published tables mirror the run: a CSV left by an earlier build of
+        # another run would sit beside the page without being what it shows.
+        names = {p.name for p in sources}
+        for stale in sorted(out_tables.glob("*.csv")):
+            if stale.name not in names:
+                log.info("report: removing %s (not in %s)", stale, paths["tables"])
+                stale.unlink()
+        for src in sources:
+            shutil.copyfile(src, out_tables / src.name)
     index = out / "index.html"
     tmp = index.with_suffix(".tmp")
     tmp.write_bytes(html.encode("utf-8"))

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,9 +25,18 @@ def built(smoke_run, tmp_path_factory):
     sp = config.stage_params(smoke_run, "report")
     out1 = tmp_path_factory.mktemp("report1")
     out2 = tmp_path_factory.mktemp("report2")
+    (out1 / "tables").mkdir()
+    (out1 / "tables" / "stale_from_another_run.csv").write_text("x\n1\n")
+    t0 = time.perf_counter()
     p1 = report.build_report(**{**sp, "report_dir": str(out1)})
+    seconds = time.perf_counter() - t0
     p2 = report.build_report(**{**sp, "report_dir": str(out2)})
-    return {"params": sp, "html1": p1, "html2": p2, "text": p1.read_text(encoding="utf-8")}
+    return {"params": sp, "html1": p1, "html2": p2, "text": p1.read_text(encoding="utf-8"), "seconds": seconds}
+
+
+def test_build_is_fast(built):
+    # The page's size depends on pools x strategies x categories, not on the number of queries.
+    assert built["seconds"] < 30
 
 
 def _images(text: str) -> list[str]:
@@ -93,6 +103,7 @@ def test_tables_copied_byte_identical(built):
     assert {"selection_results.csv", "per_category.csv", "selection_share.csv"} <= set(csvs)
     for name in csvs:
         assert (dst / name).read_bytes() == (src / name).read_bytes(), name
+    assert sorted(p.name for p in dst.glob("*.csv")) == csvs  # the stale CSV is gone
 
 
 def test_two_builds_byte_identical(built):
