@@ -1,0 +1,247 @@
+"""Router shipping: config evaluation, runtime model files, pretrained files (offline)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mlsel import config, router, selectors, stages
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "router_config.yaml"
+POOL = "all5"
+
+
+@pytest.fixture(scope="module")
+def run_dir(smoke_run) -> str:
+    return str(smoke_run["base"]["run_dir"])
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("router-models")
+    return router.export_router_models(run_dir, POOL, str(out)), out
+
+
+@pytest.fixture(scope="module")
+def test_features(run_dir):
+    """(selectors by name, models, test-query features) of the smoke run's pool."""
+    queries, outcomes = stages.load_prepared(run_dir)
+    folder = config.run_paths(run_dir)["models"] / POOL
+    sels = {name: selectors.load_selector(folder, name)[0] for name in router.ALGORITHMS}
+    manifest = selectors.load_selector(folder, "knn")[1]
+    matrix = stages.pool_matrix(queries, outcomes, manifest["models"])
+    _, test = stages.split_masks(queries, matrix)
+    X = stages.features_for(matrix.subset(test), manifest["embedder"], manifest["onehot_weight"])
+    return sels, manifest["models"], X
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_writes_runtime_fields_and_manifest(exported):
+    manifest, out = exported
+    knn = json.loads((out / "knn_model.json").read_text())
+    assert {"algorithm", "trained", "k", "embeddings", "labels", "qualities", "latencies"} <= set(knn)
+    n_models = len(manifest["models"])
+    assert knn["k"] == 5 * n_models
+    assert len(knn["embeddings"]) == len(knn["labels"]) == len(knn["qualities"]) == len(knn["latencies"])
+    assert all(isinstance(v, int) for v in knn["latencies"])  # integer nanoseconds
+    assert min(knn["qualities"]) >= 0.01  # the runtime's max(q, 0.01) never clips
+    km = json.loads((out / "kmeans_model.json").read_text())
+    assert {"algorithm", "trained", "num_clusters", "centroids", "cluster_models"} <= set(km)
+    assert len(km["cluster_models"]) == len(km["centroids"]) == km["num_clusters"]
+    svm = json.loads((out / "svm_model.json").read_text())
+    assert svm["kernel_type"] == "Rbf" and svm["rbf_classifiers"]
+    for clf in svm["rbf_classifiers"]:
+        assert {"model_name", "alpha", "support_vectors", "rho", "gamma"} <= set(clf)
+        assert len(clf["alpha"]) == len(clf["support_vectors"]) and min(clf["alpha"]) > 0  # real |dual coef|, not 1.0
+    on_disk = json.loads((out / "manifest.json").read_text())
+    for key in ("embedder", "feature_dim", "models", "data_hash", "seed", "onehot_weight", "categories"):
+        assert key in on_disk, key
+    assert on_disk["feature_dim"] == 398 and len(on_disk["categories"]) == 14
+
+
+def test_knn_and_kmeans_exports_reproduce_python_selectors(exported, test_features):
+    manifest, out = exported
+    sels, models, X = test_features
+    for name in ("knn", "kmeans"):
+        art = json.loads((out / router.ARTIFACT_FILES[name]).read_text())
+        theirs = router.RUNTIME_SELECT[name](art, X)
+        ours = sels[name].predict(X)
+        assert list(theirs) == list(ours), f"{name}: runtime rule disagrees on {(theirs != ours).sum()} of {len(X)} test queries"
+        assert manifest["agreement"][name]["rate"] == 1.0
+        # Restricted to a decision's modelRefs: exported with the candidate set, still identical.
+        refs = [models[0], models[2], models[3]]
+        art_c = router.ARTIFACT_BUILDERS[name](sels[name], candidates=refs)
+        assert list(router.RUNTIME_SELECT[name](art_c, X)) == list(sels[name].predict(X, candidates=refs))
+        assert router.RUNTIME_SELECT[name](art, X[0]) == ours[0]  # one query at a time
+
+
+def test_knn_export_reproduces_tie_rule_on_binary_outcomes():
+    """0/1 qualities make vote ties common; the export must break them as the selector does."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 6)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Q = (rng.random((200, 4)) < 0.5).astype(float)
+    sel = selectors.KNNSelector(k=3).fit(X[:150], Q[:150], models=["a", "b", "c", "d"])
+    art = router.knn_artifact(sel)
+    assert list(router.runtime_knn_select(art, X[150:])) == list(sel.predict(X[150:]))
+
+
+def test_svm_agreement_is_measured_and_written(exported, test_features):
+    manifest, out = exported
+    on_disk = json.loads((out / "manifest.json").read_text())
+    rate = on_disk["svm_agreement_rate"]
+    assert 0.0 <= rate <= 1.0
+    sels, _, X = test_features
+    art = json.loads((out / "svm_model.json").read_text())
+    measured = (router.runtime_svm_select(art, X) == sels["svm"].predict(X)).mean()
+    assert rate == pytest.approx(measured)
+
+
+def test_svm_binary_export_is_exact():
+    """With two label classes the runtime's per-class vote equals libsvm's decision."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((120, 5)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Q = np.zeros((120, 2))
+    Q[np.arange(120), (X[:, 0] > 0).astype(int)] = 1.0
+    sel = selectors.SVMSelector(gamma=1.0).fit(X[:80], Q[:80], models=["a", "b"])
+    art = router.svm_artifact(sel)
+    assert list(router.runtime_svm_select(art, X[80:])) == list(sel.predict(X[80:]))
+
+
+# --------------------------------------------------------------------------- config evaluation
+
+
+def test_sample_config_per_decision_tables(run_dir, smoke_run):
+    flat = config.stage_params(smoke_run, "evaluate") | {"router_config": str(SAMPLE), "n_bootstrap": 50}
+    res = router.evaluate_router_config(**flat)
+    tables = config.run_paths(run_dir)["tables"]
+    csv = pd.read_csv(tables / "router_config_results.csv")
+    assert {"decision", "scope", "strategy", "kind", "avg_quality", "avg_quality_ci_low", "best_model_pct", "model_refs"} <= set(csv.columns)
+    decisions = set(csv.loc[csv["scope"] == "decision", "decision"])
+    assert {"math_decision", "general_fallback"} <= decisions
+    overall = res[res["decision"] == "overall"]
+    assert overall["kind"].isin(["router_config"]).sum() == 1
+    assert (overall["kind"] == "selector").sum() == 3  # knn, svm, kmeans applied to every query
+    # Per decision: the algorithm chose among its modelRefs only, baselines on the same candidates.
+    math = res[res["decision"] == "math_decision"]
+    assert not math["strategy"].str.contains("Mistral|70B").any()
+    queries, _ = stages.load_prepared(run_dir)
+    assert int(math["n_queries"].iloc[0]) == int(((queries["split"] == "test") & (queries["category"] == "math")).sum())
+    n_routed = res[res["scope"] == "decision"].groupby("decision")["n_queries"].first().sum()
+    assert n_routed == int(overall["n_queries"].iloc[0])
+    md = (tables / "router_config_results.md").read_text()
+    assert "### Decision `math_decision`" in md and "Test queries no decision matches: 0" in md
+
+
+def _write(tmp_path: Path, cfg: dict, name: str = "bad.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return p
+
+
+def _sample() -> dict:
+    return yaml.safe_load(SAMPLE.read_text())
+
+
+MODELS = ["Phi-3-mini-4k-instruct", "Mistral-7B-Instruct-v0.2", "Meta-Llama-3.1-8B-Instruct", "Qwen1.5-7B-Chat", "Meta-Llama-3.1-70B-Instruct"]
+
+
+def test_sample_config_parses_and_routes_every_category():
+    cfg = router.load_router_config(SAMPLE, MODELS)
+    table = cfg.routing_table()
+    assert table["math"] == "math_decision" and table["computer science"] == "code_decision" and table["other"] == "general_decision"
+    assert all(table.values())
+    assert cfg.decision("code_decision").param_dict == {"kernel": "rbf", "gamma": 1.0, "c": 1.0}
+
+
+def test_nested_config_variant(tmp_path):
+    raw = _sample()
+    nested = {"global": {"router": {"model_selection": raw["model_selection"]}}, "routing": {"decisions": raw["decisions"]}}
+    cfg = router.load_router_config(_write(tmp_path, nested, "nested.yaml"), MODELS)
+    assert [d.name for d in cfg.decisions] == [d["name"] for d in raw["decisions"]]
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["decisions"][0]["algorithm"].update(type="forest"), r"decision 'math_decision': unknown algorithm type 'forest'"),
+        (lambda c: c["decisions"][1]["modelRefs"].append({"model": "gpt-4o"}), r"decision 'code_decision': modelRefs \['gpt-4o'\] are not in"),
+        (lambda c: c["decisions"][2].update(priority=100, rules={"operator": "OR", "conditions": [{"type": "domain", "name": "other"}, {"type": "domain", "name": "math"}]}),
+         r"decisions 'math_decision' and 'general_decision' overlap at equal priority 100: both match \['math'\]"),
+        (lambda c: c["decisions"][0]["rules"]["conditions"][0].update(name="maths"), r"decision 'math_decision'.*unknown category 'maths'"),
+        (lambda c: c["decisions"][3].pop("modelRefs"), r"decision 'general_fallback': missing field 'modelRefs'"),
+        (lambda c: c["decisions"][0]["algorithm"].pop("type"), r"decision 'math_decision': missing field 'algorithm.type'"),
+    ],
+    ids=["unknown-algorithm", "absent-model", "overlap", "unknown-category", "missing-modelrefs", "missing-type"],
+)
+def test_malformed_configs_name_file_decision_and_problem(tmp_path, mutate, message):
+    raw = _sample()
+    mutate(raw)
+    path = _write(tmp_path, raw)
+    with pytest.raises(router.RouterConfigError, match=message) as err:
+        router.load_router_config(path, MODELS)
+    assert str(path) in str(err.value)
+
+
+# --------------------------------------------------------------------------- pretrained (offline HF cache)
+
+
+def _hf_cache(root: Path, files: dict[str, dict], commit: str) -> Path:
+    """A local Hugging Face cache holding ``files`` at ``commit`` with refs/main -> commit."""
+    repo = root / ("models--" + router.PRETRAINED_REPO.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name, content in files.items():
+        (snap / name).write_text(json.dumps(content))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def test_pretrained_dimension_mismatch_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    upstream = {"algorithm": "kmeans", "trained": True, "num_clusters": 2, "centroids": [[0.0] * 1038, [1.0] * 1038],
+                "cluster_models": ["llama-3.2-1b", "mistral-7b"]}
+    cache = _hf_cache(tmp_path / "hf", {"kmeans_model.json": upstream}, "a" * 40)
+    arts = router.load_pretrained(cache_dir=cache)
+    assert set(arts) == {"kmeans"}
+    with pytest.raises(router.IncompatibleArtifactError, match=r"embedding dimension 1038 != 398 of this run's features \(embedder x\)"):
+        router.check_compatible(arts["kmeans"], 398, MODELS, embedder="x")
+    with pytest.raises(router.IncompatibleArtifactError, match=r"models \['llama-3.2-1b', 'mistral-7b'\] are not among"):
+        router.check_compatible(arts["kmeans"], 1038, MODELS)
+
+
+def test_pretrained_files_are_evaluated_like_our_own(run_dir, smoke_run, exported, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _, out = exported
+    ours = json.loads((out / "kmeans_model.json").read_text())
+    cache = _hf_cache(tmp_path / "hf", {"kmeans_model.json": ours}, "b" * 40)
+    flat = config.stage_params(smoke_run, "evaluate") | {"n_bootstrap": 50}
+    res = router.evaluate_pretrained(pool=POOL, cache_dir=str(cache), **flat)
+    pre = res[res["kind"] == "pretrained"]
+    assert len(pre) == 1
+    own = res[res["strategy"] == stages.selector_label("kmeans")]
+    assert pre["avg_quality"].iloc[0] == pytest.approx(own["avg_quality"].iloc[0])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_add_cli_registers_subcommands():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    router.add_cli(sub)
+    args = parser.parse_args(["export", "--run-dir", "runs/x", "--pool", "all5", "--export-dir", "out"])
+    assert (args.run_dir, args.pool, args.export_dir, args.func) == ("runs/x", "all5", "out", router._cli_export)
+    args = parser.parse_args(["evaluate-config", "--run-dir", "runs/x", "--config", "c.yaml", "--n-bootstrap", "10"])
+    assert (args.config, args.n_bootstrap, args.func) == ("c.yaml", 10, router._cli_evaluate_config)
