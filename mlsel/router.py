@@ -53,7 +53,7 @@ Rules from upstream digest 2.2-2.4 and section 5, implemented in
 :func:`runtime_knn_select`, :func:`runtime_kmeans_select`,
 :func:`runtime_svm_select`.
 
-KNN (exact). Our KNN averages each model's utility over the k nearest
+KNN (exact up to exact distance ties). Our KNN averages each model's utility over the k nearest
 training *queries*. The runtime votes over the k nearest stored *rows* with
 weight ``0.9*max(q, 0.01) + 0.1*(1 - (lat - min)/max(max - min, 1 ns))``.
 The export writes one row per (training query, candidate model) with the
@@ -68,9 +68,14 @@ same argmax as our mean utility. ``tie_eps`` (< 1e-10, decreasing with the
 model's tie-break rank) reproduces our tie rule, which the runtime cannot
 (it takes the argmax over a HashMap). The cost is size: k*M rows of d
 floats. L2 and cosine agree because every feature row has the same norm
-sqrt(1 + onehot_weight^2). Not expressible: ``weights="distance"`` KNN (the
-runtime has no distance weighting): exported with the uniform encoding and
-its agreement measured.
+sqrt(1 + onehot_weight^2). One thing no encoding fixes: when the k-th and
+(k+1)-th nearest training queries are at exactly the same distance
+(duplicate feature rows, e.g. query texts differing only in case under an
+uncased embedder), which of them counts is an arbitrary order in
+scikit-learn and in the runtime alike; :func:`agreement` counts those
+queries (``n_boundary_ties``) and the disagreements outside them. Not
+expressible: ``weights="distance"`` KNN (the runtime has no distance
+weighting): exported with the uniform encoding and its agreement measured.
 
 KMeans (exact). Centroids as fitted; ``cluster_models[c]`` = our choice for
 cluster c (argmax of the cluster's mean utility, our tie rule, restricted to
@@ -780,8 +785,10 @@ def runtime_knn_select(artifact: dict[str, Any], x: np.ndarray) -> str | np.ndar
     k nearest stored rows by L2; each votes for its label with
     ``0.9*max(q, 0.01) + 0.1*(1 - (lat - min_lat)/max(max_lat - min_lat, 1))``
     (latencies in ns, min/max over the whole artifact); the highest vote sum
-    wins. The runtime breaks exact ties in HashMap order (unspecified); this
-    reference takes the first label in row order.
+    wins. Two orders the runtime leaves unspecified are fixed here: among
+    rows at exactly equal distance the lowest row index is nearer (the
+    runtime's BallTree order), and exact vote ties go to the label seen first
+    in row order (the runtime's HashMap order).
     """
     X, single = _as_2d(x)
     E = np.asarray(artifact["embeddings"], dtype=np.float64)
@@ -806,7 +813,9 @@ def runtime_knn_select(artifact: dict[str, Any], x: np.ndarray) -> str | np.ndar
     for start in range(0, len(X), 256):
         xb = X[start:start + 256]
         d2 = e2[None, :] - 2.0 * xb @ E.T + (xb * xb).sum(axis=1)[:, None]
-        nn = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(xb), 1))
+        # Lowest row index first among equal distances: duplicate feature rows (e.g. texts that an
+        # uncased embedder maps to one vector) tie exactly, and linfa's BallTree leaves their order unspecified.
+        nn = np.argsort(d2, axis=1, kind="stable")[:, :k]
         for row in nn:
             sums = np.bincount(label_idx[row], weights=vote[row], minlength=len(names))
             out.append(names[int(np.argmax(sums))])
@@ -862,8 +871,28 @@ def agreement(artifact: dict[str, Any], sel: selectors.Selector, X: np.ndarray, 
     """Share of queries ``X`` (n, d) where the runtime rule on ``artifact`` picks the Python selector's model."""
     ours = sel.predict(X, candidates=candidates)
     theirs = RUNTIME_SELECT[artifact["algorithm"]](artifact, X)
-    agree = int((ours == theirs).sum())
-    return {"n_queries": int(len(X)), "n_agree": agree, "rate": agree / len(X) if len(X) else float("nan")}
+    same = ours == theirs
+    out = {"n_queries": int(len(X)), "n_agree": int(same.sum()), "rate": float(same.mean()) if len(X) else float("nan")}
+    if isinstance(sel, selectors.KNNSelector):
+        tie = knn_boundary_ties(sel, X)
+        out["n_boundary_ties"] = int(tie.sum())
+        out["n_disagree_outside_ties"] = int((~same & ~tie).sum())
+    return out
+
+
+def knn_boundary_ties(sel: selectors.KNNSelector, X: np.ndarray) -> np.ndarray:
+    """(n,) bool: the k-th and (k+1)-th nearest training queries are at exactly the same distance.
+
+    There the k nearest queries are not unique (duplicate feature rows, e.g. texts an
+    uncased embedder maps to one vector); scikit-learn and the runtime may each take
+    either, so a disagreement on such a query is a tie, not an encoding error.
+    """
+    k = int(sel.nn_.n_neighbors)
+    n_fit = int(sel.nn_.n_samples_fit_)
+    if k >= n_fit:
+        return np.zeros(len(X), dtype=bool)
+    dist, _ = sel.nn_.kneighbors(np.asarray(X, dtype=np.float32), n_neighbors=k + 1)
+    return dist[:, k - 1] == dist[:, k]
 
 
 # --------------------------------------------------------------------------- export
@@ -921,7 +950,7 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", **extra:
     if "svm" in manifest["agreement"]:
         manifest["svm_agreement_rate"] = manifest["agreement"]["svm"]["rate"]
     manifest["runtime_rules"] = {
-        "knn": "exact: one row per (training query, model), qualities = 0.01 + 0.99*utility + tie_eps, latencies 0 ns, k = k_queries*n_models",
+        "knn": "exact up to exact distance ties at the k-th neighbour (n_boundary_ties): one row per (training query, model), qualities = 0.01 + 0.99*utility + tie_eps, latencies 0 ns, k = k_queries*n_models",
         "kmeans": "exact: centroids and the cluster's argmax mean-utility model",
         "svm": "approximate: per-class kernel vote over the real support vectors (alpha = sum |dual coef|), query L2-normalised; agreement measured",
     }

@@ -75,6 +75,8 @@ def test_knn_and_kmeans_exports_reproduce_python_selectors(exported, test_featur
         art = json.loads((out / router.ARTIFACT_FILES[name]).read_text())
         theirs = router.RUNTIME_SELECT[name](art, X)
         ours = sels[name].predict(X)
+        if name == "knn":  # no exact distance ties at the k-th neighbour among the smoke run's queries
+            assert not router.knn_boundary_ties(sels[name], X).any()
         assert list(theirs) == list(ours), f"{name}: runtime rule disagrees on {(theirs != ours).sum()} of {len(X)} test queries"
         assert manifest["agreement"][name]["rate"] == 1.0
         # Restricted to a decision's modelRefs: exported with the candidate set, still identical.
