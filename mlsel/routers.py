@@ -79,6 +79,8 @@ class CostAwareRouter(Selector):
     """
 
     cost_lambda: float = 0.0
+    PREDICT_PARAMS: tuple[str, ...] = ("cost_lambda",)
+    """Parameters used only at prediction: a fitted router can change them with ``set_params`` and predict again."""
 
     def fit(
         self,
@@ -182,6 +184,8 @@ class KNNRegressorSelector(CostAwareRouter):
     cost_lambda : cost weight in the decision score
     """
 
+    PREDICT_PARAMS = ("k", "weights", "shrink", "cost_lambda")
+
     def __init__(self, k: int = 50, weights: str = "distance", shrink: float = 0.0, quality_weight: float = 0.9, cost_lambda: float = 0.0):
         self.k = k
         self.weights = weights
@@ -196,7 +200,8 @@ class KNNRegressorSelector(CostAwareRouter):
             raise ValueError(f"weights must be uniform or distance, got {self.weights!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
-        self.nn_ = NearestNeighbors(n_neighbors=min(self.k, len(X)), metric="cosine", algorithm="brute").fit(X)
+        self.nn_ = NearestNeighbors(metric="cosine", algorithm="brute").fit(X)
+        self.n_train_ = len(X)
         self.train_utility_ = u
         self.train_cost_ = c
         self.utility_prior_ = u.mean(axis=0)
@@ -214,7 +219,9 @@ class KNNRegressorSelector(CostAwareRouter):
         return est
 
     def predict_quality_cost(self, X):
-        dist, idx = self.nn_.kneighbors(np.asarray(X, dtype=np.float32))
+        if self.weights not in ("uniform", "distance") or self.k < 1:
+            raise ValueError(f"need weights uniform|distance and k >= 1, got {self.weights!r}, {self.k}")
+        dist, idx = self.nn_.kneighbors(np.asarray(X, dtype=np.float32), n_neighbors=min(int(self.k), self.n_train_))
         w = self._weights(dist)
         q = self._mean(w, self.train_utility_[idx], self.utility_prior_)
         if self.train_cost_ is None:
@@ -322,7 +329,7 @@ class ClusterScoreboardSelector(CostAwareRouter):
     num_clusters : KMeans clusters (Avengers-Pro uses 60)
     alpha : quality share of the cluster score, in [0, 1]
     top_p : nearest clusters whose scores are averaged
-    n_init : KMeans restarts
+    n_init : KMeans restarts (k-means++ seeding; one is enough with many clusters)
     random_state : KMeans seed
 
     Attributes
@@ -331,9 +338,11 @@ class ClusterScoreboardSelector(CostAwareRouter):
     cluster_quality_norm_, cluster_cost_norm_ : (k, m) min-max normalised within each cluster
     """
 
+    PREDICT_PARAMS = ("alpha", "top_p", "cost_lambda")
+
     def __init__(
         self, num_clusters: int = 60, alpha: float = 1.0, top_p: int = 4, quality_weight: float = 0.9, cost_lambda: float = 0.0,
-        n_init: int = 3, random_state: int = 42,
+        n_init: int = 1, random_state: int = 42,
     ):
         self.num_clusters = num_clusters
         self.alpha = alpha

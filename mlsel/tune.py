@@ -33,7 +33,10 @@ Outputs (fixed names)
     selector does not read it), ``n_fits`` (folds x seeds), ``cv_quality_mean,
     cv_quality_std, cv_utility_mean, cv_utility_std`` (std over the folds and
     seeds), ``cv_avg_latency_s`` or ``cv_avg_response_chars`` (mean cost of the
-    chosen answers; the other is empty), ``chosen`` (bool).
+    chosen answers; the other is empty), ``cpu_seconds`` (CPU time of its fits
+    and predictions summed over folds; a fit shared by combinations that differ
+    only in prediction-time parameters is counted once, in the first),
+    ``chosen`` (bool).
 ``<run_dir>/tune/cv_frontier.csv``
     Routers only, their chosen combination: ``pool, router, cost_lambda,
     cv_quality_mean, cv_avg_latency_s, cv_avg_response_chars``.
@@ -74,10 +77,9 @@ Cost is measured latency (s) where the data has it, else the labelled proxy
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -93,15 +95,17 @@ DEFAULT_COST_LAMBDAS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1
 GRIDS: dict[str, dict[str, Any]] = {
     # The main job: <= ~4 minutes on 2 cores for MMLU-Pro (9.3k training queries), both pools.
     "default": {
-        "onehot_weight": [0.0, 0.5, 1.0],
+        "onehot_weight": [1.0],
         "quality_weight": [0.5, 0.9, 1.0],  # searched only where latency was measured
         "selectors": {
-            "knn": {"knn_k": [10, 50, 100, 200]},
-            "kmeans": {"kmeans_num_clusters": [8, 16, 32]},
-            "svm": {"onehot_weight": [1.0], "svm_kernel": ["rbf"], "svm_gamma": [1.0], "svm_c": [1.0]},
-            "knn_reg": {"knn_reg_k": [25, 50, 100, 200], "knn_reg_weights": ["distance"], "knn_reg_shrink": [0.0, 50.0]},
-            "mlp": {"mlp_hidden": [128], "mlp_alpha": [1e-2, 1.0]},
-            "logreg": {"logreg_c": [0.1, 1.0]},
+            "knn": {"onehot_weight": [0.0, 1.0], "knn_k": [50, 200]},
+            "kmeans": {"kmeans_num_clusters": [8, 16]},
+            "svm": {"svm_kernel": ["rbf"], "svm_gamma": [1.0], "svm_c": [1.0]},
+            # k, shrink and weights are prediction-time parameters: one fit per fold serves them all.
+            "knn_reg": {"onehot_weight": [0.5, 1.0], "knn_reg_k": [100, 200, 400], "knn_reg_weights": ["distance"], "knn_reg_shrink": [0.0, 100.0]},
+            "mlp": {"mlp_hidden": [128], "mlp_alpha": [10.0]},
+            "logreg": {"logreg_c": [0.01, 0.1]},
+            # top_p and alpha are prediction-time parameters.
             "scoreboard": {"scoreboard_clusters": [20, 60], "scoreboard_top_p": [1, 4], "scoreboard_alpha": [1.0]},
         },
     },
@@ -182,22 +186,48 @@ def _cv_task(
     uv = selectors.utility(qv, None if latency is None else latency[valid_idx], user_qw)
     cv = None if cost is None else np.nan_to_num(cost[valid_idx], nan=float(np.nanmean(cost)))
     ar = np.arange(len(valid_idx))
+    fitted: dict[tuple, selectors.Selector] = {}
     for combo_id, combo in combos:
+        cpu0 = time.process_time()
         sel = selectors.make_selector(name, {**base, **combo})
-        routers.fit_selector(sel, X[fit_idx], quality[fit_idx], None if latency is None else latency[fit_idx], models,
-                             None if cost is None else cost[fit_idx])
+        # Combinations that differ only in prediction-time parameters share one fit.
+        predict_only = getattr(type(sel), "PREDICT_PARAMS", ())
+        key = tuple(sorted((k, repr(v)) for k, v in sel.get_params().items() if k not in predict_only))
+        if key in fitted:
+            sel = fitted[key].set_params(**{k: getattr(sel, k) for k in predict_only})
+        else:
+            routers.fit_selector(sel, X[fit_idx], quality[fit_idx], None if latency is None else latency[fit_idx], models,
+                                 None if cost is None else cost[fit_idx])
+            fitted[key] = sel
         if isinstance(sel, routers.CostAwareRouter):
             sweep = sel.predict_index_sweep(X[valid_idx], [float(sel.cost_lambda), *lambdas])
             idx, sweep = sweep[0], sweep[1:]
         else:
             idx, sweep = sel.predict_index(X[valid_idx]), None
         row = {**meta, "selector": name, "combo": combo_id, "quality": float(qv[ar, idx].mean()),
-               "utility": float(uv[ar, idx].mean()), "cost": float(cv[ar, idx].mean()) if cv is not None else np.nan}
+               "utility": float(uv[ar, idx].mean()), "cost": float(cv[ar, idx].mean()) if cv is not None else np.nan,
+               "cpu_s": time.process_time() - cpu0}
         if sweep is not None:
             row["sweep_quality"] = [float(qv[ar, s].mean()) for s in sweep]
             row["sweep_cost"] = [float(cv[ar, s].mean()) if cv is not None else np.nan for s in sweep]
         rows.append(row)
     return rows
+
+
+def _final_task(pool: str, name: str, params: dict[str, Any], Xtr: np.ndarray, Xte: np.ndarray, quality: np.ndarray,
+                latency: np.ndarray | None, cost: np.ndarray | None, models: list[str], lambdas: list[float],
+                op_lambda: float | None) -> dict[str, Any]:
+    """Refit one tuned selector on the whole training split; its test choices (and a router's sweep)."""
+    sel = selectors.make_selector(name, params)
+    routers.fit_selector(sel, Xtr, quality, latency, models, cost)
+    out: dict[str, Any] = {"pool": pool, "name": name, "proba": sel.predict_proba(Xte), "sweep": None, "op_proba": None}
+    if isinstance(sel, routers.CostAwareRouter):
+        if lambdas:
+            out["sweep"] = sel.predict_index_sweep(Xte, lambdas)
+        if op_lambda is not None:
+            sel.set_params(cost_lambda=op_lambda)
+            out["op_proba"] = sel.predict_proba(Xte)
+    return out
 
 
 def _run_tasks(tasks: list[tuple], n_jobs: int) -> list[dict[str, Any]]:
@@ -359,7 +389,8 @@ def tune_selectors(
                    "cv_quality_mean": r["quality"].mean(), "cv_quality_std": r["quality"].std(ddof=0),
                    "cv_utility_mean": r["utility"].mean(), "cv_utility_std": r["utility"].std(ddof=0),
                    "cv_avg_latency_s": r["cost"].mean() if unit == "latency_s" else np.nan,
-                   "cv_avg_response_chars": r["cost"].mean() if unit == "response_chars" else np.nan}
+                   "cv_avg_response_chars": r["cost"].mean() if unit == "response_chars" else np.nan,
+                   "cpu_seconds": r["cpu_s"].sum()}
             rows.append(row)
         best = max(range(len(combos)), key=lambda i: (rows[-len(combos) + i]["cv_utility_mean"], -i))
         chosen[(pool, name)] = best
@@ -374,7 +405,7 @@ def tune_selectors(
     cv_table = pd.DataFrame(rows)
     cv_table["chosen"] = [chosen[(p, s)] == c for p, s, c in zip(cv_table["pool"], cv_table["selector"], cv_table["combo"])]
     cols = ["pool", "selector", "combo", "params", *all_keys, "n_fits", "cv_quality_mean", "cv_quality_std", "cv_utility_mean",
-            "cv_utility_std", "cv_avg_latency_s", "cv_avg_response_chars", "chosen"]
+            "cv_utility_std", "cv_avg_latency_s", "cv_avg_response_chars", "cpu_seconds", "chosen"]
     cv_table = cv_table[cols]
     cv_sweep = pd.DataFrame(sweep_rows, columns=["pool", "router", "cost_lambda", "cv_quality_mean", "cv_avg_latency_s", "cv_avg_response_chars"])
     for (pool, name), _ in grids.items():
@@ -441,6 +472,23 @@ def tune_selectors(
     (tune_dir / "tuned_params.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
 
     # ------------------------------------------------------------ final evaluation: the only use of the test split
+    # Fit the tuned selectors in parallel (features are built here, once per setting).
+    final_tasks = []
+    for pool, (matrix, train, test, unit) in pool_data.items():
+        tr, te = matrix.subset(train), matrix.subset(test)
+        cost_tr, _ = _cost_matrix(tr)
+        for name in names:
+            combo = grids[(pool, name)][chosen[(pool, name)]]
+            op = operating.get((pool, name))
+            final_tasks.append((pool, name, {**base, **combo}, features(tr, combo["embedder"], float(combo["onehot_weight"])),
+                                features(te, combo["embedder"], float(combo["onehot_weight"])), tr.quality, tr.latency_s, cost_tr,
+                                list(pools[pool]), lambdas if unit else [], None if op is None else op["cost_lambda"]))
+    from joblib import Parallel, delayed
+
+    t_final = time.perf_counter()
+    fitted_out = {(o["pool"], o["name"]): o for o in Parallel(n_jobs=tune_n_jobs)(delayed(_final_task)(*t) for t in final_tasks)}
+    log.info("tune: final fits in %.1f s", time.perf_counter() - t_final)
+
     results, front, aiqs = [], [], []
     for pool, (matrix, train, test, unit) in pool_data.items():
         models = list(pools[pool])
@@ -453,24 +501,18 @@ def tune_selectors(
         curves_q, curves_c = {}, {}
         ar = np.arange(len(te))
         for name in names:
-            combo = grids[(pool, name)][chosen[(pool, name)]]
-            sel = selectors.make_selector(name, {**base, **combo})
-            Xtr = features(tr, combo["embedder"], float(combo["onehot_weight"]))
-            Xte = features(te, combo["embedder"], float(combo["onehot_weight"]))
-            routers.fit_selector(sel, Xtr, tr.quality, tr.latency_s, models, cost_tr)
-            strategies.append(evaluate.Strategy(selector_label(name), "selector", sel.predict_proba(Xte)))
-            if isinstance(sel, routers.CostAwareRouter) and cost_te is not None:
-                sweep = sel.predict_index_sweep(Xte, lambdas)
-                curves_q[name] = np.stack([te.quality[ar, s] for s in sweep])
-                curves_c[name] = np.stack([cost_te[ar, s] for s in sweep])
+            o = fitted_out[(pool, name)]
+            strategies.append(evaluate.Strategy(selector_label(name), "selector", o["proba"]))
+            if o["sweep"] is not None and cost_te is not None:
+                curves_q[name] = np.stack([te.quality[ar, s] for s in o["sweep"]])
+                curves_c[name] = np.stack([cost_te[ar, s] for s in o["sweep"]])
                 for lam, q, c in zip(lambdas, curves_q[name].mean(axis=1), curves_c[name].mean(axis=1)):
                     front.append({"pool": pool, "kind": "router", "router": name, "cost_lambda": lam, "avg_quality": q, f"avg_{unit}": c})
-                op = operating.get((pool, name))
-                if op is not None:
-                    sel.set_params(cost_lambda=op["cost_lambda"])
-                    strategies.append(evaluate.Strategy(f"{name.upper()} (tuned, matched lambda={op['cost_lambda']:g})", "selector", sel.predict_proba(Xte)))
+                if o["op_proba"] is not None:
+                    lam = operating[(pool, name)]["cost_lambda"]
+                    strategies.append(evaluate.Strategy(f"{name.upper()} (tuned, matched lambda={lam:g})", "selector", o["op_proba"]))
             elif cost_te is not None:
-                idx = sel.predict_index(Xte)
+                idx = o["proba"].argmax(axis=1)
                 front.append({"pool": pool, "kind": "selector", "router": name, "cost_lambda": np.nan,
                               "avg_quality": float(te.quality[ar, idx].mean()), f"avg_{unit}": float(cost_te[ar, idx].mean())})
         dummy = np.zeros((len(tr), 1))
@@ -512,7 +554,7 @@ def tune_selectors(
         "params": params, "params_hash": config.params_hash(params), "data_hash": stages.data_hash(run_dir),
         "grid": tune_grid, "grid_spec": GRIDS[tune_grid], "selectors": names, "embedders": embedders, "cost_lambdas": lambdas,
         "cost_unit": {p: d[3] for p, d in pool_data.items()}, "n_cv_tasks": len(tasks), "n_cv_fits": int(len(raw)),
-        "cv_seconds": round(cv_seconds, 1), "total_seconds": round(total, 1),
+        "cv_seconds": round(cv_seconds, 1), "cv_cpu_seconds": round(float(raw["cpu_s"].sum()), 1), "total_seconds": round(total, 1),
         "chosen": {f"{p}/{n}": _params_text(grids[(p, n)][i]) for (p, n), i in chosen.items()},
         "operating_points": {f"{p}/{n}": op for (p, n), op in operating.items()},
         "test_split_used_by": "final evaluation only (tuned_results, frontier, aiq)",
