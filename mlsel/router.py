@@ -103,6 +103,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -1074,7 +1075,6 @@ def evaluate_pretrained(
     pools = extra.get("pools") or {}
     models = list(pools[pool]) if pool in pools else json.loads((config.run_paths(run_dir)["models"] / pool / f"{ALGORITHMS[0]}.manifest.json").read_text())["models"]
     embedder, onehot_weight = feature_settings(run_dir, extra)
-    dim = None
     matrix = stages.pool_matrix(queries, outcomes, models)
     train, test = stages.split_masks(queries, matrix)
     te = matrix.subset(test)
@@ -1127,7 +1127,7 @@ def _cli_evaluate_config(args: argparse.Namespace) -> int:
     if args.n_bootstrap is not None:
         flat["n_bootstrap"] = args.n_bootstrap
     if not flat.get("router_config"):
-        print("no router config: pass --config or set evaluate.router_config in params.yaml", file=__import__("sys").stderr)
+        print("no router config: pass --config or set evaluate.router_config in params.yaml", file=sys.stderr)
         return 1
     evaluate_router_config(**flat)
     md = config.run_paths(flat["run_dir"])["tables"] / "router_config_results.md"
