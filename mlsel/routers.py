@@ -419,9 +419,9 @@ ROUTER_PARAM_KEYS: dict[str, tuple[str, ...]] = {
 def make_router(name: str, params: dict[str, Any]) -> CostAwareRouter:
     """Build a router from flat parameters (params.yaml keys).
 
-    ``knn_reg``: ``knn_reg_k`` (50), ``knn_reg_weights`` (distance),
+    ``knn_reg``: ``knn_reg_k`` (200), ``knn_reg_weights`` (distance),
     ``knn_reg_shrink`` (0); ``mlp``: ``mlp_hidden`` (128), ``mlp_alpha``
-    (1e-3); ``logreg``: ``logreg_c`` (1.0); ``scoreboard``:
+    (10.0); ``logreg``: ``logreg_c`` (0.1); ``scoreboard``:
     ``scoreboard_clusters`` (60), ``scoreboard_alpha`` (1.0),
     ``scoreboard_top_p`` (4). All read ``quality_weight``, ``cost_lambda``
     (0.0) and ``seed``.
@@ -431,14 +431,14 @@ def make_router(name: str, params: dict[str, Any]) -> CostAwareRouter:
     seed = int(params.get("seed", 42))
     if name == "knn_reg":
         return KNNRegressorSelector(
-            k=int(params.get("knn_reg_k", 50)), weights=str(params.get("knn_reg_weights", "distance")),
+            k=int(params.get("knn_reg_k", 200)), weights=str(params.get("knn_reg_weights", "distance")),
             shrink=float(params.get("knn_reg_shrink", 0.0)), quality_weight=qw, cost_lambda=lam,
         )
     if name == "mlp":
-        return MLPSelector(hidden=_as_hidden(params.get("mlp_hidden", 128)), alpha=float(params.get("mlp_alpha", 1e-3)),
+        return MLPSelector(hidden=_as_hidden(params.get("mlp_hidden", 128)), alpha=float(params.get("mlp_alpha", 10.0)),
                            quality_weight=qw, cost_lambda=lam, random_state=seed)
     if name == "logreg":
-        return LogRegSelector(C=float(params.get("logreg_c", 1.0)), quality_weight=qw, cost_lambda=lam)
+        return LogRegSelector(C=float(params.get("logreg_c", 0.1)), quality_weight=qw, cost_lambda=lam)
     if name == "scoreboard":
         return ClusterScoreboardSelector(
             num_clusters=int(params.get("scoreboard_clusters", 60)), alpha=float(params.get("scoreboard_alpha", 1.0)),
