@@ -466,7 +466,8 @@ def evaluate_router_config(
     ``router_config_results.md``; returns the CSV's DataFrame.
     """
     if not router_config:
-        raise RouterConfigError("no router_config given")
+        log.info("router_config is empty: no per-decision routing config to evaluate")
+        return pd.DataFrame()
     quality_weight = float(extra.get("quality_weight", 0.9))
     queries, outcomes = stages.load_prepared(run_dir)
     models = run_models(run_dir, outcomes)
@@ -963,6 +964,25 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", **extra:
 
 
 # --------------------------------------------------------------------------- pretrained
+
+
+def export_pools(run_dir: str, pools: dict[str, list[str]], export_pools: list[str], export_dir: str = "", **extra: Any) -> pd.DataFrame:
+    """Export the fitted selectors of each pool in ``export_pools`` (see :func:`export_router_models`).
+
+    Files go to ``<export_dir>/<pool>/`` (empty ``export_dir``:
+    ``<run_dir>/router_models/<pool>/``). Returns one row per (pool,
+    algorithm) with the measured agreement rate between the runtime rule on
+    the written file and the Python selector on the pool's held-out queries.
+    """
+    rows = []
+    base = config.resolve_path(export_dir) if export_dir else config.run_paths(run_dir)["root"] / "router_models"
+    for pool in export_pools:
+        if pool not in pools:
+            raise KeyError(f"export_pools names {pool!r}, which is not a pool of this run ({sorted(pools)})")
+        manifest = export_router_models(run_dir, pool, str(base / pool))
+        for alg, agree in manifest.get("agreement", {}).items():
+            rows.append({"pool": pool, "algorithm": alg, "agreement_rate": agree.get("rate"), "folder": str(base / pool)})
+    return pd.DataFrame(rows, columns=["pool", "algorithm", "agreement_rate", "folder"])
 
 
 def load_pretrained(repo_id: str = PRETRAINED_REPO, revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, dict]:

@@ -104,3 +104,27 @@ models:
 
     table = data.read_seed_jsonl(out)
     assert len(table) == 2 * N_QUESTIONS and set(table["model"]) == {"smollm2-t0", "smollm2-t07"}
+
+    # The suite trains, evaluates and reports on what it benchmarked: the stage
+    # notebooks through the runner. The benchmark stage resumes from the
+    # complete output above, so it calls the server for nothing.
+    from mlsel import runner
+
+    run_dir = tmp_path / "run"
+    overrides = {
+        "run_dir": str(run_dir), "report_dir": str(run_dir / "report"), "source": "benchmark",
+        "queries": str(queries), "model_config": str(cfg), "output": str(out), "max_tokens": 64, "concurrency": 2,
+        "pools": {"smollm2": ["smollm2-t0", "smollm2-t07"]}, "max_queries": 0, "test_size": 0.25, "router_config": "",
+    }
+    before = out.read_bytes()
+    done = runner.run(smoke=True, overrides=overrides, stages=["benchmark", "prepare", "train", "evaluate", "report"])
+    assert list(done) == ["benchmark", "prepare", "train", "evaluate", "report"]
+    assert out.read_bytes() == before
+    import pandas as pd
+
+    res = pd.read_csv(run_dir / "tables" / "selection_results.csv")
+    assert set(res["pool"]) == {"smollm2"} and res["n_queries"].eq(5).all()
+    # Measured response times: the efficiency column is latency in seconds here.
+    assert res["avg_latency_s"].gt(0).all()
+    html = (run_dir / "report" / "index.html").read_text()
+    assert "smollm2-t07" in html and "Avg latency (s)" in html
