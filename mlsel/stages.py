@@ -223,6 +223,8 @@ def train_selectors(
     dimension, fit time in seconds.
     """
     params = {k: v for k, v in locals().items() if k != "extra"} | extra
+    if isinstance(selector_names, str):
+        raise TypeError(f"selector_names must be a list, got the string {selector_names!r} (with papermill: -y 'selector_names: [knn]')")
     queries, outcomes = load_prepared(run_dir)
     dhash = data_hash(run_dir)
     rows = []

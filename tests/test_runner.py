@@ -71,7 +71,7 @@ def test_single_stage_runs_directly_with_papermill_cli(smoke_runner_run, tmp_pat
     out = tmp_path / "train.ipynb"
     subprocess.run(
         [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "20_train_selectors.ipynb"), str(out),
-         "-p", "run_dir", str(run_dir), "-p", "knn_k", "7", "-p", "selector_names", "[knn]", "--cwd", str(ROOT / "notebooks")],
+         "-p", "run_dir", str(run_dir), "-p", "knn_k", "7", "-y", "selector_names: [knn]", "--cwd", str(ROOT / "notebooks")],
         check=True, capture_output=True, env={**os.environ},
     )
     manifest = json.loads((run_dir / "models" / "small4" / "knn.manifest.json").read_text())
