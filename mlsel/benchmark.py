@@ -107,7 +107,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from mlsel import scoring
+from mlsel import data, scoring
 
 log = logging.getLogger(__name__)
 
@@ -303,20 +303,10 @@ def load_queries(path: str | os.PathLike[str], limit: int | None = None) -> list
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     n_dup = 0
+    if not p.is_file():
+        raise BenchmarkError(f"{p}: cannot read queries: file not found")
     try:
-        fh = p.open(encoding="utf-8")
-    except OSError as exc:
-        raise BenchmarkError(f"{p}: cannot read queries: {exc.strerror}") from None
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"{p}:{lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(rec, dict):
-                raise BenchmarkError(f"{p}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        for lineno, rec in data.iter_jsonl(p):
             q = rec.get("query")
             if not isinstance(q, str) or not q.strip():
                 raise BenchmarkError(f"{p}:{lineno}: missing or empty 'query' (a non-empty string is required)")
@@ -325,6 +315,8 @@ def load_queries(path: str | os.PathLike[str], limit: int | None = None) -> list
                 continue
             seen.add(q)
             out.append(rec)
+    except data.DataError as exc:  # malformed JSON or not an object, with file:line
+        raise BenchmarkError(str(exc)) from None
     if n_dup:
         log.info("%s: %d duplicate queries dropped (first occurrence kept)", p, n_dup)
     if not out:
@@ -428,14 +420,14 @@ def _call_model(
         if r.status_code >= 400:
             raise HTTPStatusError(f"HTTP {r.status_code}: {r.text[:200]}")
         try:
-            data = r.json()
-            text = data["choices"][0]["message"]["content"]
+            reply = r.json()
+            text = reply["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise MalformedResponseError(f"malformed reply (HTTP {r.status_code}): {r.text[:120]!r}") from None
         if not isinstance(text, str):
             raise MalformedResponseError("malformed reply: message.content is not a string")
         elapsed = time.perf_counter() - t0
-        usage = data.get("usage") if isinstance(data, dict) else None
+        usage = reply.get("usage") if isinstance(reply, dict) else None
         tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
         return _Answer(text, elapsed, attempts, tokens if isinstance(tokens, int) else None)
 

@@ -63,6 +63,29 @@ class Strategy:
     proba: np.ndarray
 
 
+def baseline_strategies(train: OutcomeMatrix, n_test: int, quality_weight: float = 0.9) -> list[Strategy]:
+    """The exact baselines over ``train.models``, for ``n_test`` held-out queries.
+
+    Best single (chosen on ``train``), one Always row per model, and Random as
+    the exact expectation (uniform choice distribution). The Oracle needs the
+    test outcomes: see :func:`oracle_proba`.
+    """
+    from mlsel import selectors
+
+    models = list(train.models)
+    dummy = np.zeros((len(train), 1))
+    xte = np.zeros((n_test, 1))
+    fit = dict(quality=train.quality, latency_s=train.latency_s, models=models)
+    best = selectors.BestSingleSelector(quality_weight=quality_weight).fit(dummy, **fit)
+    out = [Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte))]
+    for model in models:
+        always = selectors.AlwaysSelector(model=model, quality_weight=quality_weight).fit(dummy, **fit)
+        out.append(Strategy(f"Always {model}", "always", always.predict_proba(xte)))
+    rnd = selectors.RandomSelector(quality_weight=quality_weight).fit(dummy, **fit)
+    out.append(Strategy("Random Selection (expected)", "random", rnd.predict_proba(xte)))
+    return out
+
+
 def _ci(samples: np.ndarray) -> tuple[float, float]:
     lo, hi = np.nanpercentile(samples, [2.5, 97.5])
     return float(lo), float(hi)

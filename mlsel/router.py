@@ -412,15 +412,7 @@ def _onehot(models: Sequence[str], chosen: Sequence[str]) -> np.ndarray:
 
 def _baselines(te: OutcomeMatrix, tr: OutcomeMatrix, models: list[str], quality_weight: float) -> list[evaluate.Strategy]:
     """Best single on train, every Always row and the exact random expectation over ``models``."""
-    dummy = np.zeros((len(tr), 1))
-    xte = np.zeros((len(te), 1))
-    trm = tr.select_models(models)
-    best = selectors.BestSingleSelector(quality_weight=quality_weight).fit(dummy, trm.quality, trm.latency_s, models=models)
-    out = [evaluate.Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte))]
-    for model in models:
-        out.append(evaluate.Strategy(f"Always {model}", "always", _onehot(models, [model] * len(te))))
-    out.append(evaluate.Strategy("Random Selection (expected)", "random", np.full((len(te), len(models)), 1.0 / len(models))))
-    return out
+    return evaluate.baseline_strategies(tr.select_models(models), len(te), quality_weight)
 
 
 def _algo_label(algorithm: str, params: dict[str, Any] | tuple) -> str:

@@ -121,7 +121,7 @@ import math
 import re
 import string
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import platform
 import subprocess
 import time
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -266,7 +265,6 @@ def pool_strategies(
     """The strategies of one pool on its test queries: oracle, selectors, baselines."""
     te = matrix.subset(test)
     tr = matrix.subset(train)
-    dummy = np.zeros((int(train.sum()), 1))
     strategies = [evaluate.Strategy("Oracle (best possible)", "oracle", evaluate.oracle_proba(te))]
     feats: dict[tuple[str, float], np.ndarray] = {}
     for name in selector_names:
@@ -277,15 +275,7 @@ def pool_strategies(
         if key not in feats:
             feats[key] = features_for(te, key[0], key[1], embed_batch_size, device)
         strategies.append(evaluate.Strategy(selector_label(name), "selector", sel.predict_proba(feats[key])))
-    best = selectors.BestSingleSelector(quality_weight=quality_weight).fit(dummy, tr.quality, tr.latency_s, models=models)
-    xte = np.zeros((len(te), 1))
-    strategies.append(evaluate.Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte)))
-    for model in models:
-        always = selectors.AlwaysSelector(model=model, quality_weight=quality_weight).fit(dummy, tr.quality, tr.latency_s, models=models)
-        strategies.append(evaluate.Strategy(f"Always {model}", "always", always.predict_proba(xte)))
-    rnd = selectors.RandomSelector(quality_weight=quality_weight).fit(dummy, tr.quality, tr.latency_s, models=models)
-    strategies.append(evaluate.Strategy("Random Selection (expected)", "random", rnd.predict_proba(xte)))
-    return strategies
+    return strategies + evaluate.baseline_strategies(tr, len(te), quality_weight)
 
 
 def evaluate_selectors(

@@ -515,15 +515,7 @@ def tune_selectors(
                 idx = o["proba"].argmax(axis=1)
                 front.append({"pool": pool, "kind": "selector", "router": name, "cost_lambda": np.nan,
                               "avg_quality": float(te.quality[ar, idx].mean()), f"avg_{unit}": float(cost_te[ar, idx].mean())})
-        dummy = np.zeros((len(tr), 1))
-        xte = np.zeros((len(te), 1))
-        best = selectors.BestSingleSelector(quality_weight=quality_weight).fit(dummy, tr.quality, tr.latency_s, models=models)
-        strategies.append(evaluate.Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte)))
-        for model in models:
-            always = selectors.AlwaysSelector(model=model, quality_weight=quality_weight).fit(dummy, tr.quality, tr.latency_s, models=models)
-            strategies.append(evaluate.Strategy(f"Always {model}", "always", always.predict_proba(xte)))
-        rnd = selectors.RandomSelector(quality_weight=quality_weight).fit(dummy, tr.quality, tr.latency_s, models=models)
-        strategies.append(evaluate.Strategy("Random Selection (expected)", "random", rnd.predict_proba(xte)))
+        strategies += evaluate.baseline_strategies(tr, len(te), quality_weight)
         results.append(evaluate.evaluate(te, strategies, pool, n_bootstrap=n_bootstrap, seed=seed)["results"])
         if cost_te is not None:
             sq, sc = te.quality.mean(axis=0), cost_te.mean(axis=0)
