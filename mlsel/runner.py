@@ -22,7 +22,8 @@ from mlsel import config
 
 log = logging.getLogger(__name__)
 
-SECRET_HINTS = ("key", "token", "secret", "password")
+SECRET_HINTS = frozenset({"key", "apikey", "token", "secret", "password"})
+"""Name parts (split on ``_``) that mark a parameter as a secret: ``api_key``, ``hf_token``; not ``max_tokens``."""
 
 
 def planned_stages(params: dict[str, dict[str, Any]], stages: Iterable[str] | None = None) -> list[str]:
@@ -48,7 +49,7 @@ def planned_stages(params: dict[str, dict[str, Any]], stages: Iterable[str] | No
 
 def _check_no_secrets(stage_params: dict[str, Any], stage: str) -> None:
     for key, value in stage_params.items():
-        if any(h in key.lower() for h in SECRET_HINTS) and value:
+        if SECRET_HINTS & set(key.lower().split("_")) and value:
             raise config.ConfigError(
                 f"stage {stage}: parameter {key!r} looks like a secret; papermill would record it in the executed "
                 "notebook. Put secrets in the environment and reference them as ${VAR} in models.yaml."

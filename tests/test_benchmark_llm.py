@@ -114,7 +114,8 @@ models:
     overrides = {
         "run_dir": str(run_dir), "report_dir": str(run_dir / "report"), "source": "benchmark",
         "queries": str(queries), "model_config": str(cfg), "output": str(out), "max_tokens": 64, "concurrency": 2,
-        "pools": {"smollm2": ["smollm2-t0", "smollm2-t07"]}, "max_queries": 0, "test_size": 0.25, "router_config": "",
+        "source_path": str(out), "pools": {"smollm2": ["smollm2-t0", "smollm2-t07"]}, "max_queries": 0, "test_size": 0.25,
+        "router_config": "", "export_pools": [],
     }
     before = out.read_bytes()
     done = runner.run(smoke=True, overrides=overrides, stages=["benchmark", "prepare", "train", "evaluate", "report"])

@@ -92,6 +92,9 @@ def test_secret_looking_parameters_are_refused():
     params = config.load_params(ROOT / "params.yaml")
     with pytest.raises(config.ConfigError, match="looks like a secret"):
         runner._check_no_secrets({"api_key": "sk-123"}, "benchmark")
+    with pytest.raises(config.ConfigError, match="hf_token"):
+        runner._check_no_secrets({"hf_token": "hf_abc"}, "benchmark")
+    runner._check_no_secrets({"max_tokens": 64, "api_key": ""}, "benchmark")  # not secrets / empty
     assert runner.planned_stages(params) == ["prepare", "train", "evaluate", "tune", "report"]
     bench = config.apply_overrides(params, {"source": "benchmark"})
     assert runner.planned_stages(bench)[:2] == ["benchmark", "prepare"]
