@@ -515,7 +515,10 @@ def tune_selectors(
                 idx = o["proba"].argmax(axis=1)
                 front.append({"pool": pool, "kind": "selector", "router": name, "cost_lambda": np.nan,
                               "avg_quality": float(te.quality[ar, idx].mean()), f"avg_{unit}": float(cost_te[ar, idx].mean())})
-        strategies += evaluate.baseline_strategies(tr, len(te), quality_weight)
+        baselines = evaluate.baseline_strategies(tr, len(te), quality_weight)
+        strategies += baselines
+        # The best single model (chosen on the training split), as a column index.
+        best_j = next(int(s.proba[0].argmax()) for s in baselines if s.kind == "best_single")
         results.append(evaluate.evaluate(te, strategies, pool, n_bootstrap=n_bootstrap, seed=seed)["results"])
         if cost_te is not None:
             sq, sc = te.quality.mean(axis=0), cost_te.mean(axis=0)
@@ -525,7 +528,6 @@ def tune_selectors(
             hc, hq = frontier.zero_router(sc, sq)
             for c, q in zip(hc, hq):
                 front.append({"pool": pool, "kind": "zero_router", "router": "Zero router", "cost_lambda": np.nan, "avg_quality": q, f"avg_{unit}": c})
-            best_j = models.index(best.model_)
             t = frontier.aiq_table(pool, te.quality, cost_te, curves_q, curves_c, best_j, n_bootstrap=n_bootstrap, seed=seed)
             t.insert(2, "cost_unit", unit)
             aiqs.append(t)
