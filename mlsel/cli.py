@@ -13,9 +13,11 @@ import sys
 def _run(args: argparse.Namespace) -> int:
     from mlsel import runner
 
-    done = runner.run(stages=args.stage or None, overrides=args.param, params_file=args.params, smoke=args.smoke, progress=args.progress)
+    done = runner.run(stages=args.stage or None, overrides=args.param, params_file=args.params, smoke=args.smoke,
+                      progress=args.progress, force=args.force)
     for stage, info in done.items():
-        print(f"{stage:<9} {info['seconds']:>7.1f} s  {info['notebook']}")
+        status = "up to date, skipped" if info["skipped"] else f"{info['seconds']:.1f} s"
+        print(f"{stage:<9} {status:>20}  {info['notebook']}")
     return 0
 
 
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None, help="parameter file (default: params.yaml at the project root)")
     p.add_argument("--smoke", action="store_true", help="apply the small, fast 'smoke' profile of params.yaml")
     p.add_argument("--progress", action="store_true", help="show papermill's cell progress bar")
+    p.add_argument("--force", action="store_true", help="rerun stages that are up to date")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("results", help="print the seed's two tables (held-out results) of a run")

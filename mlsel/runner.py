@@ -9,15 +9,24 @@ the stages themselves add input checksums and dropped-record counts.
 
 A failed stage stops the run and leaves the partly executed notebook and all
 earlier stages' outputs in place.
+
+Up-to-date stages are skipped, as make or DVC would: ``train``,
+``evaluate`` and ``tune`` rerun only when their fingerprint changes — their
+parameters, the bytes of the files they read in the run folder, their
+notebook, and the ``mlsel`` source. ``prepare``, ``benchmark`` (which resumes
+by itself) and ``report`` always run. ``force=True`` reruns everything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import mlsel
 from mlsel import config
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,46 @@ def planned_stages(params: dict[str, dict[str, Any]], stages: Iterable[str] | No
     return [s for s in order if s in wanted]
 
 
+SKIPPABLE: dict[str, tuple[tuple[str, ...], str]] = {
+    # stage: (run-folder inputs as glob patterns, an output that must exist)
+    "train": (("data/*.csv",), "models"),
+    "evaluate": (("data/*.csv", "models/**/*"), "tables/selection_results.csv"),
+    "tune": (("data/*.csv",), "tables/tuned_results.csv"),
+}
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(stage: str, stage_params: dict[str, Any], run_dir: Path, notebook: Path) -> str | None:
+    """What a stage's outputs depend on; None for stages that always run."""
+    if stage not in SKIPPABLE:
+        return None
+    h = hashlib.sha256(json.dumps(stage_params, sort_keys=True, default=str).encode())
+    package = Path(mlsel.__file__).parent
+    files = sorted(package.rglob("*.py")) + sorted(package.rglob("*.j2")) + [notebook]
+    for pattern in SKIPPABLE[stage][0]:
+        files += sorted(p for p in run_dir.glob(pattern) if p.is_file())
+    if stage == "evaluate" and stage_params.get("router_config"):
+        files.append(config.resolve_path(stage_params["router_config"]))
+    for f in files:
+        h.update(str(f).encode())
+        h.update(_sha(f).encode() if f.is_file() else b"missing")
+    return h.hexdigest()[:16]
+
+
+def _up_to_date(stage: str, fp: str | None, entry: dict[str, Any], run_dir: Path) -> bool:
+    if fp is None or entry.get("fingerprint") != fp:
+        return False
+    notebook = entry.get("executed_notebook")
+    return bool(notebook) and Path(notebook).is_file() and (run_dir / SKIPPABLE[stage][1]).exists()
+
+
 def _check_no_secrets(stage_params: dict[str, Any], stage: str) -> None:
     for key, value in stage_params.items():
         if SECRET_HINTS & set(key.lower().split("_")) and value:
@@ -62,8 +111,9 @@ def run(
     params_file: str | Path | None = None,
     smoke: bool = False,
     progress: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run stages with papermill; returns ``{stage: {"notebook": path, "seconds": t}}``.
+    """Run stages with papermill; returns ``{stage: {"notebook": path, "seconds": t, "skipped": bool}}``.
 
     Parameters
     ----------
@@ -71,6 +121,7 @@ def run(
     overrides : ``{"knn_k": 7}`` or ``["knn_k=7", "train.svm_c=2"]``
     params_file : default ``<project root>/params.yaml``
     smoke : apply the params.yaml ``smoke`` profile (small, fast values) first
+    force : rerun stages that are up to date (see the module docstring)
     """
     import papermill as pm
 
@@ -89,6 +140,12 @@ def run(
         _check_no_secrets(sp, stage)
         nb_in = root / "notebooks" / config.NOTEBOOKS[stage]
         nb_out = run_paths["notebooks"] / config.NOTEBOOKS[stage]
+        fp = fingerprint(stage, sp, run_paths["root"], nb_in)
+        previous = stage_fns.read_manifest(params["base"]["run_dir"])["stages"].get(stage, {})
+        if not force and _up_to_date(stage, fp, previous, run_paths["root"]):
+            log.info("stage %s is up to date (fingerprint %s): skipped", stage, fp)
+            done[stage] = {"notebook": str(nb_out), "seconds": 0.0, "skipped": True}
+            continue
         log.info("stage %s: %s -> %s", stage, nb_in, nb_out)
         t0 = time.perf_counter()
         pm.execute_notebook(
@@ -96,10 +153,11 @@ def run(
             progress_bar=progress, log_output=False, report_mode=False,
         )
         seconds = round(time.perf_counter() - t0, 1)
-        done[stage] = {"notebook": str(nb_out), "seconds": seconds}
+        done[stage] = {"notebook": str(nb_out), "seconds": seconds, "skipped": False}
         manifest = stage_fns.read_manifest(params["base"]["run_dir"])
         entry = manifest["stages"].get(stage, {})
-        entry.update({"executed_notebook": str(nb_out), "seconds": seconds, "params": sp, "params_hash": config.params_hash(sp)})
+        entry.update({"executed_notebook": str(nb_out), "seconds": seconds, "params": sp, "params_hash": config.params_hash(sp),
+                      "fingerprint": fp})
         stage_fns.update_manifest(params["base"]["run_dir"], stage, entry)
         log.info("stage %s done in %.1f s", stage, seconds)
     return done

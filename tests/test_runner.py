@@ -61,7 +61,8 @@ def test_rerun_gives_byte_identical_tables(smoke_runner_run):
     run_dir, overrides, _ = smoke_runner_run
     before = _tables(run_dir / "tables")
     report_before = _tables(run_dir / "report" / "tables")
-    runner.run(smoke=True, overrides=overrides, stages=["prepare", "train", "evaluate", "report"])
+    done = runner.run(smoke=True, overrides=overrides, stages=["prepare", "train", "evaluate", "report"], force=True)
+    assert not any(info["skipped"] for info in done.values())
     assert _tables(run_dir / "tables") == before
     assert _tables(run_dir / "report" / "tables") == report_before
 
@@ -98,3 +99,17 @@ def test_secret_looking_parameters_are_refused():
     assert runner.planned_stages(params) == ["prepare", "train", "evaluate", "tune", "report"]
     bench = config.apply_overrides(params, {"source": "benchmark"})
     assert runner.planned_stages(bench)[:2] == ["benchmark", "prepare"]
+
+
+def test_up_to_date_stages_are_skipped_and_a_changed_parameter_reruns(smoke_runner_run):
+    run_dir, overrides, _ = smoke_runner_run
+    runner.run(smoke=True, overrides=overrides)  # up to date after this, whatever earlier tests did
+    before = _tables(run_dir / "tables")
+    done = runner.run(smoke=True, overrides=overrides)
+    assert {s for s, info in done.items() if info["skipped"]} == {"train", "evaluate", "tune"}
+    assert not done["prepare"]["skipped"] and not done["report"]["skipped"]
+    assert _tables(run_dir / "tables") == before
+    done = runner.run(smoke=True, overrides={**overrides, "knn_k": 9}, stages=["train", "evaluate"])
+    assert not done["train"]["skipped"] and not done["evaluate"]["skipped"]  # evaluate reads the new models
+    knn = json.loads((run_dir / "models" / "small4" / "knn.manifest.json").read_text())
+    assert knn["params"]["k"] == 9
