@@ -107,7 +107,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from mlsel import data, scoring
+from mlsel import config, data, scoring
 
 log = logging.getLogger(__name__)
 
@@ -221,16 +221,9 @@ def load_model_config(
         unknown keys, or an unset ``${VAR}`` (the message names file, entry and
         variable).
     """
-    import yaml
-
     p = Path(path)
     env = dict(os.environ) if env is None else env
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise BenchmarkError(f"{p}: cannot read model config: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise BenchmarkError(f"{p}: malformed YAML: {exc}") from None
+    doc = config.read_yaml(p, "the model config", BenchmarkError)
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list) or not doc["models"]:
         raise BenchmarkError(f"{p}: expected a top-level 'models' list with at least one entry")
     defaults = doc.get("defaults") or {}

@@ -80,6 +80,17 @@ def data_dir(param_value: str | None = None) -> Path | None:
     return resolve_path(value) if value else None
 
 
+def read_yaml(path: str | os.PathLike[str], what: str, error: type[Exception] = ConfigError) -> Any:
+    """Parse a YAML file; an unreadable or malformed file raises ``error`` naming the file."""
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise error(f"{p}: cannot read {what}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{p}: {what} is not valid YAML: {exc}") from None
+
+
 def params_path() -> Path:
     return project_root() / "params.yaml"
 
@@ -87,12 +98,7 @@ def params_path() -> Path:
 def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
     """Read params.yaml into ``{section: {key: value}}`` and check its shape."""
     p = Path(path) if path else params_path()
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{p}: parameter file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    raw = read_yaml(p, "the parameter file")
     if not isinstance(raw, dict) or "base" not in raw:
         raise ConfigError(f"{p}: expected a mapping with a 'base' section")
     seen: dict[str, str] = {}

@@ -110,7 +110,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 import mlsel
 from mlsel import CATEGORIES, config, evaluate, selectors, stages
@@ -318,12 +317,7 @@ def load_router_config(path: str | os.PathLike[str], models: Sequence[str] | Non
         ``default_decision``.
     """
     p = config.resolve_path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError as exc:
-        raise RouterConfigError(f"{p}: router config not found") from exc
-    except yaml.YAMLError as exc:
-        raise RouterConfigError(f"{p}: not valid YAML: {exc}") from exc
+    raw = config.read_yaml(p, "the router config", RouterConfigError)
     if not isinstance(raw, dict):
         raise RouterConfigError(f"{p}: expected a mapping at the top level")
     path_s = str(p)

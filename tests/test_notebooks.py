@@ -80,3 +80,12 @@ def test_params_yaml_keys_are_unique(tmp_path):
     bad.write_text("base: {seed: 1}\ntrain: {seed: 2}\n")
     with pytest.raises(config.ConfigError, match="appears in both"):
         config.load_params(bad)
+
+
+def test_yaml_files_that_cannot_be_read_name_the_file(tmp_path):
+    with pytest.raises(config.ConfigError, match=r"missing\.yaml: cannot read the parameter file"):
+        config.load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: [unclosed\n")
+    with pytest.raises(config.ConfigError, match=r"bad\.yaml: the parameter file is not valid YAML"):
+        config.load_params(bad)
