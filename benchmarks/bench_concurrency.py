@@ -1,9 +1,9 @@
 """Benchmark-runner throughput against a local LLM at concurrency 1, 2 and 4.
 
 Starts SmolLM2-135M-Instruct (Q4_1 GGUF) with ``llama_cpp.server`` through
-:func:`mlsel.benchmark.local_llm_server`, writes N real MMLU-Pro questions
-with :func:`mlsel.benchmark.write_mmlu_pro_queries`, and runs
-:func:`mlsel.benchmark.run_benchmark` once per concurrency level (fresh
+:func:`mlsel.llm.benchmark.local_llm_server`, writes N real MMLU-Pro questions
+with :func:`mlsel.llm.benchmark.write_mmlu_pro_queries`, and runs
+:func:`mlsel.llm.benchmark.run_benchmark` once per concurrency level (fresh
 output file each time). Writes benchmarks/results/concurrency.json and
 concurrency.md. Run:
 
@@ -24,8 +24,8 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from mlsel.llm.benchmark import local_llm_server, run_benchmark, write_mmlu_pro_queries
 
-from mlsel import benchmark
 
 OUT = Path(__file__).resolve().parent / "results"
 LEVELS = (1, 2, 4)
@@ -34,14 +34,14 @@ MAX_TOKENS = 64
 
 def main(n: int = 12) -> None:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, benchmark.local_llm_server(n_ctx=2048, log_path=Path(tmp) / "server.log") as endpoint:
-        queries = benchmark.write_mmlu_pro_queries(Path(tmp) / "q.jsonl", n=n, seed=1)
+    with tempfile.TemporaryDirectory() as tmp, local_llm_server(n_ctx=2048, log_path=Path(tmp) / "server.log") as endpoint:
+        queries = write_mmlu_pro_queries(Path(tmp) / "q.jsonl", n=n, seed=1)
         # warm-up request so the first level does not pay for cold caches
-        benchmark.run_benchmark(queries, Path(tmp) / "warm.jsonl", models=["smollm2"], endpoint=endpoint, limit=1, max_tokens=8, progress=False)
+        run_benchmark(queries, Path(tmp) / "warm.jsonl", models=["smollm2"], endpoint=endpoint, limit=1, max_tokens=8, progress=False)
         for c in LEVELS:
             out = Path(tmp) / f"out_c{c}.jsonl"
             t0 = time.perf_counter()
-            summary = benchmark.run_benchmark(queries, out, models=["smollm2"], endpoint=endpoint, concurrency=c, max_tokens=MAX_TOKENS, timeout_s=300, progress=False)
+            summary = run_benchmark(queries, out, models=["smollm2"], endpoint=endpoint, concurrency=c, max_tokens=MAX_TOKENS, timeout_s=300, progress=False)
             wall = time.perf_counter() - t0
             recs = [json.loads(line) for line in out.read_text().splitlines()]
             tokens = [r.get("completion_tokens") for r in recs if r["status"] == "ok"]

@@ -21,8 +21,14 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from mlsel.data.outcomes import resolve_duplicates, restrict_to_pool, to_matrix
+from mlsel.data.readers import read_mmlu_pro
+from mlsel.data.records import DataLog
+from mlsel.data.sources import MMLU_PRO_MODELS
+from mlsel.features import DEFAULT_EMBEDDER, Embedder, build_features
+from mlsel.paths import data_dir
+from mlsel.selection.registry import make_selector
 
-from mlsel import config, data, embed, selectors
 
 OUT = Path(__file__).resolve().parent / "results"
 N_EMBED = 2000  # texts embedded for the cold/warm throughput (a sample keeps the script short)
@@ -30,36 +36,36 @@ SIZES = (1000, 4000, 0)  # 0: every distinct query (11,642), the "12k" point
 
 
 def main() -> None:
-    df = data.read_mmlu_pro(data_dir=config.data_dir())
-    df = data.resolve_duplicates(df, "mean", data.DataLog())
-    pool = list(data.MMLU_PRO_MODELS[:4])
-    m = data.to_matrix(data.restrict_to_pool(df, pool, "drop", data.DataLog()), pool)
+    df = read_mmlu_pro(data_dir=data_dir())
+    df = resolve_duplicates(df, "mean", DataLog())
+    pool = list(MMLU_PRO_MODELS[:4])
+    m = to_matrix(restrict_to_pool(df, pool, "drop", DataLog()), pool)
     texts = list(m.queries)
     result: dict = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU", "date": date.today().isoformat(),
-                    "n_texts": len(texts), "embedder": embed.DEFAULT_EMBEDDER}
+                    "n_texts": len(texts), "embedder": DEFAULT_EMBEDDER}
     sample = list(np.random.default_rng(0).choice(texts, size=N_EMBED, replace=False))
     with tempfile.TemporaryDirectory() as cache:
-        e = embed.Embedder(cache_dir=cache, batch_size=16, progress=False)
+        e = Embedder(cache_dir=cache, batch_size=16, progress=False)
         e.embed(sample[:16])  # load the model outside the timing
         t0 = time.perf_counter()
         e.embed(sample[16:])
         cold = time.perf_counter() - t0
         t0 = time.perf_counter()
-        embed.Embedder(cache_dir=cache, progress=False).embed(sample)
+        Embedder(cache_dir=cache, progress=False).embed(sample)
         warm = time.perf_counter() - t0
     result["embed_sample"] = N_EMBED
     result["embed_cold_queries_per_s"] = round((N_EMBED - 16) / cold, 1)
     result["embed_warm_queries_per_s"] = round(N_EMBED / warm, 1)
     # Features of every text from the shared cache (embeds what is missing).
-    emb = embed.Embedder(batch_size=16, progress=False).embed(texts)
-    X = embed.build_features(emb, m.categories, 1.0)
+    emb = Embedder(batch_size=16, progress=False).embed(texts)
+    X = build_features(emb, m.categories, 1.0)
     rng = np.random.default_rng(0)
     fits = []
     for n in SIZES:
         n = n or len(X)
         idx = rng.choice(len(X), size=n, replace=False)
         for name in ("knn", "kmeans", "svm"):
-            sel = selectors.make_selector(name, {})
+            sel = make_selector(name, {})
             t0 = time.perf_counter()
             sel.fit(X[idx], m.quality[idx], models=pool)
             fit_s = time.perf_counter() - t0

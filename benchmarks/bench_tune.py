@@ -7,7 +7,7 @@ Writes benchmarks/results/tune.json and tune.md. Run:
 Prepares all MMLU-Pro queries (max_queries 0) into its own run folder
 ``runs/bench-tune`` (``--reuse`` skips prepare/train when that folder already
 holds them), fits the default selectors (train stage), then times
-:func:`mlsel.tune.tune_selectors` with ``tune_grid: default`` and both pools.
+:func:`mlsel.tuning.tune_selectors` with ``tune_grid: default`` and both pools.
 
 Every choice the targets rely on is made on the training split's CV, never on
 the test split:
@@ -36,8 +36,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from mlsel import stages
+from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
+from mlsel.metrics.frontier import aiq
+from mlsel.params import apply_overrides, load_params, stage_params
+from mlsel.paths import read_manifest, run_paths
+from mlsel.tuning import selector_label, tune_selectors
 
-from mlsel import config, frontier, stages, tune
 
 OUT = Path(__file__).resolve().parent / "results"
 RUN_DIR = "runs/bench-tune"
@@ -46,15 +51,15 @@ BIG = "Meta-Llama-3.1-70B-Instruct"
 
 def _cv_aiq(run_dir: str, pool: str, models: list[str]) -> dict[str, float]:
     """AIQ of each router's CV sweep, over the single models' training-mean cost range (training data only)."""
-    queries, outcomes = stages.load_prepared(run_dir)
-    m = stages.pool_matrix(queries, outcomes, models)
-    train, _ = stages.split_masks(queries, m)
+    queries, outcomes = load_prepared(run_dir)
+    m = pool_matrix(queries, outcomes, models)
+    train, _ = split_masks(queries, m)
     tr = m.subset(train)
     sq, sc = tr.quality.mean(axis=0), np.nanmean(tr.response_chars, axis=0)
-    sweep = pd.read_csv(config.run_paths(run_dir)["tune"] / "cv_frontier.csv")
-    out = {"Zero router": frontier.aiq(sc, sq, sc.min(), sc.max())}
+    sweep = pd.read_csv(run_paths(run_dir)["tune"] / "cv_frontier.csv")
+    out = {"Zero router": aiq(sc, sq, sc.min(), sc.max())}
     for router, g in sweep[sweep["pool"] == pool].groupby("router"):
-        out[router] = frontier.aiq(g["cv_avg_response_chars"], g["cv_quality_mean"], sc.min(), sc.max())
+        out[router] = aiq(g["cv_avg_response_chars"], g["cv_quality_mean"], sc.min(), sc.max())
     return out
 
 
@@ -62,27 +67,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reuse", action="store_true", help="reuse the prepared and trained run folder")
     args = ap.parse_args()
-    params = config.apply_overrides(config.load_params(), {"run_dir": RUN_DIR, "max_queries": 0, "tune_grid": "default"})
+    params = apply_overrides(load_params(), {"run_dir": RUN_DIR, "max_queries": 0, "tune_grid": "default"})
     run_dir = params["base"]["run_dir"]
-    if not (args.reuse and (config.run_paths(run_dir)["data"] / "queries.csv").is_file()):
-        stages.prepare_data(**config.stage_params(params, "prepare"))
-        stages.train_selectors(**config.stage_params(params, "train"))
-    tp = config.stage_params(params, "tune")
+    if not (args.reuse and (run_paths(run_dir)["data"] / "queries.csv").is_file()):
+        stages.prepare_data(**stage_params(params, "prepare"))
+        stages.train_selectors(**stage_params(params, "train"))
+    tp = stage_params(params, "tune")
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    tuned = tune.tune_selectors(**tp)
+    tuned = tune_selectors(**tp)
     seconds = time.perf_counter() - t0
     load_after = os.getloadavg()
-    paths = config.run_paths(run_dir)
+    paths = run_paths(run_dir)
     cv = pd.read_csv(paths["tune"] / "cv_results.csv")
     doc = yaml.safe_load((paths["tune"] / "tuned_params.yaml").read_text())
     aiq = pd.read_csv(paths["tables"] / "aiq.csv")
-    manifest = stages.read_manifest(run_dir)["stages"]["tune"]
+    manifest = read_manifest(run_dir)["stages"]["tune"]
 
     # (a) small4: the selector chosen on CV.
     ch = cv[(cv["pool"] == "small4") & cv["chosen"]].sort_values("cv_utility_mean", ascending=False)
     pick_a = ch.iloc[0]["selector"]
-    ra = tuned[(tuned["pool"] == "small4") & (tuned["strategy"] == tune.selector_label(pick_a))].iloc[0]
+    ra = tuned[(tuned["pool"] == "small4") & (tuned["strategy"] == selector_label(pick_a))].iloc[0]
     a = {
         "selector_chosen_on_cv": pick_a, "cv_quality": float(ch.iloc[0]["cv_quality_mean"]),
         "test_quality": float(ra["avg_quality"]),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from mlsel.params import load_params
+from mlsel.paths import run_paths
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -22,15 +24,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from mlsel import config
 
-    run_dir = args.run_dir or config.load_params(args.params)["base"]["run_dir"]
-    path = config.run_paths(run_dir)["tables"] / "seed_tables.md"
+
+    run_dir = args.run_dir or load_params(args.params)["base"]["run_dir"]
+    path = run_paths(run_dir)["tables"] / "seed_tables.md"
     if not path.is_file():
         print(f"{path}: not found; run `mlsel run` (or `mlsel run --stage evaluate`) first", file=sys.stderr)
         return 1
     print(path.read_text())
-    csv = config.run_paths(run_dir)["tables"] / "selection_results.csv"
+    csv = run_paths(run_dir)["tables"] / "selection_results.csv"
     print(f"(tidy table: {csv})")
     return 0
 

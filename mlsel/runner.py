@@ -2,7 +2,7 @@
 
 The CLI (``mlsel run``), the Makefile and the tests all call :func:`run`.
 Each stage notebook is executed through papermill's Python API with the
-stage's parameters (``config.stage_params``) injected, into the run folder's
+stage's parameters (``stage_params``) injected, into the run folder's
 ``notebooks/`` (git-ignored). The run folder's ``manifest.json`` gets each
 stage's resolved parameters and hash, timing, and the executed notebook path;
 the stages themselves add input checksums and dropped-record counts.
@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import mlsel
-from mlsel import config
+from mlsel.params import apply_overrides, apply_smoke, load_params, stage_params
+from mlsel.paths import ConfigError, NOTEBOOKS, STAGES, params_hash, project_root, read_manifest, resolve_path, run_paths, update_manifest
+
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,11 @@ def planned_stages(params: dict[str, dict[str, Any]], stages: Iterable[str] | No
     if stages:
         wanted = list(stages)
         for s in wanted:
-            if s not in config.STAGES:
-                raise config.ConfigError(f"unknown stage {s!r}; expected one of {config.STAGES}")
+            if s not in STAGES:
+                raise ConfigError(f"unknown stage {s!r}; expected one of {STAGES}")
     else:
-        wanted = [s for s in config.STAGES if s != "benchmark" or source == "benchmark"]
-    order = list(config.STAGES)
+        wanted = [s for s in STAGES if s != "benchmark" or source == "benchmark"]
+    order = list(STAGES)
     if source == "benchmark":
         order.remove("benchmark")
         order.insert(0, "benchmark")
@@ -82,7 +84,7 @@ def fingerprint(stage: str, stage_params: dict[str, Any], run_dir: Path, noteboo
     for pattern in SKIPPABLE[stage][0]:
         files += sorted(p for p in run_dir.glob(pattern) if p.is_file())
     if stage == "evaluate" and stage_params.get("router_config"):
-        files.append(config.resolve_path(stage_params["router_config"]))
+        files.append(resolve_path(stage_params["router_config"]))
     for f in files:
         h.update(str(f).encode())
         h.update(_sha(f).encode() if f.is_file() else b"missing")
@@ -99,7 +101,7 @@ def _up_to_date(stage: str, fp: str | None, entry: dict[str, Any], run_dir: Path
 def _check_no_secrets(stage_params: dict[str, Any], stage: str) -> None:
     for key, value in stage_params.items():
         if SECRET_HINTS & set(key.lower().split("_")) and value:
-            raise config.ConfigError(
+            raise ConfigError(
                 f"stage {stage}: parameter {key!r} looks like a secret; papermill would record it in the executed "
                 "notebook. Put secrets in the environment and reference them as ${VAR} in models.yaml."
             )
@@ -125,24 +127,23 @@ def run(
     """
     import papermill as pm
 
-    from mlsel import stages as stage_fns
 
-    params = config.load_params(params_file)
+    params = load_params(params_file)
     if smoke:
-        params = config.apply_smoke(params)
-    params = config.apply_overrides(params, overrides)
-    root = config.project_root()
-    run_paths = config.run_paths(params["base"]["run_dir"])
-    run_paths["notebooks"].mkdir(parents=True, exist_ok=True)
+        params = apply_smoke(params)
+    params = apply_overrides(params, overrides)
+    root = project_root()
+    layout = run_paths(params["base"]["run_dir"])
+    layout["notebooks"].mkdir(parents=True, exist_ok=True)
     done: dict[str, Any] = {}
     for stage in planned_stages(params, stages):
-        sp = config.stage_params(params, stage)
+        sp = stage_params(params, stage)
         _check_no_secrets(sp, stage)
-        nb_in = root / "notebooks" / config.NOTEBOOKS[stage]
-        nb_out = run_paths["notebooks"] / config.NOTEBOOKS[stage]
-        fp = fingerprint(stage, sp, run_paths["root"], nb_in)
-        previous = stage_fns.read_manifest(params["base"]["run_dir"])["stages"].get(stage, {})
-        if not force and _up_to_date(stage, fp, previous, run_paths["root"]):
+        nb_in = root / "notebooks" / NOTEBOOKS[stage]
+        nb_out = layout["notebooks"] / NOTEBOOKS[stage]
+        fp = fingerprint(stage, sp, layout["root"], nb_in)
+        previous = read_manifest(params["base"]["run_dir"])["stages"].get(stage, {})
+        if not force and _up_to_date(stage, fp, previous, layout["root"]):
             log.info("stage %s is up to date (fingerprint %s): skipped", stage, fp)
             done[stage] = {"notebook": str(nb_out), "seconds": 0.0, "skipped": True}
             continue
@@ -154,10 +155,10 @@ def run(
         )
         seconds = round(time.perf_counter() - t0, 1)
         done[stage] = {"notebook": str(nb_out), "seconds": seconds, "skipped": False}
-        manifest = stage_fns.read_manifest(params["base"]["run_dir"])
+        manifest = read_manifest(params["base"]["run_dir"])
         entry = manifest["stages"].get(stage, {})
-        entry.update({"executed_notebook": str(nb_out), "seconds": seconds, "params": sp, "params_hash": config.params_hash(sp),
+        entry.update({"executed_notebook": str(nb_out), "seconds": seconds, "params": sp, "params_hash": params_hash(sp),
                       "fingerprint": fp})
-        stage_fns.update_manifest(params["base"]["run_dir"], stage, entry)
+        update_manifest(params["base"]["run_dir"], stage, entry)
         log.info("stage %s done in %.1f s", stage, seconds)
     return done

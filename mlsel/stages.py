@@ -1,78 +1,51 @@
 """Stage functions: what each notebook calls, one call per step.
 
 Every stage reads only files that earlier stages wrote into the run folder
-(:func:`mlsel.config.run_paths`) and writes its own, so a notebook run alone
+(:func:`mlsel.paths.run_paths`) and writes its own, so a notebook run alone
 with papermill finds its inputs by the run-folder convention. Parameter names
 are the params.yaml keys.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import platform
-import subprocess
 import time
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-import mlsel
-from mlsel import config, data, embed, evaluate, selectors
+from mlsel.data.outcomes import OutcomeMatrix, resolve_duplicates, restrict_to_pool, split_queries, subsample_queries
+from mlsel.data.readers import read_llmrouter, read_mmlu_pro, read_seed_jsonl
+from mlsel.data.records import DataLog
+from mlsel.data.sources import SEED_HF_FILES, fetch_seed_hf
+from mlsel.llm.benchmark import run_benchmark
+from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, format_seed_tables, oracle_proba
+from mlsel.paths import ConfigError, params_hash, resolve_path, run_paths, write_csv
+from mlsel.selection.registry import load_selector, make_selector, save_selector
+from mlsel.data.outcomes import OUTCOME_FILE_COLUMNS, QUERY_COLUMNS, data_hash, load_prepared, pool_matrix, split_masks
+from mlsel.features import features_for
+from mlsel.paths import update_manifest
+from mlsel.paths import sha256_file
+
 
 log = logging.getLogger(__name__)
 
-QUERY_COLUMNS = ["query_id", "query", "category", "task", "split"]
-OUTCOME_FILE_COLUMNS = ["query_id", "model", "quality", "latency_s", "response_chars"]
-PACKAGES = ("numpy", "pandas", "scikit-learn", "sentence-transformers", "torch", "papermill", "matplotlib", "seaborn", "huggingface-hub")
 
 
 # --------------------------------------------------------------------------- manifest
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config.project_root(), capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=config.project_root(), capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "mlsel": mlsel.__version__}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
-def update_manifest(run_dir: str, stage: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Merge one stage's entry into ``<run_dir>/manifest.json`` and return the manifest."""
-    path = config.run_paths(run_dir)["manifest"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads(path.read_text()) if path.is_file() else {"stages": {}}
-    manifest["git_commit"] = _git_commit()
-    manifest["package_versions"] = package_versions()
-    manifest["stages"][stage] = entry
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
-    return manifest
 
 
-def read_manifest(run_dir: str) -> dict[str, Any]:
-    path = config.run_paths(run_dir)["manifest"]
-    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
 
 
 def _stage_entry(params: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"params": params, "params_hash": config.params_hash(params), **extra}
+    return {"params": params, "params_hash": params_hash(params), **extra}
 
 
 # --------------------------------------------------------------------------- prepare
@@ -82,28 +55,28 @@ def _pool_models(pools: dict[str, list[str]]) -> list[str]:
     models: list[str] = []
     for pool, names in pools.items():
         if not names:
-            raise config.ConfigError(f"pool {pool!r} has no models")
+            raise ConfigError(f"pool {pool!r} has no models")
         models += [m for m in names if m not in models]
     return models
 
 
-def load_source(source: str, source_path: str, data_dir: str, run_dir: str, models: list[str], dlog: data.DataLog, unknown_category_policy: str) -> pd.DataFrame:
+def load_source(source: str, source_path: str, data_dir: str, run_dir: str, models: list[str], dlog: DataLog, unknown_category_policy: str) -> pd.DataFrame:
     """Read the configured source into an outcome table."""
-    mirror = config.data_dir(data_dir)
+    mirror = data_dir(data_dir)
     if source == "mmlu_pro":
-        return data.read_mmlu_pro([m for m in models], data_dir=mirror, dlog=dlog)
+        return read_mmlu_pro([m for m in models], data_dir=mirror, dlog=dlog)
     if source == "llmrouter":
-        return data.read_llmrouter(data_dir=mirror, dlog=dlog)
+        return read_llmrouter(data_dir=mirror, dlog=dlog)
     if source == "seed_jsonl":
         if source_path.startswith("hf:"):
-            path = data.fetch_seed_hf(source_path[3:] or data.SEED_HF_FILES[0])
+            path = fetch_seed_hf(source_path[3:] or SEED_HF_FILES[0])
         else:
-            path = config.resolve_path(source_path)
-        return data.read_seed_jsonl(path, dlog, unknown_category_policy)
+            path = resolve_path(source_path)
+        return read_seed_jsonl(path, dlog, unknown_category_policy)
     if source == "benchmark":
-        path = config.resolve_path(source_path) if source_path else config.run_paths(run_dir)["benchmark"] / "output.jsonl"
-        return data.read_seed_jsonl(path, dlog, unknown_category_policy)
-    raise config.ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, seed_jsonl or benchmark")
+        path = resolve_path(source_path) if source_path else run_paths(run_dir)["benchmark"] / "output.jsonl"
+        return read_seed_jsonl(path, dlog, unknown_category_policy)
+    raise ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, seed_jsonl or benchmark")
 
 
 def prepare_data(
@@ -127,20 +100,20 @@ def prepare_data(
     on train and test).
     """
     params = {k: v for k, v in locals().items() if k not in ("_ignored",)}
-    dlog = data.DataLog()
+    dlog = DataLog()
     models = _pool_models(pools)
     df = load_source(source, source_path, data_dir, run_dir, models, dlog, unknown_category_policy)
-    df = data.resolve_duplicates(df, duplicate_policy, dlog)
-    df = data.restrict_to_pool(df, models, incomplete_policy, dlog)
-    df = data.subsample_queries(df, max_queries, seed, dlog)
+    df = resolve_duplicates(df, duplicate_policy, dlog)
+    df = restrict_to_pool(df, models, incomplete_policy, dlog)
+    df = subsample_queries(df, max_queries, seed, dlog)
     queries = df.drop_duplicates("query_id")[["query_id", "query", "category", "task"]].sort_values("query_id")
-    split = data.split_queries(queries, test_size, seed)
+    split = split_queries(queries, test_size, seed)
     queries["split"] = queries["query_id"].map(split)
-    paths = config.run_paths(run_dir)
+    paths = run_paths(run_dir)
     paths["data"].mkdir(parents=True, exist_ok=True)
-    evaluate.write_table(queries[QUERY_COLUMNS], paths["data"] / "queries.csv")
+    write_csv(queries[QUERY_COLUMNS], paths["data"] / "queries.csv")
     outcomes = df[OUTCOME_FILE_COLUMNS].sort_values(["query_id", "model"])
-    evaluate.write_table(outcomes, paths["data"] / "outcomes.csv")
+    write_csv(outcomes, paths["data"] / "outcomes.csv")
     summary = (
         df.merge(queries[["query_id", "split"]], on="query_id")
         .groupby(["model", "split"])["quality"].agg(["count", "mean"]).unstack("split")
@@ -151,49 +124,23 @@ def prepare_data(
         run_dir, "prepare",
         _stage_entry(params, data=dlog.to_dict(), n_queries=int(len(queries)), n_train=int((queries["split"] == "train").sum()),
                      n_test=int((queries["split"] == "test").sum()), models=models,
-                     outputs={f: data.sha256_file(paths["data"] / f) for f in ("queries.csv", "outcomes.csv")}),
+                     outputs={f: sha256_file(paths["data"] / f) for f in ("queries.csv", "outcomes.csv")}),
     )
     log.info("prepared %d queries x %d models (%s)", len(queries), len(models), dlog.to_dict()["dropped"])
     return summary
 
 
-def load_prepared(run_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read the prepare stage's ``queries.csv`` and ``outcomes.csv``."""
-    paths = config.run_paths(run_dir)
-    qpath, opath = paths["data"] / "queries.csv", paths["data"] / "outcomes.csv"
-    if not qpath.is_file() or not opath.is_file():
-        raise FileNotFoundError(f"{paths['data']}: no prepared data; run the prepare stage (00_prepare_data) first")
-    queries = pd.read_csv(qpath, dtype={"query_id": str, "task": str}, keep_default_na=False)
-    outcomes = pd.read_csv(opath, dtype={"query_id": str, "latency_s": float, "response_chars": float})
-    return queries, outcomes
 
 
-def pool_matrix(queries: pd.DataFrame, outcomes: pd.DataFrame, models: list[str]) -> data.OutcomeMatrix:
-    """The query x model matrix of one pool (all splits; queries sorted by id)."""
-    df = outcomes.merge(queries[["query_id", "query", "category", "task"]], on="query_id")
-    return data.to_matrix(df, list(models))
 
 
-def split_masks(queries: pd.DataFrame, matrix: data.OutcomeMatrix) -> tuple[np.ndarray, np.ndarray]:
-    split = queries.set_index("query_id")["split"].reindex(matrix.query_ids).to_numpy()
-    return split == "train", split == "test"
 
 
 # --------------------------------------------------------------------------- features
 
 
-def features_for(matrix: data.OutcomeMatrix, embedder: str, onehot_weight: float, embed_batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Embed the matrix's queries (cached) and append the weighted category one-hot."""
-    emb = embed.Embedder(embedder, batch_size=embed_batch_size, device=device).embed(list(matrix.queries))
-    return embed.build_features(emb, matrix.categories, onehot_weight)
 
 
-def data_hash(run_dir: str) -> str:
-    paths = config.run_paths(run_dir)
-    h = hashlib.sha256()
-    for name in ("queries.csv", "outcomes.csv"):
-        h.update(data.sha256_file(paths["data"] / name).encode())
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- train
@@ -233,12 +180,12 @@ def train_selectors(
         X = features_for(matrix, embedder, onehot_weight, embed_batch_size, device)
         tr = matrix.subset(train)
         for name in selector_names:
-            sel = selectors.make_selector(name, params)
+            sel = make_selector(name, params)
             t0 = time.perf_counter()
             sel.fit(X[train], tr.quality, tr.latency_s, models=models)
             fit_s = time.perf_counter() - t0
-            selectors.save_selector(
-                sel, config.run_paths(run_dir)["models"] / pool, name,
+            save_selector(
+                sel, run_paths(run_dir)["models"] / pool, name,
                 {"embedder": embedder, "onehot_weight": onehot_weight, "data_hash": dhash, "seed": seed, "pool": pool,
                  "n_train_queries": int(train.sum())},
             )
@@ -259,23 +206,23 @@ def selector_label(name: str) -> str:
 
 
 def pool_strategies(
-    run_dir: str, pool: str, models: list[str], matrix: data.OutcomeMatrix, train: np.ndarray, test: np.ndarray,
+    run_dir: str, pool: str, models: list[str], matrix: OutcomeMatrix, train: np.ndarray, test: np.ndarray,
     selector_names: list[str], quality_weight: float, embed_batch_size: int = 64, device: str = "cpu",
-) -> list[evaluate.Strategy]:
+) -> list[Strategy]:
     """The strategies of one pool on its test queries: oracle, selectors, baselines."""
     te = matrix.subset(test)
     tr = matrix.subset(train)
-    strategies = [evaluate.Strategy("Oracle (best possible)", "oracle", evaluate.oracle_proba(te))]
+    strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
     feats: dict[tuple[str, float], np.ndarray] = {}
     for name in selector_names:
-        sel, manifest = selectors.load_selector(config.run_paths(run_dir)["models"] / pool, name)
+        sel, manifest = load_selector(run_paths(run_dir)["models"] / pool, name)
         if manifest["models"] != list(models):
             raise ValueError(f"selector {pool}/{name} was fitted on models {manifest['models']}, the pool has {models}; rerun train")
         key = (manifest["embedder"], float(manifest["onehot_weight"]))
         if key not in feats:
             feats[key] = features_for(te, key[0], key[1], embed_batch_size, device)
-        strategies.append(evaluate.Strategy(selector_label(name), "selector", sel.predict_proba(feats[key])))
-    return strategies + evaluate.baseline_strategies(tr, len(te), quality_weight)
+        strategies.append(Strategy(selector_label(name), "selector", sel.predict_proba(feats[key])))
+    return strategies + baseline_strategies(tr, len(te), quality_weight)
 
 
 def evaluate_selectors(
@@ -302,14 +249,14 @@ def evaluate_selectors(
         matrix = pool_matrix(queries, outcomes, models)
         train, test = split_masks(queries, matrix)
         strategies = pool_strategies(run_dir, pool, models, matrix, train, test, selector_names, quality_weight, embed_batch_size, device)
-        out = evaluate.evaluate(matrix.subset(test), strategies, pool, n_bootstrap=n_bootstrap, seed=seed)
+        out = evaluate(matrix.subset(test), strategies, pool, n_bootstrap=n_bootstrap, seed=seed)
         for key in parts:
             parts[key].append(out[key])
-    tables = config.run_paths(run_dir)["tables"]
+    tables = run_paths(run_dir)["tables"]
     merged = {key: pd.concat(v, ignore_index=True) for key, v in parts.items()}
     for key, df in merged.items():
-        evaluate.write_table(df, tables / f"{'selection_results' if key == 'results' else key}.csv")
-    md = evaluate.format_seed_tables(merged["results"])
+        write_csv(df, tables / f"{'selection_results' if key == 'results' else key}.csv")
+    md = format_seed_tables(merged["results"])
     (tables / "seed_tables.md").write_text(md + "\n")
     update_manifest(run_dir, "evaluate", _stage_entry(params, data_hash=data_hash(run_dir)))
     return merged["results"]
@@ -344,14 +291,14 @@ def benchmark_models(
     if not queries:
         log.info("benchmark: no queries configured; the prepare stage uses recorded data")
         return pd.DataFrame(columns=["model", "n", "n_ok", "n_failed", "quality_mean", "response_time_s_mean"])
-    from mlsel import benchmark
 
-    out = config.resolve_path(output) if output else config.run_paths(run_dir)["benchmark"] / "output.jsonl"
+
+    out = resolve_path(output) if output else run_paths(run_dir)["benchmark"] / "output.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = benchmark.run_benchmark(
-        queries=str(config.resolve_path(queries)),
+    summary = run_benchmark(
+        queries=str(resolve_path(queries)),
         output=str(out),
-        model_config=str(config.resolve_path(model_config)) if model_config else None,
+        model_config=str(resolve_path(model_config)) if model_config else None,
         models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
         endpoint=endpoint,
         concurrency=concurrency,
@@ -363,13 +310,13 @@ def benchmark_models(
         enable_code_eval=enable_code_eval,
         progress=False,
     )
-    update_manifest(run_dir, "benchmark", {"output": str(out), "output_sha256": data.sha256_file(out), "summary": summary.to_dict("records")})
+    update_manifest(run_dir, "benchmark", {"output": str(out), "output_sha256": sha256_file(out), "summary": summary.to_dict("records")})
     return summary
 
 
 def read_seed_tables(run_dir: str) -> str:
     """The markdown of the seed's two tables written by :func:`evaluate_selectors`."""
-    path = config.run_paths(run_dir)["tables"] / "seed_tables.md"
+    path = run_paths(run_dir)["tables"] / "seed_tables.md"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run the evaluate stage first")
     return path.read_text()

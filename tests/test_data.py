@@ -12,7 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsel import CATEGORIES, data
+from mlsel import CATEGORIES
+from mlsel.data.outcomes import kfold_queries, resolve_duplicates, restrict_to_pool, split_queries
+from mlsel.data.readers import read_llmrouter, read_mmlu_pro, read_seed_jsonl
+from mlsel.data.records import DataError, DataLog, query_id
+from mlsel.data.sources import SourceFile, fetch, fetch_seed_hf, mmlu_pro_source
 
 
 def _write_jsonl(path: Path, records: list) -> Path:
@@ -29,9 +33,9 @@ def _rec(query="What is 2+2?", model="m1", perf=1.0, cat="math", **kw):
 
 
 def test_mmlu_pro_reader_on_real_zips(data_dir):
-    dlog = data.DataLog()
+    dlog = DataLog()
     models = ["Phi-3-mini-4k-instruct", "Meta-Llama-3.1-70B-Instruct"]
-    df = data.read_mmlu_pro(models, data_dir=data_dir, dlog=dlog)
+    df = read_mmlu_pro(models, data_dir=data_dir, dlog=dlog)
     assert set(df["model"]) == set(models)
     assert len(df) == 2 * 12032
     assert set(df["category"]) == set(CATEGORIES)
@@ -47,8 +51,8 @@ def test_mmlu_pro_reader_on_real_zips(data_dir):
 
 
 def test_llmrouter_reader_on_real_files(data_dir):
-    dlog = data.DataLog()
-    df = data.read_llmrouter(data_dir=data_dir, dlog=dlog)
+    dlog = DataLog()
+    df = read_llmrouter(data_dir=data_dir, dlog=dlog)
     assert df["query_id"].nunique() <= 6108
     assert df["model"].nunique() == 9
     assert df["quality"].between(0, 1).all()
@@ -62,8 +66,8 @@ def test_llmrouter_reader_on_real_files(data_dir):
 def test_seed_reader_reads_seed_format(tmp_path):
     path = _write_jsonl(tmp_path / "seed.jsonl", [_rec(model="a"), _rec(model="b", perf=0.0, response_time=None),
                                                     _rec(model="c", cat="computer_science")])
-    dlog = data.DataLog()
-    df = data.read_seed_jsonl(path, dlog)
+    dlog = DataLog()
+    df = read_seed_jsonl(path, dlog)
     assert list(df["model"]) == ["a", "b", "c"]
     assert df["latency_s"].iloc[0] == 0.5 and np.isnan(df["latency_s"].iloc[1])
     assert df["category"].iloc[2] == "computer science"
@@ -73,8 +77,8 @@ def test_seed_reader_reads_seed_format(tmp_path):
 
 def test_seed_reader_drops_failed_benchmark_rows_and_counts_them(tmp_path):
     path = _write_jsonl(tmp_path / "b.jsonl", [_rec(model="a", status="ok"), _rec(model="b", status="failed", performance=None)])
-    dlog = data.DataLog()
-    df = data.read_seed_jsonl(path, dlog)
+    dlog = DataLog()
+    df = read_seed_jsonl(path, dlog)
     assert list(df["model"]) == ["a"]
     assert dlog.dropped["status_failed"] == 1
 
@@ -93,46 +97,46 @@ def test_seed_reader_drops_failed_benchmark_rows_and_counts_them(tmp_path):
 )
 def test_seed_reader_bad_input_names_file_and_line(tmp_path, bad, message):
     path = _write_jsonl(tmp_path / "bad.jsonl", [_rec(model="ok"), bad])
-    with pytest.raises(data.DataError) as err:
-        data.read_seed_jsonl(path)
+    with pytest.raises(DataError) as err:
+        read_seed_jsonl(path)
     assert f"{path}:2" in str(err.value)
     assert message in str(err.value)
 
 
 def test_unknown_category_policy_other_counts(tmp_path):
     path = _write_jsonl(tmp_path / "c.jsonl", [_rec(cat="astrology")])
-    dlog = data.DataLog()
-    df = data.read_seed_jsonl(path, dlog, unknown_category_policy="other")
+    dlog = DataLog()
+    df = read_seed_jsonl(path, dlog, unknown_category_policy="other")
     assert df["category"].iloc[0] == "other"
     assert dlog.repaired["unknown_category_to_other"] == 1
 
 
 def test_duplicate_policies(tmp_path):
     path = _write_jsonl(tmp_path / "d.jsonl", [_rec(model="a", perf=1.0), _rec(model="a", perf=0.0), _rec(model="b")])
-    df = data.read_seed_jsonl(path)
-    with pytest.raises(data.DataError, match="duplicate"):
-        data.resolve_duplicates(df, "error", data.DataLog())
-    dlog = data.DataLog()
-    mean = data.resolve_duplicates(df, "mean", dlog)
+    df = read_seed_jsonl(path)
+    with pytest.raises(DataError, match="duplicate"):
+        resolve_duplicates(df, "error", DataLog())
+    dlog = DataLog()
+    mean = resolve_duplicates(df, "mean", dlog)
     assert mean.set_index("model").loc["a", "quality"] == 0.5
     assert dlog.repaired["duplicate_rows_averaged"] == 1
-    dlog = data.DataLog()
-    first = data.resolve_duplicates(df, "first", dlog)
+    dlog = DataLog()
+    first = resolve_duplicates(df, "first", dlog)
     assert first.set_index("model").loc["a", "quality"] == 1.0
     assert dlog.dropped["duplicate_row"] == 1
 
 
 def test_incomplete_policy(tmp_path):
     path = _write_jsonl(tmp_path / "i.jsonl", [_rec(query="q1", model="a"), _rec(query="q1", model="b"), _rec(query="q2", model="a")])
-    df = data.read_seed_jsonl(path)
-    with pytest.raises(data.DataError, match="not scored by every model"):
-        data.restrict_to_pool(df, ["a", "b"], "error", data.DataLog())
-    dlog = data.DataLog()
-    kept = data.restrict_to_pool(df, ["a", "b"], "drop", dlog)
+    df = read_seed_jsonl(path)
+    with pytest.raises(DataError, match="not scored by every model"):
+        restrict_to_pool(df, ["a", "b"], "error", DataLog())
+    dlog = DataLog()
+    kept = restrict_to_pool(df, ["a", "b"], "drop", dlog)
     assert set(kept["query"]) == {"q1"}
     assert dlog.dropped["incomplete_query"] == 1
-    with pytest.raises(data.DataError, match=r"models \['zz'\] have no records"):
-        data.restrict_to_pool(df, ["a", "zz"], "drop", data.DataLog())
+    with pytest.raises(DataError, match=r"models \['zz'\] have no records"):
+        restrict_to_pool(df, ["a", "zz"], "drop", DataLog())
 
 
 # ---------------------------------------------------------------- splits
@@ -141,15 +145,15 @@ def test_incomplete_policy(tmp_path):
 def _queries(n=700, seed=0):
     rng = np.random.default_rng(seed)
     cats = rng.choice(list(CATEGORIES), size=n)
-    return pd.DataFrame({"query_id": [data.query_id(f"q{i}") for i in range(n)], "category": cats})
+    return pd.DataFrame({"query_id": [query_id(f"q{i}") for i in range(n)], "category": cats})
 
 
 def test_split_is_by_query_deterministic_and_stratified():
     q = _queries()
-    a = data.split_queries(q, 0.2, seed=1)
-    b = data.split_queries(q.sample(frac=1, random_state=3), 0.2, seed=1)  # row order must not matter
+    a = split_queries(q, 0.2, seed=1)
+    b = split_queries(q.sample(frac=1, random_state=3), 0.2, seed=1)  # row order must not matter
     pd.testing.assert_series_equal(a.sort_index(), b.sort_index())
-    c = data.split_queries(q, 0.2, seed=2)
+    c = split_queries(q, 0.2, seed=2)
     assert not a.sort_index().equals(c.sort_index())
     assert set(a.index) == set(q["query_id"]) and a.index.is_unique
     frac = q.assign(test=q["query_id"].map(a) == "test").groupby("category")["test"].mean()
@@ -158,7 +162,7 @@ def test_split_is_by_query_deterministic_and_stratified():
 
 def test_kfold_by_query_covers_each_query_once():
     q = _queries(300)
-    folds = data.kfold_queries(q["query_id"].to_numpy(), q["category"].to_numpy(), 3, seed=0)
+    folds = kfold_queries(q["query_id"].to_numpy(), q["category"].to_numpy(), 3, seed=0)
     valid = np.concatenate([v for _, v in folds])
     assert sorted(valid) == list(range(300))
     for tr, va in folds:
@@ -169,15 +173,15 @@ def test_kfold_by_query_covers_each_query_once():
 
 
 def test_fetch_verifies_mirror_checksum(tmp_path, data_dir):
-    src = data.mmlu_pro_source("Qwen1.5-7B-Chat")
-    assert data.fetch(src, data_dir) == data_dir / src.relpath
+    src = mmlu_pro_source("Qwen1.5-7B-Chat")
+    assert fetch(src, data_dir) == data_dir / src.relpath
     fake = tmp_path / src.relpath
     fake.parent.mkdir(parents=True)
     fake.write_bytes(b"not the zip")
-    with pytest.raises(data.DataError, match="does not match the pinned"):
-        data.fetch(src, tmp_path)
-    with pytest.raises(data.DataError, match="not found in the data mirror"):
-        data.fetch(data.mmlu_pro_source("Mistral-7B-Instruct-v0.2"), tmp_path)
+    with pytest.raises(DataError, match="does not match the pinned"):
+        fetch(src, tmp_path)
+    with pytest.raises(DataError, match="not found in the data mirror"):
+        fetch(mmlu_pro_source("Mistral-7B-Instruct-v0.2"), tmp_path)
 
 
 class _Files(http.server.SimpleHTTPRequestHandler):
@@ -195,17 +199,17 @@ def test_fetch_downloads_once_from_loopback_and_checks_sha(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/f.json"
-        good = data.SourceFile("x/f.json", url, hashlib.sha256(payload).hexdigest())
-        path = data.fetch(good, None, cache=tmp_path / "cache")
+        good = SourceFile("x/f.json", url, hashlib.sha256(payload).hexdigest())
+        path = fetch(good, None, cache=tmp_path / "cache")
         assert path.read_bytes() == payload and str(tmp_path / "cache") in str(path)
         (served / "f.json").unlink()  # a second fetch must use the cache
-        assert data.fetch(good, None, cache=tmp_path / "cache") == path
-        bad = data.SourceFile("x/g.json", url.replace("f.json", "g.json"), "0" * 64)
+        assert fetch(good, None, cache=tmp_path / "cache") == path
+        bad = SourceFile("x/g.json", url.replace("f.json", "g.json"), "0" * 64)
         (served / "g.json").write_bytes(b"tampered")
-        with pytest.raises(data.DataError, match="does not match the pinned"):
-            data.fetch(bad, None, cache=tmp_path / "cache")
-        with pytest.raises(data.DataError, match="could not download"):
-            data.fetch(data.SourceFile("x/h", url.replace("f.json", "missing.json"), "0" * 64), None, cache=tmp_path / "cache")
+        with pytest.raises(DataError, match="does not match the pinned"):
+            fetch(bad, None, cache=tmp_path / "cache")
+        with pytest.raises(DataError, match="could not download"):
+            fetch(SourceFile("x/h", url.replace("f.json", "missing.json"), "0" * 64), None, cache=tmp_path / "cache")
     finally:
         server.shutdown()
 
@@ -213,7 +217,6 @@ def test_fetch_downloads_once_from_loopback_and_checks_sha(tmp_path):
 def test_seed_dataset_from_local_hugging_face_cache(tmp_path, monkeypatch):
     """The real hf_hub_download path, offline, against a Hugging Face cache layout."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import importlib
 
     import huggingface_hub.constants as const
 
@@ -225,8 +228,8 @@ def test_seed_dataset_from_local_hugging_face_cache(tmp_path, monkeypatch):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     _write_jsonl(snap / "benchmark_training_data.jsonl", [_rec(model="llama-3.2-1b"), _rec(model="mistral-7b", perf=0.0)])
-    path = data.fetch_seed_hf("benchmark_training_data.jsonl", cache=tmp_path)
-    df = data.read_seed_jsonl(path)
+    path = fetch_seed_hf("benchmark_training_data.jsonl", cache=tmp_path)
+    df = read_seed_jsonl(path)
     assert sorted(df["model"]) == ["llama-3.2-1b", "mistral-7b"]
-    with pytest.raises(data.DataError, match="validation_benchmark_with_gt.jsonl"):
-        data.fetch_seed_hf("validation_benchmark_with_gt.jsonl", cache=tmp_path)
+    with pytest.raises(DataError, match="validation_benchmark_with_gt.jsonl"):
+        fetch_seed_hf("validation_benchmark_with_gt.jsonl", cache=tmp_path)

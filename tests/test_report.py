@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlsel.params import stage_params
+from mlsel.report.page import LATENCY_LABEL, MASK, PROXY_LABEL, build_report, mask_secrets, report_sections, tune_heatmap_blocks, verdicts
 
-from mlsel import config, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -22,15 +23,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def built(smoke_run, tmp_path_factory):
     """The smoke run's report, built twice into two folders."""
-    sp = config.stage_params(smoke_run, "report")
+    sp = stage_params(smoke_run, "report")
     out1 = tmp_path_factory.mktemp("report1")
     out2 = tmp_path_factory.mktemp("report2")
     (out1 / "tables").mkdir()
     (out1 / "tables" / "stale_from_another_run.csv").write_text("x\n1\n")
     t0 = time.perf_counter()
-    p1 = report.build_report(**{**sp, "report_dir": str(out1)})
+    p1 = build_report(**{**sp, "report_dir": str(out1)})
     seconds = time.perf_counter() - t0
-    p2 = report.build_report(**{**sp, "report_dir": str(out2)})
+    p2 = build_report(**{**sp, "report_dir": str(out2)})
     return {"params": sp, "html1": p1, "html2": p2, "text": p1.read_text(encoding="utf-8"), "seconds": seconds}
 
 
@@ -112,8 +113,8 @@ def test_two_builds_byte_identical(built):
 
 def test_proxy_label_without_latency(built):
     text = built["text"]
-    assert report.PROXY_LABEL in text
-    assert report.LATENCY_LABEL not in text
+    assert PROXY_LABEL in text
+    assert LATENCY_LABEL not in text
     proxy_cells = re.findall(r'<td class="num eff proxy">([^<]*)</td>', text)
     assert proxy_cells
     for cell in proxy_cells:
@@ -153,8 +154,8 @@ def _fake_run(root: Path, latency: bool, manifest: dict | None = None) -> Path:
 
 def test_measured_latency_shown_in_seconds(tmp_path):
     run = _fake_run(tmp_path, latency=True)
-    text = report.build_report(str(run), str(tmp_path / "out")).read_text()
-    assert report.LATENCY_LABEL in text and report.PROXY_LABEL not in text
+    text = build_report(str(run), str(tmp_path / "out")).read_text()
+    assert LATENCY_LABEL in text and PROXY_LABEL not in text
     cells = re.findall(r'<td class="num eff latency">([^<]*)</td>', text)
     assert "5.50 s" in cells and "1.25 s" in cells
     assert all(c.endswith(" s") for c in cells)
@@ -167,8 +168,8 @@ def test_measured_latency_shown_in_seconds(tmp_path):
 
 def test_missing_latency_in_fake_run_uses_proxy(tmp_path):
     run = _fake_run(tmp_path, latency=False)
-    text = report.build_report(str(run), str(tmp_path / "out")).read_text()
-    assert report.PROXY_LABEL in text and report.LATENCY_LABEL not in text
+    text = build_report(str(run), str(tmp_path / "out")).read_text()
+    assert PROXY_LABEL in text and LATENCY_LABEL not in text
     assert re.findall(r'<td class="num eff proxy">([^<]*)</td>', text) == ["200", "550", "600", "600", "362", "125"]
     assert "no manifest.json" in text
 
@@ -176,7 +177,7 @@ def test_missing_latency_in_fake_run_uses_proxy(tmp_path):
 def test_verdict_when_selector_is_worse(tmp_path):
     df = _fake_results(latency=False)
     df.loc[df["strategy"] == "KNN Selection", ["uplift_vs_best_single", "uplift_vs_best_single_ci_low", "uplift_vs_best_single_ci_high"]] = [-0.1, -0.15, -0.05]
-    text = " ".join(report.verdicts(df))
+    text = " ".join(verdicts(df))
     assert "does not beat the best single model (model-a); it is worse" in text
 
 
@@ -189,10 +190,10 @@ def test_secrets_masked_and_no_environment(tmp_path, monkeypatch):
                                  "params_hash": "0123456789abcdef"}},
     }
     run = _fake_run(tmp_path, latency=False, manifest=manifest)
-    text = report.build_report(str(run), str(tmp_path / "out")).read_text()
+    text = build_report(str(run), str(tmp_path / "out")).read_text()
     for secret in ("sk-verysecret", "hf_abc", "&#34;s3&#34;", '"s3"', "env-value-must-not-appear"):
         assert secret not in text
-    assert "api_key" in text and report.MASK in text and "0123456789abcdef" in text
+    assert "api_key" in text and MASK in text and "0123456789abcdef" in text
 
 
 def test_optional_tables_rendered(smoke_run, tmp_path):
@@ -215,12 +216,12 @@ def test_optional_tables_rendered(smoke_run, tmp_path):
         run / "tables" / "router_config_results.csv", index=False)
     pd.DataFrame({"x": [1]}).to_csv(run / "tables" / "something_new.csv", index=False)
 
-    titles = report.report_sections(str(run))
+    titles = report_sections(str(run))
     for t in ("Tuned selectors (held-out)", "Cost-quality frontier", "AIQ: area under the cost-quality curve",
               "Hyper-parameter tuning", "Cross-validation results", "Per-decision routing config", "Other tables"):
         assert t in titles, t
     out = tmp_path / "out"
-    text = report.build_report(str(run), str(out)).read_text()
+    text = build_report(str(run), str(out)).read_text()
     assert 'href="tables/something_new.csv"' in text
     assert (out / "tables" / "something_new.csv").read_bytes() == (run / "tables" / "something_new.csv").read_bytes()
     n_pools = res["pool"].nunique()
@@ -234,10 +235,10 @@ def test_optional_tables_rendered(smoke_run, tmp_path):
 
 def test_tune_heatmap_falls_back_to_table():
     df = pd.DataFrame({"knn_k": [3, 5], "score": [0.1, 0.2]})
-    blocks = report.tune_heatmap_blocks(df)
+    blocks = tune_heatmap_blocks(df)
     assert [b.type for b in blocks] == ["table"]
 
 
 def test_mask_secrets_nested():
-    out = report.mask_secrets({"API_KEY": "x", "a": {"token": "y", "b": [{"password": "z"}]}, "empty_key": ""})
-    assert out == {"API_KEY": report.MASK, "a": {"token": report.MASK, "b": [{"password": report.MASK}]}, "empty_key": ""}
+    out = mask_secrets({"API_KEY": "x", "a": {"token": "y", "b": [{"password": "z"}]}, "empty_key": ""})
+    assert out == {"API_KEY": MASK, "a": {"token": MASK, "b": [{"password": MASK}]}, "empty_key": ""}

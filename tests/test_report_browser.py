@@ -16,8 +16,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from mlsel.params import stage_params
+from mlsel.report.page import build_report
 
-from mlsel import config, report
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -84,8 +85,8 @@ def _parse(text: str) -> _Elements:
 @pytest.fixture(scope="module")
 def page(smoke_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("report-browser")
-    sp = config.stage_params(smoke_run, "report")
-    html_path = report.build_report(**{**sp, "report_dir": str(out)})
+    sp = stage_params(smoke_run, "report")
+    html_path = build_report(**{**sp, "report_dir": str(out)})
     return {"path": html_path, "text": html_path.read_text(encoding="utf-8"), "params": sp, "tmp": tmp_path_factory}
 
 

@@ -10,8 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from mlsel import stages
+from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
+from mlsel.deploy.router_config import ALGORITHMS, ARTIFACT_BUILDERS, ARTIFACT_FILES, IncompatibleArtifactError, PRETRAINED_REPO, RUNTIME_SELECT, RouterConfigError, _cli_evaluate_config, _cli_export, add_cli, check_compatible, evaluate_pretrained, evaluate_router_config, export_router_models, knn_artifact, knn_boundary_ties, load_pretrained, load_router_config, runtime_knn_select, runtime_svm_select, svm_artifact
+from mlsel.features import features_for
+from mlsel.params import stage_params
+from mlsel.paths import run_paths
+from mlsel.selection.classic import KNNSelector, SVMSelector
+from mlsel.selection.registry import load_selector
 
-from mlsel import config, router, selectors, stages
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "router_config.yaml"
@@ -26,19 +33,19 @@ def run_dir(smoke_run) -> str:
 @pytest.fixture(scope="module")
 def exported(run_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("router-models")
-    return router.export_router_models(run_dir, POOL, str(out)), out
+    return export_router_models(run_dir, POOL, str(out)), out
 
 
 @pytest.fixture(scope="module")
 def test_features(run_dir):
     """(selectors by name, models, test-query features) of the smoke run's pool."""
-    queries, outcomes = stages.load_prepared(run_dir)
-    folder = config.run_paths(run_dir)["models"] / POOL
-    sels = {name: selectors.load_selector(folder, name)[0] for name in router.ALGORITHMS}
-    manifest = selectors.load_selector(folder, "knn")[1]
-    matrix = stages.pool_matrix(queries, outcomes, manifest["models"])
-    _, test = stages.split_masks(queries, matrix)
-    X = stages.features_for(matrix.subset(test), manifest["embedder"], manifest["onehot_weight"])
+    queries, outcomes = load_prepared(run_dir)
+    folder = run_paths(run_dir)["models"] / POOL
+    sels = {name: load_selector(folder, name)[0] for name in ALGORITHMS}
+    manifest = load_selector(folder, "knn")[1]
+    matrix = pool_matrix(queries, outcomes, manifest["models"])
+    _, test = split_masks(queries, matrix)
+    X = features_for(matrix.subset(test), manifest["embedder"], manifest["onehot_weight"])
     return sels, manifest["models"], X
 
 
@@ -72,18 +79,18 @@ def test_knn_and_kmeans_exports_reproduce_python_selectors(exported, test_featur
     manifest, out = exported
     sels, models, X = test_features
     for name in ("knn", "kmeans"):
-        art = json.loads((out / router.ARTIFACT_FILES[name]).read_text())
-        theirs = router.RUNTIME_SELECT[name](art, X)
+        art = json.loads((out / ARTIFACT_FILES[name]).read_text())
+        theirs = RUNTIME_SELECT[name](art, X)
         ours = sels[name].predict(X)
         if name == "knn":  # no exact distance ties at the k-th neighbour among the smoke run's queries
-            assert not router.knn_boundary_ties(sels[name], X).any()
+            assert not knn_boundary_ties(sels[name], X).any()
         assert list(theirs) == list(ours), f"{name}: runtime rule disagrees on {(theirs != ours).sum()} of {len(X)} test queries"
         assert manifest["agreement"][name]["rate"] == 1.0
         # Restricted to a decision's modelRefs: exported with the candidate set, still identical.
         refs = [models[0], models[2], models[3]]
-        art_c = router.ARTIFACT_BUILDERS[name](sels[name], candidates=refs)
-        assert list(router.RUNTIME_SELECT[name](art_c, X)) == list(sels[name].predict(X, candidates=refs))
-        assert router.RUNTIME_SELECT[name](art, X[0]) == ours[0]  # one query at a time
+        art_c = ARTIFACT_BUILDERS[name](sels[name], candidates=refs)
+        assert list(RUNTIME_SELECT[name](art_c, X)) == list(sels[name].predict(X, candidates=refs))
+        assert RUNTIME_SELECT[name](art, X[0]) == ours[0]  # one query at a time
 
 
 def test_knn_export_reproduces_tie_rule_on_binary_outcomes():
@@ -92,9 +99,9 @@ def test_knn_export_reproduces_tie_rule_on_binary_outcomes():
     X = rng.standard_normal((200, 6)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     Q = (rng.random((200, 4)) < 0.5).astype(float)
-    sel = selectors.KNNSelector(k=3).fit(X[:150], Q[:150], models=["a", "b", "c", "d"])
-    art = router.knn_artifact(sel)
-    assert list(router.runtime_knn_select(art, X[150:])) == list(sel.predict(X[150:]))
+    sel = KNNSelector(k=3).fit(X[:150], Q[:150], models=["a", "b", "c", "d"])
+    art = knn_artifact(sel)
+    assert list(runtime_knn_select(art, X[150:])) == list(sel.predict(X[150:]))
 
 
 def test_svm_agreement_is_measured_and_written(exported, test_features):
@@ -104,7 +111,7 @@ def test_svm_agreement_is_measured_and_written(exported, test_features):
     assert 0.0 <= rate <= 1.0
     sels, _, X = test_features
     art = json.loads((out / "svm_model.json").read_text())
-    measured = (router.runtime_svm_select(art, X) == sels["svm"].predict(X)).mean()
+    measured = (runtime_svm_select(art, X) == sels["svm"].predict(X)).mean()
     assert rate == pytest.approx(measured)
 
 
@@ -115,18 +122,18 @@ def test_svm_binary_export_is_exact():
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     Q = np.zeros((120, 2))
     Q[np.arange(120), (X[:, 0] > 0).astype(int)] = 1.0
-    sel = selectors.SVMSelector(gamma=1.0).fit(X[:80], Q[:80], models=["a", "b"])
-    art = router.svm_artifact(sel)
-    assert list(router.runtime_svm_select(art, X[80:])) == list(sel.predict(X[80:]))
+    sel = SVMSelector(gamma=1.0).fit(X[:80], Q[:80], models=["a", "b"])
+    art = svm_artifact(sel)
+    assert list(runtime_svm_select(art, X[80:])) == list(sel.predict(X[80:]))
 
 
 # --------------------------------------------------------------------------- config evaluation
 
 
 def test_sample_config_per_decision_tables(run_dir, smoke_run):
-    flat = config.stage_params(smoke_run, "evaluate") | {"router_config": str(SAMPLE), "n_bootstrap": 50}
-    res = router.evaluate_router_config(**flat)
-    tables = config.run_paths(run_dir)["tables"]
+    flat = stage_params(smoke_run, "evaluate") | {"router_config": str(SAMPLE), "n_bootstrap": 50}
+    res = evaluate_router_config(**flat)
+    tables = run_paths(run_dir)["tables"]
     csv = pd.read_csv(tables / "router_config_results.csv")
     assert {"decision", "scope", "strategy", "kind", "avg_quality", "avg_quality_ci_low", "best_model_pct", "model_refs"} <= set(csv.columns)
     decisions = set(csv.loc[csv["scope"] == "decision", "decision"])
@@ -137,7 +144,7 @@ def test_sample_config_per_decision_tables(run_dir, smoke_run):
     # Per decision: the algorithm chose among its modelRefs only, baselines on the same candidates.
     math = res[res["decision"] == "math_decision"]
     assert not math["strategy"].str.contains("Mistral|70B").any()
-    queries, _ = stages.load_prepared(run_dir)
+    queries, _ = load_prepared(run_dir)
     assert int(math["n_queries"].iloc[0]) == int(((queries["split"] == "test") & (queries["category"] == "math")).sum())
     n_routed = res[res["scope"] == "decision"].groupby("decision")["n_queries"].first().sum()
     assert n_routed == int(overall["n_queries"].iloc[0])
@@ -159,7 +166,7 @@ MODELS = ["Phi-3-mini-4k-instruct", "Mistral-7B-Instruct-v0.2", "Meta-Llama-3.1-
 
 
 def test_sample_config_parses_and_routes_every_category():
-    cfg = router.load_router_config(SAMPLE, MODELS)
+    cfg = load_router_config(SAMPLE, MODELS)
     table = cfg.routing_table()
     assert table["math"] == "math_decision" and table["computer science"] == "code_decision" and table["other"] == "general_decision"
     assert all(table.values())
@@ -169,7 +176,7 @@ def test_sample_config_parses_and_routes_every_category():
 def test_nested_config_variant(tmp_path):
     raw = _sample()
     nested = {"global": {"router": {"model_selection": raw["model_selection"]}}, "routing": {"decisions": raw["decisions"]}}
-    cfg = router.load_router_config(_write(tmp_path, nested, "nested.yaml"), MODELS)
+    cfg = load_router_config(_write(tmp_path, nested, "nested.yaml"), MODELS)
     assert [d.name for d in cfg.decisions] == [d["name"] for d in raw["decisions"]]
 
 
@@ -190,8 +197,8 @@ def test_malformed_configs_name_file_decision_and_problem(tmp_path, mutate, mess
     raw = _sample()
     mutate(raw)
     path = _write(tmp_path, raw)
-    with pytest.raises(router.RouterConfigError, match=message) as err:
-        router.load_router_config(path, MODELS)
+    with pytest.raises(RouterConfigError, match=message) as err:
+        load_router_config(path, MODELS)
     assert str(path) in str(err.value)
 
 
@@ -200,7 +207,7 @@ def test_malformed_configs_name_file_decision_and_problem(tmp_path, mutate, mess
 
 def _hf_cache(root: Path, files: dict[str, dict], commit: str) -> Path:
     """A local Hugging Face cache holding ``files`` at ``commit`` with refs/main -> commit."""
-    repo = root / ("models--" + router.PRETRAINED_REPO.replace("/", "--"))
+    repo = root / ("models--" + PRETRAINED_REPO.replace("/", "--"))
     snap = repo / "snapshots" / commit
     snap.mkdir(parents=True)
     for name, content in files.items():
@@ -215,12 +222,12 @@ def test_pretrained_dimension_mismatch_is_a_clear_error(tmp_path, monkeypatch):
     upstream = {"algorithm": "kmeans", "trained": True, "num_clusters": 2, "centroids": [[0.0] * 1038, [1.0] * 1038],
                 "cluster_models": ["llama-3.2-1b", "mistral-7b"]}
     cache = _hf_cache(tmp_path / "hf", {"kmeans_model.json": upstream}, "a" * 40)
-    arts = router.load_pretrained(cache_dir=cache)
+    arts = load_pretrained(cache_dir=cache)
     assert set(arts) == {"kmeans"}
-    with pytest.raises(router.IncompatibleArtifactError, match=r"embedding dimension 1038 != 398 of this run's features \(embedder x\)"):
-        router.check_compatible(arts["kmeans"], 398, MODELS, embedder="x")
-    with pytest.raises(router.IncompatibleArtifactError, match=r"models \['llama-3.2-1b', 'mistral-7b'\] are not among"):
-        router.check_compatible(arts["kmeans"], 1038, MODELS)
+    with pytest.raises(IncompatibleArtifactError, match=r"embedding dimension 1038 != 398 of this run's features \(embedder x\)"):
+        check_compatible(arts["kmeans"], 398, MODELS, embedder="x")
+    with pytest.raises(IncompatibleArtifactError, match=r"models \['llama-3.2-1b', 'mistral-7b'\] are not among"):
+        check_compatible(arts["kmeans"], 1038, MODELS)
 
 
 def test_pretrained_files_are_evaluated_like_our_own(run_dir, smoke_run, exported, tmp_path, monkeypatch):
@@ -228,8 +235,8 @@ def test_pretrained_files_are_evaluated_like_our_own(run_dir, smoke_run, exporte
     _, out = exported
     ours = json.loads((out / "kmeans_model.json").read_text())
     cache = _hf_cache(tmp_path / "hf", {"kmeans_model.json": ours}, "b" * 40)
-    flat = config.stage_params(smoke_run, "evaluate") | {"n_bootstrap": 50}
-    res = router.evaluate_pretrained(pool=POOL, cache_dir=str(cache), **flat)
+    flat = stage_params(smoke_run, "evaluate") | {"n_bootstrap": 50}
+    res = evaluate_pretrained(pool=POOL, cache_dir=str(cache), **flat)
     pre = res[res["kind"] == "pretrained"]
     assert len(pre) == 1
     own = res[res["strategy"] == stages.selector_label("kmeans")]
@@ -242,8 +249,8 @@ def test_pretrained_files_are_evaluated_like_our_own(run_dir, smoke_run, exporte
 def test_add_cli_registers_subcommands():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    router.add_cli(sub)
+    add_cli(sub)
     args = parser.parse_args(["export", "--run-dir", "runs/x", "--pool", "all5", "--export-dir", "out"])
-    assert (args.run_dir, args.pool, args.export_dir, args.func) == ("runs/x", "all5", "out", router._cli_export)
+    assert (args.run_dir, args.pool, args.export_dir, args.func) == ("runs/x", "all5", "out", _cli_export)
     args = parser.parse_args(["evaluate-config", "--run-dir", "runs/x", "--config", "c.yaml", "--n-bootstrap", "10"])
-    assert (args.config, args.n_bootstrap, args.func) == ("c.yaml", 10, router._cli_evaluate_config)
+    assert (args.config, args.n_bootstrap, args.func) == ("c.yaml", 10, _cli_evaluate_config)

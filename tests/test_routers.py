@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mlsel.selection.classic import KNNSelector
+from mlsel.selection.cost_aware import ClusterScoreboardSelector, KNNRegressorSelector, ROUTERS, fit_selector
+from mlsel.selection.registry import make_selector
 
-from mlsel import routers, selectors
 
 MODELS = ["a", "b", "c"]
 
@@ -34,8 +36,8 @@ PARAMS = {"knn_reg_k": 10, "mlp_hidden": 32, "scoreboard_clusters": 3, "scoreboa
 def test_router_reaches_oracle_when_each_cluster_has_one_best_model(name):
     X, q, cost = _clusters()
     Xt, qt, _ = _clusters(n_per=20, seed=1)
-    sel = selectors.make_selector(name, PARAMS)
-    assert isinstance(sel, routers.ROUTERS[name])
+    sel = make_selector(name, PARAMS)
+    assert isinstance(sel, ROUTERS[name])
     sel.fit(X, q, models=MODELS, cost=cost)
     chosen = sel.predict_index(Xt)
     assert (qt[np.arange(len(Xt)), chosen] == 1.0).mean() >= 0.98
@@ -46,7 +48,7 @@ def test_router_reaches_oracle_when_each_cluster_has_one_best_model(name):
 @pytest.mark.parametrize("name", ALL)
 def test_large_cost_lambda_routes_to_cheapest_model(name):
     X, q, cost = _clusters()
-    sel = selectors.make_selector(name, {**PARAMS, "cost_lambda": 100.0}).fit(X, q, models=MODELS, cost=cost)
+    sel = make_selector(name, {**PARAMS, "cost_lambda": 100.0}).fit(X, q, models=MODELS, cost=cost)
     assert set(sel.predict(X)) == {"a"}
     # A sweep gives the same answers as refitting with each cost weight.
     sweep = sel.predict_index_sweep(X, [0.0, 100.0])
@@ -58,15 +60,15 @@ def test_large_cost_lambda_routes_to_cheapest_model(name):
 
 def test_without_cost_the_cost_weight_has_no_effect():
     X, q, _ = _clusters()
-    a = routers.KNNRegressorSelector(k=5, cost_lambda=0.0).fit(X, q, models=MODELS)
-    b = routers.KNNRegressorSelector(k=5, cost_lambda=50.0).fit(X, q, models=MODELS)
+    a = KNNRegressorSelector(k=5, cost_lambda=0.0).fit(X, q, models=MODELS)
+    b = KNNRegressorSelector(k=5, cost_lambda=50.0).fit(X, q, models=MODELS)
     np.testing.assert_array_equal(a.predict_index(X), b.predict_index(X))
     assert not b.has_cost_
 
 
 def test_cost_is_normalised_by_the_most_expensive_mean():
     X, q, cost = _clusters()
-    sel = routers.KNNRegressorSelector(k=5).fit(X, q, models=MODELS, cost=cost)
+    sel = KNNRegressorSelector(k=5).fit(X, q, models=MODELS, cost=cost)
     assert sel.cost_scale_ == pytest.approx(3.0)
     _, c = sel.predict_quality_cost(X[:4])
     np.testing.assert_allclose(c, np.tile([1 / 3, 2 / 3, 1.0], (4, 1)))
@@ -76,44 +78,44 @@ def test_knn_regressor_known_means_and_shrinkage():
     # Four training points on a line; query at 0 with k=2 uniform: neighbours 0 and 1.
     X = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]], dtype=np.float32)
     q = np.array([[1, 0], [0, 0], [0, 1], [0, 1]], dtype=float)
-    sel = routers.KNNRegressorSelector(k=2, weights="uniform").fit(X, q, models=["a", "b"])
+    sel = KNNRegressorSelector(k=2, weights="uniform").fit(X, q, models=["a", "b"])
     qhat, _ = sel.predict_quality_cost(np.array([[1.0, 0.0]], dtype=np.float32))
     np.testing.assert_allclose(qhat, [[0.5, 0.0]])
     # shrink=2 pseudo-neighbours at the overall means (.25, .5): (0.5 + 1 * .25) / 2, (0 + 1 * .5) / 2.
-    sel = routers.KNNRegressorSelector(k=2, weights="uniform", shrink=2).fit(X, q, models=["a", "b"])
+    sel = KNNRegressorSelector(k=2, weights="uniform", shrink=2).fit(X, q, models=["a", "b"])
     qhat, _ = sel.predict_quality_cost(np.array([[1.0, 0.0]], dtype=np.float32))
     np.testing.assert_allclose(qhat, [[0.375, 0.25]])
 
 
 def test_scoreboard_normalises_within_cluster_and_averages_top_p():
     X, q, cost = _clusters()
-    sel = routers.ClusterScoreboardSelector(num_clusters=3, top_p=1, random_state=0).fit(X, q, models=MODELS, cost=cost)
+    sel = ClusterScoreboardSelector(num_clusters=3, top_p=1, random_state=0).fit(X, q, models=MODELS, cost=cost)
     # Each cluster: one model right (1), two wrong (0): min-max gives exactly that row.
     assert sorted(map(tuple, sel.cluster_quality_norm_)) == sorted(map(tuple, np.eye(3)))
     # Costs are identical per model in every cluster: 1/3, 2/3, 1 -> min-max 0, .5, 1.
     np.testing.assert_allclose(sel.cluster_cost_norm_, np.tile([0.0, 0.5, 1.0], (3, 1)))
     # top_p = 3: every query averages all three clusters -> quality 1/3 for every model: tie,
     # broken by the mean-training-utility rank (all equal) then model order -> "a".
-    sel3 = routers.ClusterScoreboardSelector(num_clusters=3, top_p=3, random_state=0).fit(X, q, models=MODELS, cost=cost)
+    sel3 = ClusterScoreboardSelector(num_clusters=3, top_p=3, random_state=0).fit(X, q, models=MODELS, cost=cost)
     qhat, chat = sel3.predict_quality_cost(X[:5])
     np.testing.assert_allclose(qhat, 1 / 3)
     np.testing.assert_allclose(chat, np.tile([0.0, 0.5, 1.0], (5, 1)))
     assert set(sel3.predict(X)) == {"a"}
     # top_p = 2 by hand: the two nearest clusters' normalised rows, averaged.
-    sel2 = routers.ClusterScoreboardSelector(num_clusters=3, top_p=2, random_state=0).fit(X, q, models=MODELS, cost=cost)
+    sel2 = ClusterScoreboardSelector(num_clusters=3, top_p=2, random_state=0).fit(X, q, models=MODELS, cost=cost)
     near = sel2.nearest_clusters(X[:5])
     expected = sel2.cluster_quality_norm_[near].mean(axis=1)
     np.testing.assert_allclose(sel2.predict_quality_cost(X[:5])[0], expected)
     assert near.shape == (5, 2)
     # alpha = 0: only cost counts -> cheapest model everywhere.
-    sel0 = routers.ClusterScoreboardSelector(num_clusters=3, top_p=1, alpha=0.0, random_state=0).fit(X, q, models=MODELS, cost=cost)
+    sel0 = ClusterScoreboardSelector(num_clusters=3, top_p=1, alpha=0.0, random_state=0).fit(X, q, models=MODELS, cost=cost)
     assert set(sel0.predict(X)) == {"a"}
 
 
 def test_make_selector_still_knows_the_core_selectors_and_rejects_unknown():
-    assert isinstance(selectors.make_selector("knn", {}), selectors.KNNSelector)
+    assert isinstance(make_selector("knn", {}), KNNSelector)
     with pytest.raises(ValueError, match="unknown selector"):
-        selectors.make_selector("nope", {})
+        make_selector("nope", {})
 
 
 def test_fractional_quality_and_missing_cost():
@@ -121,6 +123,6 @@ def test_fractional_quality_and_missing_cost():
     q = q * 0.5 + 0.25  # fractional qualities (averaged duplicate rows)
     cost[0, 1] = np.nan
     for name in ALL:
-        sel = selectors.make_selector(name, PARAMS)
-        routers.fit_selector(sel, X, q, None, MODELS, cost=cost)
+        sel = make_selector(name, PARAMS)
+        fit_selector(sel, X, q, None, MODELS, cost=cost)
         assert (q[np.arange(len(X)), sel.predict_index(X)] == 0.75).mean() >= 0.95

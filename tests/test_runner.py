@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlsel import config, runner
+from mlsel import runner
+from mlsel.params import apply_overrides, load_params
+from mlsel.paths import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,14 +92,14 @@ def test_failed_stage_keeps_earlier_outputs(smoke_runner_run, tmp_path):
 
 
 def test_secret_looking_parameters_are_refused():
-    params = config.load_params(ROOT / "params.yaml")
-    with pytest.raises(config.ConfigError, match="looks like a secret"):
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(ConfigError, match="looks like a secret"):
         runner._check_no_secrets({"api_key": "sk-123"}, "benchmark")
-    with pytest.raises(config.ConfigError, match="hf_token"):
+    with pytest.raises(ConfigError, match="hf_token"):
         runner._check_no_secrets({"hf_token": "hf_abc"}, "benchmark")
     runner._check_no_secrets({"max_tokens": 64, "api_key": ""}, "benchmark")  # not secrets / empty
     assert runner.planned_stages(params) == ["prepare", "train", "evaluate", "tune", "report"]
-    bench = config.apply_overrides(params, {"source": "benchmark"})
+    bench = apply_overrides(params, {"source": "benchmark"})
     assert runner.planned_stages(bench)[:2] == ["benchmark", "prepare"]
 
 

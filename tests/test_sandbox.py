@@ -8,32 +8,32 @@ import threading
 import time
 
 import pytest
+from mlsel.llm.sandbox import _unshare_prefix, run_untrusted
 
-from mlsel import sandbox
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sandbox uses POSIX resource limits")
 
 
 def test_passing_code():
-    r = sandbox.run_untrusted("def add(a, b):\n    return a + b\n", ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"])
+    r = run_untrusted("def add(a, b):\n    return a + b\n", ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"])
     assert r.passed and r.n_passed == 2 and r.n_total == 2 and r.error is None
 
 
 def test_failing_assert_counts_passes():
-    r = sandbox.run_untrusted("def add(a, b):\n    return a - b\n", ["assert add(1, 0) == 1", "assert add(1, 2) == 3"])
+    r = run_untrusted("def add(a, b):\n    return a - b\n", ["assert add(1, 0) == 1", "assert add(1, 2) == 3"])
     assert not r.passed
     assert (r.n_passed, r.n_total) == (1, 2)
     assert "AssertionError" in r.error
 
 
 def test_syntax_error_in_code():
-    r = sandbox.run_untrusted("def f(:\n", ["assert f() == 1"])
+    r = run_untrusted("def f(:\n", ["assert f() == 1"])
     assert not r.passed and "SyntaxError" in r.error
 
 
 def test_infinite_loop_times_out():
     t0 = time.monotonic()
-    r = sandbox.run_untrusted("while True:\n    pass\n", ["assert True"], timeout_s=1.0)
+    r = run_untrusted("while True:\n    pass\n", ["assert True"], timeout_s=1.0)
     assert time.monotonic() - t0 < 5
     assert not r.passed and r.timed_out and "timeout" in r.error
 
@@ -41,12 +41,12 @@ def test_infinite_loop_times_out():
 def test_sleeping_child_processes_are_killed_with_the_group():
     code = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\nwhile True: pass\n"
     t0 = time.monotonic()
-    r = sandbox.run_untrusted(code, ["assert True"], timeout_s=1.0)
+    r = run_untrusted(code, ["assert True"], timeout_s=1.0)
     assert r.timed_out and time.monotonic() - t0 < 5
 
 
 def test_memory_bomb_is_stopped():
-    r = sandbox.run_untrusted("x = bytearray(4 * 1024 ** 3)\n", ["assert len(x) > 0"], memory_mb=256)
+    r = run_untrusted("x = bytearray(4 * 1024 ** 3)\n", ["assert len(x) > 0"], memory_mb=256)
     assert not r.passed
     assert "MemoryError" in r.error or "killed" in r.error
 
@@ -67,7 +67,7 @@ def test_socket_connect_fails():
             "    except OSError as e:\n"
             "        return 'blocked'\n"
         )
-        r = sandbox.run_untrusted(code, ["assert try_connect() == 'blocked'"])
+        r = run_untrusted(code, ["assert try_connect() == 'blocked'"])
         assert r.passed, r.error
     finally:
         srv.close()
@@ -75,7 +75,7 @@ def test_socket_connect_fails():
 
 def test_raw_socket_blocked_even_without_the_patch():
     """With unshare -rn the namespace blocks the network even if the code undoes the socket patch."""
-    if not sandbox._unshare_prefix():
+    if not _unshare_prefix():
         pytest.skip("unshare -rn not available here; only socket patching is enforced")
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -90,7 +90,7 @@ def test_raw_socket_blocked_even_without_the_patch():
             "    s.settimeout(1)\n"
             f"    return s.connect_ex(('127.0.0.1', {port}))\n"
         )
-        r = sandbox.run_untrusted(code, ["assert raw() != 0"])
+        r = run_untrusted(code, ["assert raw() != 0"])
         assert r.passed, r.error
         assert r.network_isolated
     finally:
@@ -100,7 +100,7 @@ def test_raw_socket_blocked_even_without_the_patch():
 def test_files_land_in_the_temp_dir_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = "import os\nwith open('out.txt', 'w') as f:\n    f.write('x')\nWHERE = os.getcwd()\n"
-    r = sandbox.run_untrusted(code, ["assert os.path.exists(os.path.join(WHERE, 'out.txt'))", f"assert WHERE != {str(tmp_path)!r}"])
+    r = run_untrusted(code, ["assert os.path.exists(os.path.join(WHERE, 'out.txt'))", f"assert WHERE != {str(tmp_path)!r}"])
     assert r.passed, r.error
     assert not (tmp_path / "out.txt").exists()
     assert list(tmp_path.iterdir()) == []
@@ -108,7 +108,7 @@ def test_files_land_in_the_temp_dir_only(tmp_path, monkeypatch):
 
 def test_temp_dir_is_removed_afterwards():
     code = "import os\nWHERE = os.getcwd()\nprint(WHERE)\n"
-    r = sandbox.run_untrusted(code + "open('/tmp/.mlsel_where', 'w').write(WHERE)\n", ["assert True"])
+    r = run_untrusted(code + "open('/tmp/.mlsel_where', 'w').write(WHERE)\n", ["assert True"])
     assert r.passed, r.error
     where = open("/tmp/.mlsel_where").read()
     os.remove("/tmp/.mlsel_where")
@@ -118,7 +118,7 @@ def test_temp_dir_is_removed_afterwards():
 def test_environment_has_no_secrets(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-123")
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    r = sandbox.run_untrusted(
+    r = run_untrusted(
         "import os\nENV = dict(os.environ)\n",
         ["assert 'OPENAI_API_KEY' not in ENV", "assert 'HF_TOKEN' not in ENV", "assert 'sk-test-secret-123' not in str(ENV)"],
     )
@@ -127,12 +127,12 @@ def test_environment_has_no_secrets(monkeypatch):
 
 def test_recursion_and_imports_work():
     code = "import math\nfrom functools import lru_cache\n\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\ndef root(x):\n    return math.sqrt(x)\n"
-    r = sandbox.run_untrusted(code, ["assert fib(15) == 610", "assert root(16) == 4.0", "import json; assert json.loads('[1]') == [1]"])
+    r = run_untrusted(code, ["assert fib(15) == 610", "assert root(16) == 4.0", "import json; assert json.loads('[1]') == [1]"])
     assert r.passed, r.error
 
 
 def test_system_exit_in_code_is_a_failure():
-    r = sandbox.run_untrusted("import sys\nsys.exit(0)\n", ["assert True"])
+    r = run_untrusted("import sys\nsys.exit(0)\n", ["assert True"])
     assert not r.passed and "SystemExit" in r.error
 
 
@@ -140,7 +140,7 @@ def test_works_from_worker_threads():
     results = []
 
     def work(i):
-        results.append(sandbox.run_untrusted(f"def f():\n    return {i}\n", [f"assert f() == {i}"]))
+        results.append(run_untrusted(f"def f():\n    return {i}\n", [f"assert f() == {i}"]))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:

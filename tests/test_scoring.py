@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlsel import scoring
-from mlsel.scoring import score
+from mlsel.llm.scoring import score
+from mlsel.llm.scoring import extract_choice_letter, extract_code, last_boxed, parse_assertions, parse_choices, resolve_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,13 +24,13 @@ def _data_dir() -> Path:
 
 
 def test_metric_resolution():
-    assert scoring.resolve_metric(None) == "cem"
-    assert scoring.resolve_metric("no-such-metric") == "cem"
-    assert scoring.resolve_metric("GSM8K") == "gsm8k"
-    assert scoring.resolve_metric("MATH") == "math"
-    assert scoring.resolve_metric(None, choices="a,b") == "em_mc"
-    assert scoring.resolve_metric("f1_score", choices=["x", "y"]) == "em_mc"
-    assert scoring.resolve_metric("f1_score", choices=[]) == "f1_score"
+    assert resolve_metric(None) == "cem"
+    assert resolve_metric("no-such-metric") == "cem"
+    assert resolve_metric("GSM8K") == "gsm8k"
+    assert resolve_metric("MATH") == "math"
+    assert resolve_metric(None, choices="a,b") == "em_mc"
+    assert resolve_metric("f1_score", choices=["x", "y"]) == "em_mc"
+    assert resolve_metric("f1_score", choices=[]) == "f1_score"
 
 
 @pytest.mark.parametrize("gt", [None, "", "   ", []])
@@ -60,7 +60,7 @@ def test_missing_ground_truth_is_unscored_not_half(gt):
     ],
 )
 def test_extract_choice_letter(text, letter):
-    assert scoring.extract_choice_letter(text) == letter
+    assert extract_choice_letter(text) == letter
 
 
 def test_em_mc_scores():
@@ -76,10 +76,10 @@ def test_em_mc_scores():
 
 
 def test_parse_choices():
-    assert scoring.parse_choices("['a', 'b, c']") == ["a", "b, c"]
-    assert scoring.parse_choices('["a", "b"]') == ["a", "b"]
-    assert scoring.parse_choices("a, b") == ["a", "b"]
-    assert scoring.parse_choices(["a", 1]) == ["a", "1"]
+    assert parse_choices("['a', 'b, c']") == ["a", "b, c"]
+    assert parse_choices('["a", "b"]') == ["a", "b"]
+    assert parse_choices("a, b") == ["a", "b"]
+    assert parse_choices(["a", 1]) == ["a", "1"]
 
 
 def _load(path: Path) -> list[dict]:
@@ -110,7 +110,7 @@ def test_em_mc_extraction_agrees_with_mmlu_pro_pred(mmlu_zips):
         recs = _load(path)
         assert len(recs) == 12032
         with_pred = [r for r in recs if r["pred"] is not None]
-        got = [scoring.extract_choice_letter(r["generated_text"]) for r in with_pred]
+        got = [extract_choice_letter(r["generated_text"]) for r in with_pred]
         agree = sum(g == r["pred"] for g, r in zip(got, with_pred))
         pooled_n += len(with_pred)
         pooled_agree += agree
@@ -121,7 +121,7 @@ def test_em_mc_extraction_agrees_with_mmlu_pro_pred(mmlu_zips):
         if nulls:
             assert agree / len(with_pred) >= 0.99, path.name
             null_n += len(nulls)
-            null_extracted += sum(scoring.extract_choice_letter(r["generated_text"]) is not None for r in nulls)
+            null_extracted += sum(extract_choice_letter(r["generated_text"]) is not None for r in nulls)
         else:
             # no null pred in this file: the records we cannot read carry a random guess
             unread = [r for g, r in zip(got, with_pred) if g is None]
@@ -154,9 +154,9 @@ def test_gsm8k():
 
 
 def test_last_boxed_nested():
-    assert scoring.last_boxed(r"a \boxed{1} b \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
-    assert scoring.last_boxed(r"\fbox{x^{2}}") == "x^{2}"
-    assert scoring.last_boxed("none") is None
+    assert last_boxed(r"a \boxed{1} b \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
+    assert last_boxed(r"\fbox{x^{2}}") == "x^{2}"
+    assert last_boxed("none") is None
 
 
 @pytest.mark.parametrize(
@@ -214,18 +214,18 @@ def test_code_eval_is_opt_in():
 
 
 def test_parse_assertions_never_evals():
-    assert scoring.parse_assertions("['assert f(1) == 2', 'assert f(2) == 3']") == ["assert f(1) == 2", "assert f(2) == 3"]
-    assert scoring.parse_assertions('["assert True"]') == ["assert True"]
-    assert scoring.parse_assertions(["assert True"]) == ["assert True"]
+    assert parse_assertions("['assert f(1) == 2', 'assert f(2) == 3']") == ["assert f(1) == 2", "assert f(2) == 3"]
+    assert parse_assertions('["assert True"]') == ["assert True"]
+    assert parse_assertions(["assert True"]) == ["assert True"]
     with pytest.raises(ValueError):
-        scoring.parse_assertions("__import__('os').system('echo pwned')")
+        parse_assertions("__import__('os').system('echo pwned')")
 
 
 def test_extract_code():
     resp = "Here:\n```python\ndef f(x):\n    return x + 1\n```\nDone."
-    assert scoring.extract_code(resp).strip() == "def f(x):\n    return x + 1"
-    assert scoring.extract_code("```\nx = 1\n```").strip() == "x = 1"
-    assert scoring.extract_code("def g(): pass") == "def g(): pass"
+    assert extract_code(resp).strip() == "def f(x):\n    return x + 1"
+    assert extract_code("```\nx = 1\n```").strip() == "x = 1"
+    assert extract_code("def g(): pass") == "def g(): pass"
 
 
 def test_code_eval_pass_at_1():

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlsel import evaluate, selectors
-from mlsel.data import OutcomeMatrix
+from mlsel.data.outcomes import OutcomeMatrix
+from mlsel.metrics.evaluate import Strategy, evaluate, oracle_proba
+from mlsel.selection.base import choose, utility
+from mlsel.selection.baselines import BestSingleSelector, RandomSelector
+from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
+from mlsel.selection.registry import load_selector, save_selector
 
 MODELS = ["a", "b", "c"]
 
@@ -28,7 +32,7 @@ def matrix(Q, lat=None, chars=None):
                          list(MODELS), Q, lat, chars)
 
 
-@pytest.mark.parametrize("sel", [selectors.KNNSelector(k=5), selectors.KMeansSelector(num_clusters=3), selectors.SVMSelector()])
+@pytest.mark.parametrize("sel", [KNNSelector(k=5), KMeansSelector(num_clusters=3), SVMSelector()])
 def test_selectors_reach_oracle_on_separable_clusters(sel):
     X, Q = clusters()
     Xt, Qt = clusters(seed=1)
@@ -40,7 +44,7 @@ def test_selectors_reach_oracle_on_separable_clusters(sel):
 
 def test_candidates_restrict_selection():
     X, Q = clusters()
-    sel = selectors.KNNSelector(k=5).fit(X, Q, models=MODELS)
+    sel = KNNSelector(k=5).fit(X, Q, models=MODELS)
     picks = sel.predict(X, candidates=["b", "c"])
     assert set(picks) <= {"b", "c"}
     assert (picks[60:120] == "b").all() and (picks[120:] == "c").all()
@@ -52,34 +56,34 @@ def test_tie_rule_prefers_higher_mean_training_utility_not_order():
     # Model "c" is best on average, so a tie among all three goes to "c".
     X = np.zeros((4, 2), dtype=np.float32)
     Q = np.array([[0, 0, 1], [0, 0, 1], [1, 1, 1], [0, 1, 1.0]])
-    best = selectors.BestSingleSelector().fit(X, Q, models=MODELS)
+    best = BestSingleSelector().fit(X, Q, models=MODELS)
     assert best.model_ == "c"
     scores = np.array([[0.5, 0.5, 0.5], [0.7, 0.7, 0.1]])
-    assert list(selectors.choose(scores, best.rank_)) == [2, 1]  # rank: c < b < a
+    assert list(choose(scores, best.rank_)) == [2, 1]  # rank: c < b < a
 
 
 def test_utility_uses_latency_only_when_measured():
     q = np.array([[1.0, 1.0]])
-    assert np.allclose(selectors.utility(q, None, 0.9), q)
-    u = selectors.utility(q, np.array([[0.0, 9.0]]), 0.9)
+    assert np.allclose(utility(q, None, 0.9), q)
+    u = utility(q, np.array([[0.0, 9.0]]), 0.9)
     assert np.allclose(u, [[0.9 + 0.1 * 1.0, 0.9 + 0.1 * 0.1]])
     with pytest.raises(ValueError, match="missing values"):
-        selectors.utility(q, np.array([[np.nan, 1.0]]))
+        utility(q, np.array([[np.nan, 1.0]]))
 
 
 def test_svm_skips_uninformative_queries():
     X, Q = clusters()
     Q = np.vstack([Q, np.zeros((10, 3))])
     X = np.vstack([X, np.zeros((10, 3), dtype=np.float32)])
-    sel = selectors.SVMSelector().fit(X, Q, models=MODELS)
+    sel = SVMSelector().fit(X, Q, models=MODELS)
     assert sel.n_uninformative_ == 10
 
 
 def test_save_and_load_roundtrip(tmp_path):
     X, Q = clusters()
-    sel = selectors.KMeansSelector(num_clusters=3).fit(X, Q, models=MODELS)
-    selectors.save_selector(sel, tmp_path, "kmeans", {"embedder": "e", "data_hash": "h", "seed": 42})
-    loaded, manifest = selectors.load_selector(tmp_path, "kmeans")
+    sel = KMeansSelector(num_clusters=3).fit(X, Q, models=MODELS)
+    save_selector(sel, tmp_path, "kmeans", {"embedder": "e", "data_hash": "h", "seed": 42})
+    loaded, manifest = load_selector(tmp_path, "kmeans")
     assert manifest["feature_dim"] == 3 and manifest["models"] == MODELS and manifest["embedder"] == "e"
     assert manifest["params"]["num_clusters"] == 3 and "package_version" in manifest
     assert (loaded.predict(X) == sel.predict(X)).all()
@@ -91,15 +95,15 @@ def test_save_and_load_roundtrip(tmp_path):
 def _strategies(test, train_Q, picks):
     x = np.zeros((len(test), 1))
     dummy = np.zeros((len(train_Q), 1))
-    best = selectors.BestSingleSelector().fit(dummy, train_Q, models=MODELS)
-    rnd = selectors.RandomSelector().fit(dummy, train_Q, models=MODELS)
+    best = BestSingleSelector().fit(dummy, train_Q, models=MODELS)
+    rnd = RandomSelector().fit(dummy, train_Q, models=MODELS)
     sel = np.zeros_like(test.quality)
     sel[np.arange(len(test)), picks] = 1
     return [
-        evaluate.Strategy("Oracle", "oracle", evaluate.oracle_proba(test)),
-        evaluate.Strategy("Sel", "selector", sel),
-        evaluate.Strategy("Best", "best_single", best.predict_proba(x)),
-        evaluate.Strategy("Random", "random", rnd.predict_proba(x)),
+        Strategy("Oracle", "oracle", oracle_proba(test)),
+        Strategy("Sel", "selector", sel),
+        Strategy("Best", "best_single", best.predict_proba(x)),
+        Strategy("Random", "random", rnd.predict_proba(x)),
     ]
 
 
@@ -107,7 +111,7 @@ def test_random_is_exact_expectation_and_oracle_is_100pct():
     rng = np.random.default_rng(0)
     Q = rng.integers(0, 2, size=(200, 3)).astype(float)
     test = matrix(Q, chars=rng.integers(100, 900, size=(200, 3)).astype(float))
-    out = evaluate.evaluate(test, _strategies(test, Q, rng.integers(0, 3, 200)), "p", n_bootstrap=200, seed=0)
+    out = evaluate(test, _strategies(test, Q, rng.integers(0, 3, 200)), "p", n_bootstrap=200, seed=0)
     r = out["results"].set_index("strategy")
     assert r.loc["Random", "avg_quality"] == pytest.approx(Q.mean(axis=1).mean())
     assert r.loc["Oracle", "best_model_pct"] == pytest.approx(100.0)
@@ -124,11 +128,11 @@ def test_ties_get_best_model_credit_and_oracle_prefers_efficient():
     Q = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     chars = np.array([[500.0, 100.0, 50.0], [10.0, 20.0, 5.0]])
     test = matrix(Q, chars=chars)
-    out = evaluate.evaluate(test, _strategies(test, Q, np.array([0, 1])), "p", n_bootstrap=50)
+    out = evaluate(test, _strategies(test, Q, np.array([0, 1])), "p", n_bootstrap=50)
     r = out["results"].set_index("strategy")
     assert r.loc["Sel", "best_model_pct"] == 100.0  # "a" ties "b" at 1.0; all-zero query credits any choice
     assert r.loc["Sel", "best_model_pct_decidable"] == 100.0
-    assert evaluate.oracle_proba(test).argmax(axis=1).tolist() == [1, 2]  # tied best -> shortest answer
+    assert oracle_proba(test).argmax(axis=1).tolist() == [1, 2]  # tied best -> shortest answer
 
 
 def test_bootstrap_is_seeded_and_paired():
@@ -136,8 +140,8 @@ def test_bootstrap_is_seeded_and_paired():
     Q = rng.integers(0, 2, size=(300, 3)).astype(float)
     test = matrix(Q)
     s = _strategies(test, Q, np.full(300, 0))
-    a = evaluate.evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
-    b = evaluate.evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
+    a = evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
+    b = evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
     assert a.equals(b)
     best = a.set_index("kind").loc["best_single"]
     # Paired: a strategy minus itself has a degenerate interval at 0.

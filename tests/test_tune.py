@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from mlsel.data.outcomes import load_prepared
+from mlsel.params import load_params, stage_params
+from mlsel.paths import ConfigError, read_manifest, run_paths
+from mlsel.tuning import DEFAULT_ROUTERS, GRIDS, tune_selectors
 
 
 @pytest.fixture(scope="module")
 def tuned(smoke_run):
-    from mlsel import config, tune
 
-    params = config.stage_params(smoke_run, "tune")
+
+    params = stage_params(smoke_run, "tune")
     params.update(tune_grid="small", tune_n_folds=2, tune_n_seeds=1, tune_n_jobs=1, tune_n_bootstrap=100)
-    result = tune.tune_selectors(**params)
+    result = tune_selectors(**params)
     return params, result
 
 
 def test_files_exist(tuned):
-    from mlsel import config
+
 
     params, _ = tuned
-    paths = config.run_paths(params["run_dir"])
+    paths = run_paths(params["run_dir"])
     for path in (paths["tune"] / "cv_results.csv", paths["tune"] / "cv_folds.csv", paths["tune"] / "cv_frontier.csv",
                  paths["tune"] / "tuned_params.yaml", paths["tables"] / "tuned_results.csv", paths["tables"] / "frontier.csv",
                  paths["tables"] / "aiq.csv", paths["tables"] / "tune_heatmap.csv"):
@@ -30,12 +33,12 @@ def test_files_exist(tuned):
 
 
 def test_cv_used_only_training_queries(tuned):
-    from mlsel import config, stages
+
 
     params, _ = tuned
-    queries, _ = stages.load_prepared(params["run_dir"])
+    queries, _ = load_prepared(params["run_dir"])
     split = queries.set_index("query_id")["split"]
-    folds = pd.read_csv(config.run_paths(params["run_dir"])["tune"] / "cv_folds.csv", dtype={"query_id": str})
+    folds = pd.read_csv(run_paths(params["run_dir"])["tune"] / "cv_folds.csv", dtype={"query_id": str})
     assert set(folds["query_id"]) <= set(split[split == "train"].index)
     # Every training query is validated exactly once per pool and CV seed.
     n_train = int((split == "train").sum())
@@ -45,12 +48,12 @@ def test_cv_used_only_training_queries(tuned):
 
 
 def test_cv_results_and_heatmap(tuned):
-    from mlsel import config, tune
+
 
     params, _ = tuned
-    paths = config.run_paths(params["run_dir"])
+    paths = run_paths(params["run_dir"])
     cv = pd.read_csv(paths["tune"] / "cv_results.csv")
-    names = set(params["selector_names"]) | set(params.get("tune_router_names", tune.DEFAULT_ROUTERS))
+    names = set(params["selector_names"]) | set(params.get("tune_router_names", DEFAULT_ROUTERS))
     assert set(cv["selector"]) == names
     assert set(cv["pool"]) == set(params["pools"])
     # Exactly one chosen combination per pool and selector, the best by CV utility.
@@ -63,29 +66,29 @@ def test_cv_results_and_heatmap(tuned):
     assert cv["cv_avg_response_chars"].notna().all() and cv["cv_avg_latency_s"].isna().all()
     heat = pd.read_csv(paths["tables"] / "tune_heatmap.csv")
     knn = heat[(heat["selector"] == "knn") & (heat["pool"] == "small4")]
-    assert set(knn["param"]) == {"knn_k"} and len(knn) == len(tune.GRIDS["small"]["selectors"]["knn"]["knn_k"]) * len(tune.GRIDS["small"]["onehot_weight"])
+    assert set(knn["param"]) == {"knn_k"} and len(knn) == len(GRIDS["small"]["selectors"]["knn"]["knn_k"]) * len(GRIDS["small"]["onehot_weight"])
 
 
 def test_tuned_params_yaml(tuned):
-    from mlsel import config
+
 
     params, _ = tuned
-    doc = yaml.safe_load((config.run_paths(params["run_dir"])["tune"] / "tuned_params.yaml").read_text())
-    train_keys = set(config.load_params()["train"])
+    doc = yaml.safe_load((run_paths(params["run_dir"])["tune"] / "tuned_params.yaml").read_text())
+    train_keys = set(load_params()["train"])
     assert set(doc["train"]) <= train_keys and {"onehot_weight", "knn_k"} <= set(doc["train"])
     assert set(doc["pools"]) == set(params["pools"])
     for pool in params["pools"]:
         assert "knn_reg" in doc["pools"][pool]["selectors"]
-    tune_keys = set(config.load_params()["tune"])
+    tune_keys = set(load_params()["tune"])
     assert set(doc["tune"]) <= tune_keys
 
 
 def test_tuned_results_have_baselines(tuned):
-    from mlsel import config
+
 
     params, result = tuned
-    table = pd.read_csv(config.run_paths(params["run_dir"])["tables"] / "tuned_results.csv")
-    selection = pd.read_csv(config.run_paths(params["run_dir"])["tables"] / "selection_results.csv")
+    table = pd.read_csv(run_paths(params["run_dir"])["tables"] / "tuned_results.csv")
+    selection = pd.read_csv(run_paths(params["run_dir"])["tables"] / "selection_results.csv")
     assert list(table.columns) == list(selection.columns)
     assert len(table) == len(result)
     for pool, models in params["pools"].items():
@@ -96,14 +99,14 @@ def test_tuned_results_have_baselines(tuned):
         assert "KNN_REG (tuned)" in set(t["strategy"]) and "KNN (tuned)" in set(t["strategy"])
         oracle = t[t["kind"] == "oracle"]["avg_quality"].iloc[0]
         assert (t["avg_quality"] <= oracle + 1e-9).all()
-        assert t["n_queries"].iloc[0] == int((pd.read_csv(config.run_paths(params["run_dir"])["data"] / "queries.csv")["split"] == "test").sum())
+        assert t["n_queries"].iloc[0] == int((pd.read_csv(run_paths(params["run_dir"])["data"] / "queries.csv")["split"] == "test").sum())
 
 
 def test_frontier_and_aiq(tuned):
-    from mlsel import config, stages
+
 
     params, _ = tuned
-    tables = config.run_paths(params["run_dir"])["tables"]
+    tables = run_paths(params["run_dir"])["tables"]
     front = pd.read_csv(tables / "frontier.csv")
     aiq = pd.read_csv(tables / "aiq.csv")
     assert set(front["kind"]) == {"router", "selector", "single", "zero_router"}
@@ -117,15 +120,15 @@ def test_frontier_and_aiq(tuned):
         assert (a["cost_unit"] == "response_chars").all()
         assert ((a["ci_low"] <= a["aiq"] + 1e-9) & (a["aiq"] <= a["ci_high"] + 1e-9)).all()
         assert ((a["aiq"] >= 0) & (a["aiq"] <= 1)).all()
-    manifest = stages.read_manifest(params["run_dir"])
+    manifest = read_manifest(params["run_dir"])
     assert manifest["stages"]["tune"]["grid"] == "small"
     assert "final evaluation only" in manifest["stages"]["tune"]["test_split_used_by"]
 
 
 def test_unknown_grid_is_an_error(smoke_run):
-    from mlsel import config, tune
 
-    params = config.stage_params(smoke_run, "tune")
+
+    params = stage_params(smoke_run, "tune")
     params["tune_grid"] = "huge"
-    with pytest.raises(config.ConfigError, match="tune_grid"):
-        tune.tune_selectors(**params)
+    with pytest.raises(ConfigError, match="tune_grid"):
+        tune_selectors(**params)

@@ -92,7 +92,7 @@ classes), and, because the runtime L2-normalises the query, support vectors
 divided by the feature norm s with ``gamma * s^2``, so every kernel value is
 scikit-learn's. The linear kernel is written as ``linear_classifiers``
 (``weights = s * mean_j(+-w_cj)``, score ``weights . x/|x| - rho``). The
-disagreement with :class:`mlsel.selectors.SVMSelector` is measured and
+disagreement with :class:`mlsel.selection.classic.SVMSelector` is measured and
 written to the export manifest; it is not hidden.
 """
 
@@ -112,8 +112,18 @@ import numpy as np
 import pandas as pd
 
 import mlsel
-from mlsel import CATEGORIES, config, evaluate, selectors, stages
-from mlsel.data import OutcomeMatrix
+from mlsel import CATEGORIES
+from mlsel.data.outcomes import OutcomeMatrix
+from mlsel import stages
+from mlsel.data.outcomes import data_hash, load_prepared, pool_matrix, split_masks
+from mlsel.features import features_for
+from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
+from mlsel.params import load_params, stage_params
+from mlsel.paths import read_manifest, read_yaml, resolve_path, run_paths, update_manifest, write_csv
+from mlsel.selection.base import Selector, candidate_mask, choose
+from mlsel.selection.baselines import BestSingleSelector
+from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
+from mlsel.selection.registry import load_selector
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +326,8 @@ def load_router_config(path: str | os.PathLike[str], models: Sequence[str] | Non
         decisions matching one category at the same priority, unknown
         ``default_decision``.
     """
-    p = config.resolve_path(path)
-    raw = config.read_yaml(p, "the router config", RouterConfigError)
+    p = resolve_path(path)
+    raw = read_yaml(p, "the router config", RouterConfigError)
     if not isinstance(raw, dict):
         raise RouterConfigError(f"{p}: expected a mapping at the top level")
     path_s = str(p)
@@ -363,19 +373,19 @@ def load_router_config(path: str | os.PathLike[str], models: Sequence[str] | Non
 
 def run_models(run_dir: str, outcomes: pd.DataFrame | None = None) -> list[str]:
     """The run's models in the prepare stage's order (else sorted)."""
-    prep = stages.read_manifest(run_dir).get("stages", {}).get("prepare", {})
+    prep = read_manifest(run_dir).get("stages", {}).get("prepare", {})
     if prep.get("models"):
         return list(prep["models"])
     if outcomes is None:
-        outcomes = stages.load_prepared(run_dir)[1]
+        outcomes = load_prepared(run_dir)[1]
     return sorted(outcomes["model"].unique())
 
 
 def feature_settings(run_dir: str, extra: dict[str, Any] | None = None) -> tuple[str, float]:
     """(embedder id, onehot weight) of the run: explicit keys, else the train stage's, else defaults."""
     extra = extra or {}
-    train = stages.read_manifest(run_dir).get("stages", {}).get("train", {}).get("params", {})
-    from mlsel.embed import DEFAULT_EMBEDDER
+    train = read_manifest(run_dir).get("stages", {}).get("train", {}).get("params", {})
+    from mlsel.features import DEFAULT_EMBEDDER
 
     embedder = extra.get("embedder") or train.get("embedder")
     if not embedder:
@@ -385,14 +395,14 @@ def feature_settings(run_dir: str, extra: dict[str, Any] | None = None) -> tuple
     return str(embedder), float(weight)
 
 
-def make_decision_selector(algorithm: str, params: dict[str, Any], quality_weight: float, seed: int) -> selectors.Selector:
+def make_decision_selector(algorithm: str, params: dict[str, Any], quality_weight: float, seed: int) -> Selector:
     """A selector for a config's ``algorithm.type`` with its parameters."""
     if algorithm == "knn":
-        return selectors.KNNSelector(k=int(params["k"]), quality_weight=quality_weight)
+        return KNNSelector(k=int(params["k"]), quality_weight=quality_weight)
     if algorithm == "kmeans":
-        return selectors.KMeansSelector(num_clusters=int(params["num_clusters"]), quality_weight=quality_weight, random_state=seed)
+        return KMeansSelector(num_clusters=int(params["num_clusters"]), quality_weight=quality_weight, random_state=seed)
     if algorithm == "svm":
-        return selectors.SVMSelector(kernel=params["kernel"], gamma=float(params["gamma"]), C=float(params.get("c", 1.0)),
+        return SVMSelector(kernel=params["kernel"], gamma=float(params["gamma"]), C=float(params.get("c", 1.0)),
                                      quality_weight=quality_weight, random_state=seed)
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
@@ -404,9 +414,9 @@ def _onehot(models: Sequence[str], chosen: Sequence[str]) -> np.ndarray:
     return out
 
 
-def _baselines(te: OutcomeMatrix, tr: OutcomeMatrix, models: list[str], quality_weight: float) -> list[evaluate.Strategy]:
+def _baselines(te: OutcomeMatrix, tr: OutcomeMatrix, models: list[str], quality_weight: float) -> list[Strategy]:
     """Best single on train, every Always row and the exact random expectation over ``models``."""
-    return evaluate.baseline_strategies(tr.select_models(models), len(te), quality_weight)
+    return baseline_strategies(tr.select_models(models), len(te), quality_weight)
 
 
 def _algo_label(algorithm: str, params: dict[str, Any] | tuple) -> str:
@@ -455,19 +465,19 @@ def evaluate_router_config(
         log.info("router_config is empty: no per-decision routing config to evaluate")
         return pd.DataFrame()
     quality_weight = float(extra.get("quality_weight", 0.9))
-    queries, outcomes = stages.load_prepared(run_dir)
+    queries, outcomes = load_prepared(run_dir)
     models = run_models(run_dir, outcomes)
     cfg = load_router_config(router_config, models)
     embedder, onehot_weight = feature_settings(run_dir, extra)
-    matrix = stages.pool_matrix(queries, outcomes, models)
-    train, test = stages.split_masks(queries, matrix)
-    X = stages.features_for(matrix, embedder, onehot_weight, embed_batch_size, device)
+    matrix = pool_matrix(queries, outcomes, models)
+    train, test = split_masks(queries, matrix)
+    X = features_for(matrix, embedder, onehot_weight, embed_batch_size, device)
     tr, te = matrix.subset(train), matrix.subset(test)
     Xtr, Xte = X[train], X[test]
 
-    fitted: dict[tuple, selectors.Selector] = {}
+    fitted: dict[tuple, Selector] = {}
 
-    def fitted_selector(algorithm: str, params: tuple) -> selectors.Selector:
+    def fitted_selector(algorithm: str, params: tuple) -> Selector:
         key = (algorithm, params)
         if key not in fitted:
             sel = make_decision_selector(algorithm, dict(params), quality_weight, seed)
@@ -481,7 +491,7 @@ def evaluate_router_config(
         routed.append(d.name if d else (cfg.default_decision or UNMATCHED))
     routed_arr = np.asarray(routed, dtype=object)
     n_unmatched = int(sum(cfg.route(c) is None for c in te.categories))
-    best_all = selectors.BestSingleSelector(quality_weight=quality_weight).fit(np.zeros((len(tr), 1)), tr.quality, tr.latency_s, models=models)
+    best_all = BestSingleSelector(quality_weight=quality_weight).fit(np.zeros((len(tr), 1)), tr.quality, tr.latency_s, models=models)
 
     chosen = np.empty(len(te), dtype=object)
     cand_mask = np.zeros((len(te), len(models)), dtype=bool)
@@ -496,20 +506,20 @@ def evaluate_router_config(
         refs = list(d.model_refs) if d else list(models)
         ted = te.subset(mask).select_models(refs)
         trd_mask = np.isin(tr.categories, d.categories) if d else np.zeros(len(tr), dtype=bool)
-        strategies = [evaluate.Strategy("Oracle (best possible)", "oracle", evaluate.oracle_proba(ted))]
+        strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(ted))]
         if d is not None:
             sel = fitted_selector(d.algorithm, d.params)
             pick = sel.predict(Xte[mask], candidates=refs)
-            strategies.append(evaluate.Strategy(_algo_label(d.algorithm, d.params), "selector", _onehot(refs, pick)))
+            strategies.append(Strategy(_algo_label(d.algorithm, d.params), "selector", _onehot(refs, pick)))
             if trd_mask.any():
                 trd = tr.subset(trd_mask).select_models(refs)
-                bsd = selectors.BestSingleSelector(quality_weight=quality_weight).fit(np.zeros((len(trd), 1)), trd.quality, trd.latency_s, models=refs)
-                strategies.append(evaluate.Strategy(f"Best single on this decision's train queries ({bsd.model_})", "best_single_decision",
+                bsd = BestSingleSelector(quality_weight=quality_weight).fit(np.zeros((len(trd), 1)), trd.quality, trd.latency_s, models=refs)
+                strategies.append(Strategy(f"Best single on this decision's train queries ({bsd.model_})", "best_single_decision",
                                                     _onehot(refs, [bsd.model_] * int(mask.sum()))))
         else:
             pick = np.asarray([best_all.model_] * int(mask.sum()), dtype=object)
         strategies += _baselines(ted, tr, refs, quality_weight)
-        out = evaluate.evaluate(ted, strategies, name, n_bootstrap=n_bootstrap, seed=seed)["results"]
+        out = evaluate(ted, strategies, name, n_bootstrap=n_bootstrap, seed=seed)["results"]
         out.insert(1, "scope", "decision")
         out.insert(2, "algorithm", d.algorithm if d else "best_single")
         out.insert(3, "algorithm_params", d.params_text() if d else "")
@@ -521,23 +531,23 @@ def evaluate_router_config(
         info_rows.append((name, d, int(mask.sum())))
 
     # Overall: the routed choices beside each single-algorithm configuration.
-    strategies = [evaluate.Strategy("Oracle (best possible)", "oracle", evaluate.oracle_proba(te))]
+    strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
     q_c = np.where(cand_mask, te.quality, -np.inf)
     oracle_c = np.zeros_like(te.quality)
     oracle_c[np.arange(len(te)), q_c.argmax(axis=1)] = 1.0
-    strategies.append(evaluate.Strategy("Oracle within each decision's modelRefs", "oracle_routed", oracle_c))
+    strategies.append(Strategy("Oracle within each decision's modelRefs", "oracle_routed", oracle_c))
     config_name = Path(cfg.path).name
-    strategies.append(evaluate.Strategy(f"Router config ({config_name})", "router_config", _onehot(models, list(chosen))))
+    strategies.append(Strategy(f"Router config ({config_name})", "router_config", _onehot(models, list(chosen))))
     single_algos: dict[str, tuple] = {}
     for d in cfg.decisions:
         single_algos.setdefault(d.algorithm, d.params)
     for algorithm, params in single_algos.items():
         sel = fitted_selector(algorithm, params)
-        strategies.append(evaluate.Strategy(f"{_algo_label(algorithm, params)} on every query", "selector", sel.predict_proba(Xte)))
+        strategies.append(Strategy(f"{_algo_label(algorithm, params)} on every query", "selector", sel.predict_proba(Xte)))
     strategies += _baselines(te, tr, list(models), quality_weight)
     rand_c = cand_mask / cand_mask.sum(axis=1, keepdims=True)
-    strategies.append(evaluate.Strategy("Random within each decision's modelRefs (expected)", "random_routed", rand_c))
-    overall = evaluate.evaluate(te, strategies, "overall", n_bootstrap=n_bootstrap, seed=seed)["results"]
+    strategies.append(Strategy("Random within each decision's modelRefs (expected)", "random_routed", rand_c))
+    overall = evaluate(te, strategies, "overall", n_bootstrap=n_bootstrap, seed=seed)["results"]
     overall.insert(1, "scope", "overall")
     overall.insert(2, "algorithm", "")
     overall.insert(3, "algorithm_params", "")
@@ -552,16 +562,16 @@ def evaluate_router_config(
     router_name = f"Router config ({config_name})"
     diff = _paired_diff_ci(per_q[router_name], per_q[best_algo], n_bootstrap, seed)
 
-    tables_dir = config.run_paths(run_dir)["tables"]
-    evaluate.write_table(result, tables_dir / "router_config_results.csv")
+    tables_dir = run_paths(run_dir)["tables"]
+    write_csv(result, tables_dir / "router_config_results.csv")
     md = format_router_tables(result, cfg, info_rows, n_unmatched, best_algo, diff, best_all.model_)
     (tables_dir / "router_config_results.md").write_text(md + "\n")
-    stages.update_manifest(
+    update_manifest(
         run_dir, "router_config",
         {"params": {"router_config": str(router_config), "seed": seed, "n_bootstrap": n_bootstrap, "quality_weight": quality_weight,
                     "embedder": embedder, "onehot_weight": onehot_weight},
          "config_sha256": hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest(),
-         "data_hash": stages.data_hash(run_dir),
+         "data_hash": data_hash(run_dir),
          "routed_test_queries": {name: n for name, _, n in info_rows},
          "n_unmatched_test_queries": n_unmatched,
          "unmatched_rule": f"default_decision {cfg.default_decision!r}" if cfg.default_decision else "best single model on train among all models",
@@ -626,12 +636,12 @@ def _floats(a: np.ndarray) -> list:
     return np.asarray(a, dtype=np.float64).tolist()
 
 
-def _candidates(sel: selectors.Selector, candidates: Sequence[str] | None) -> list[str]:
-    mask = selectors.candidate_mask(sel.models_, candidates)
+def _candidates(sel: Selector, candidates: Sequence[str] | None) -> list[str]:
+    mask = candidate_mask(sel.models_, candidates)
     return [m for m, keep in zip(sel.models_, mask) if keep]
 
 
-def knn_artifact(sel: selectors.KNNSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
+def knn_artifact(sel: KNNSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
     """``knn_model.json`` content for a fitted :class:`KNNSelector` (exact encoding; module docstring).
 
     Rows: one per (training query, candidate), query-major; ``k`` = the
@@ -663,11 +673,11 @@ def knn_artifact(sel: selectors.KNNSelector, candidates: Sequence[str] | None = 
     }
 
 
-def kmeans_artifact(sel: selectors.KMeansSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
+def kmeans_artifact(sel: KMeansSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
     """``kmeans_model.json`` content: centroids and our choice per cluster (exact)."""
     cands = _candidates(sel, candidates)
-    mask = selectors.candidate_mask(sel.models_, candidates)
-    idx = selectors.choose(sel.cluster_utility_, sel.rank_, mask)
+    mask = candidate_mask(sel.models_, candidates)
+    idx = choose(sel.cluster_utility_, sel.rank_, mask)
     centroids = sel.km_.cluster_centers_
     return {
         "algorithm": "kmeans",
@@ -683,13 +693,13 @@ def kmeans_artifact(sel: selectors.KMeansSelector, candidates: Sequence[str] | N
     }
 
 
-def _feature_norm(sel: selectors.Selector, X: np.ndarray | None = None) -> float:
+def _feature_norm(sel: Selector, X: np.ndarray | None = None) -> float:
     """The (constant) norm of the feature rows, sqrt(1 + onehot_weight^2); measured on support vectors."""
     rows = X if X is not None else sel.svc_.support_vectors_
     return float(np.median(np.linalg.norm(np.asarray(rows, dtype=np.float64), axis=1)))
 
 
-def svm_artifact(sel: selectors.SVMSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
+def svm_artifact(sel: SVMSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
     """``svm_model.json`` content for a fitted :class:`SVMSelector` (approximate; module docstring).
 
     Only classes that were training labels and are candidates get a
@@ -698,7 +708,7 @@ def svm_artifact(sel: selectors.SVMSelector, candidates: Sequence[str] | None = 
     choose, so the runtime picks that model.
     """
     cands = _candidates(sel, candidates)
-    mask = selectors.candidate_mask(sel.models_, candidates)
+    mask = candidate_mask(sel.models_, candidates)
     kernel_type = "Linear" if sel.kernel == "linear" else "Rbf"
     base = {"algorithm": "svm", "trained": True, "model_names": cands, "kernel_type": kernel_type, "kernel": sel.kernel,
             "C": float(sel.C), "linear_classifiers": [], "rbf_classifiers": []}
@@ -855,20 +865,20 @@ RUNTIME_SELECT = {"knn": runtime_knn_select, "kmeans": runtime_kmeans_select, "s
 ARTIFACT_BUILDERS = {"knn": knn_artifact, "kmeans": kmeans_artifact, "svm": svm_artifact}
 
 
-def agreement(artifact: dict[str, Any], sel: selectors.Selector, X: np.ndarray, candidates: Sequence[str] | None = None) -> dict[str, Any]:
+def agreement(artifact: dict[str, Any], sel: Selector, X: np.ndarray, candidates: Sequence[str] | None = None) -> dict[str, Any]:
     """Share of queries ``X`` (n, d) where the runtime rule on ``artifact`` picks the Python selector's model."""
     ours = sel.predict(X, candidates=candidates)
     theirs = RUNTIME_SELECT[artifact["algorithm"]](artifact, X)
     same = ours == theirs
     out = {"n_queries": int(len(X)), "n_agree": int(same.sum()), "rate": float(same.mean()) if len(X) else float("nan")}
-    if isinstance(sel, selectors.KNNSelector):
+    if isinstance(sel, KNNSelector):
         tie = knn_boundary_ties(sel, X)
         out["n_boundary_ties"] = int(tie.sum())
         out["n_disagree_outside_ties"] = int((~same & ~tie).sum())
     return out
 
 
-def knn_boundary_ties(sel: selectors.KNNSelector, X: np.ndarray) -> np.ndarray:
+def knn_boundary_ties(sel: KNNSelector, X: np.ndarray) -> np.ndarray:
     """(n,) bool: the k-th and (k+1)-th nearest training queries are at exactly the same distance.
 
     There the k nearest queries are not unique (duplicate feature rows, e.g. texts an
@@ -899,25 +909,25 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", **extra:
 
     Returns the manifest.
     """
-    paths = config.run_paths(run_dir)
-    out_dir = config.resolve_path(export_dir) if export_dir else paths["root"] / "router_models"
+    paths = run_paths(run_dir)
+    out_dir = resolve_path(export_dir) if export_dir else paths["root"] / "router_models"
     folder = paths["models"] / pool
     found = [a for a in ALGORITHMS if (folder / f"{a}.manifest.json").is_file()]
     if not found:
         raise FileNotFoundError(f"{folder}: no fitted selectors for pool {pool!r}; run the train stage first")
-    queries, outcomes = stages.load_prepared(run_dir)
+    queries, outcomes = load_prepared(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"pool": pool, "categories": list(CATEGORIES), "package_version": mlsel.__version__,
                                 "files": {}, "agreement": {}, "selectors": {}}
     feats: dict[tuple[str, float], np.ndarray] = {}
     for name in found:
-        sel, smanifest = selectors.load_selector(folder, name)
+        sel, smanifest = load_selector(folder, name)
         models = list(smanifest["models"])
-        matrix = stages.pool_matrix(queries, outcomes, models)
-        _, test = stages.split_masks(queries, matrix)
+        matrix = pool_matrix(queries, outcomes, models)
+        _, test = split_masks(queries, matrix)
         key = (smanifest["embedder"], float(smanifest["onehot_weight"]))
         if key not in feats:
-            feats[key] = stages.features_for(matrix.subset(test), key[0], key[1], int(extra.get("embed_batch_size", 64)), str(extra.get("device", "cpu")))
+            feats[key] = features_for(matrix.subset(test), key[0], key[1], int(extra.get("embed_batch_size", 64)), str(extra.get("device", "cpu")))
         for k in ("embedder", "onehot_weight", "data_hash", "seed"):
             prev = manifest.get(k)
             if prev is not None and prev != smanifest[k]:
@@ -943,7 +953,7 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", **extra:
         "svm": "approximate: per-class kernel vote over the real support vectors (alpha = sum |dual coef|), query L2-normalised; agreement measured",
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    stages.update_manifest(run_dir, "router_export", {"params": {"pool": pool, "export_dir": str(out_dir)}, "agreement": manifest["agreement"],
+    update_manifest(run_dir, "router_export", {"params": {"pool": pool, "export_dir": str(out_dir)}, "agreement": manifest["agreement"],
                                                       "data_hash": manifest.get("data_hash")})
     manifest["export_dir"] = str(out_dir)
     return manifest
@@ -961,7 +971,7 @@ def export_pools(run_dir: str, pools: dict[str, list[str]], export_pools: list[s
     the written file and the Python selector on the pool's held-out queries.
     """
     rows = []
-    base = config.resolve_path(export_dir) if export_dir else config.run_paths(run_dir)["root"] / "router_models"
+    base = resolve_path(export_dir) if export_dir else run_paths(run_dir)["root"] / "router_models"
     for pool in export_pools:
         if pool not in pools:
             raise KeyError(f"export_pools names {pool!r}, which is not a pool of this run ({sorted(pools)})")
@@ -975,13 +985,13 @@ def load_pretrained(repo_id: str = PRETRAINED_REPO, revision: str | None = None,
     """Download (or find in the cache) the repo's ``*_model.json`` files; ``{algorithm: artifact}``.
 
     Uses ``huggingface_hub.snapshot_download`` with the cache under
-    ``mlsel.config.cache_dir()/hf`` by default. With ``HF_HUB_OFFLINE=1`` it
+    ``mlsel.paths.cache_dir()/hf`` by default. With ``HF_HUB_OFFLINE=1`` it
     reads the local Hugging Face cache only (``refs/<revision>`` and
     ``snapshots/<commit>/``).
     """
     from huggingface_hub import snapshot_download
 
-    cache = Path(cache_dir) if cache_dir else config.cache_dir() / "hf"
+    cache = Path(cache_dir) if cache_dir else cache_dir() / "hf"
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=str(cache), allow_patterns=["*_model.json"], local_files_only=offline))
     out: dict[str, dict] = {}
@@ -1077,25 +1087,25 @@ def evaluate_pretrained(
     mismatch). Writes ``tables/pretrained_results.csv``; returns it.
     """
     artifacts = load_pretrained(repo_id, revision, cache_dir)
-    queries, outcomes = stages.load_prepared(run_dir)
+    queries, outcomes = load_prepared(run_dir)
     pools = extra.get("pools") or {}
-    models = list(pools[pool]) if pool in pools else json.loads((config.run_paths(run_dir)["models"] / pool / f"{ALGORITHMS[0]}.manifest.json").read_text())["models"]
+    models = list(pools[pool]) if pool in pools else json.loads((run_paths(run_dir)["models"] / pool / f"{ALGORITHMS[0]}.manifest.json").read_text())["models"]
     embedder, onehot_weight = feature_settings(run_dir, extra)
-    matrix = stages.pool_matrix(queries, outcomes, models)
-    train, test = stages.split_masks(queries, matrix)
+    matrix = pool_matrix(queries, outcomes, models)
+    train, test = split_masks(queries, matrix)
     te = matrix.subset(test)
-    Xte = stages.features_for(te, embedder, onehot_weight, embed_batch_size, device)
+    Xte = features_for(te, embedder, onehot_weight, embed_batch_size, device)
     dim = Xte.shape[1]
     for art in artifacts.values():
         check_compatible(art, dim, models, embedder)
-    names = [a for a in ALGORITHMS if (config.run_paths(run_dir)["models"] / pool / f"{a}.manifest.json").is_file()]
+    names = [a for a in ALGORITHMS if (run_paths(run_dir)["models"] / pool / f"{a}.manifest.json").is_file()]
     strategies = stages.pool_strategies(run_dir, pool, models, matrix, train, test, names, float(extra.get("quality_weight", 0.9)),
                                         embed_batch_size, device)
     for algo, art in artifacts.items():
         chosen = RUNTIME_SELECT[algo](art, Xte)
-        strategies.insert(1, evaluate.Strategy(f"Pretrained {algo.upper()} ({repo_id})", "pretrained", _onehot(models, list(chosen))))
-    res = evaluate.evaluate(te, strategies, pool, n_bootstrap=n_bootstrap, seed=seed)["results"]
-    evaluate.write_table(res, config.run_paths(run_dir)["tables"] / "pretrained_results.csv")
+        strategies.insert(1, Strategy(f"Pretrained {algo.upper()} ({repo_id})", "pretrained", _onehot(models, list(chosen))))
+    res = evaluate(te, strategies, pool, n_bootstrap=n_bootstrap, seed=seed)["results"]
+    write_csv(res, run_paths(run_dir)["tables"] / "pretrained_results.csv")
     return res
 
 
@@ -1103,7 +1113,7 @@ def evaluate_pretrained(
 
 
 def _params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return config.load_params(getattr(args, "params", None))
+    return load_params(getattr(args, "params", None))
 
 
 def _default_pool(pools: dict[str, list[str]]) -> str:
@@ -1112,7 +1122,7 @@ def _default_pool(pools: dict[str, list[str]]) -> str:
 
 def _cli_export(args: argparse.Namespace) -> int:
     params = _params(args)
-    flat = config.stage_params(params, "evaluate")
+    flat = stage_params(params, "evaluate")
     run_dir = args.run_dir or flat["run_dir"]
     pool = args.pool or _default_pool(flat["pools"])
     export_dir = args.export_dir if args.export_dir is not None else flat.get("export_dir", "")
@@ -1125,7 +1135,7 @@ def _cli_export(args: argparse.Namespace) -> int:
 
 def _cli_evaluate_config(args: argparse.Namespace) -> int:
     params = _params(args)
-    flat = config.stage_params(params, "evaluate")
+    flat = stage_params(params, "evaluate")
     if args.run_dir:
         flat["run_dir"] = args.run_dir
     if args.config:
@@ -1136,7 +1146,7 @@ def _cli_evaluate_config(args: argparse.Namespace) -> int:
         print("no router config: pass --config or set evaluate.router_config in params.yaml", file=sys.stderr)
         return 1
     evaluate_router_config(**flat)
-    md = config.run_paths(flat["run_dir"])["tables"] / "router_config_results.md"
+    md = run_paths(flat["run_dir"])["tables"] / "router_config_results.md"
     print(md.read_text())
     print(f"(tidy table: {md.with_suffix('.csv')})")
     return 0

@@ -1,7 +1,7 @@
 """The published report: one self-contained HTML page built from a run folder.
 
 :func:`build_report` reads only files of the run folder
-(:func:`mlsel.config.run_paths`): ``tables/*.csv`` and ``manifest.json``. It
+(:func:`mlsel.paths.run_paths`): ``tables/*.csv`` and ``manifest.json``. It
 writes ``<report_dir>/index.html`` and byte-identical copies of every
 ``tables/*.csv`` under ``<report_dir>/tables/``.
 
@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlsel.paths import STAGES, resolve_path, run_paths
 
-from mlsel import config
 
 log = logging.getLogger(__name__)
 
@@ -658,7 +658,7 @@ def provenance_section(manifest: dict[str, Any], csvs: list[str], tables_dir: Pa
         outputs = sorted((prep.get("outputs") or {}).items())
         if outputs:
             sec.blocks.append(_kv_table("prov-outputs", "Prepared data files, with SHA-256.", [(k, str(v)) for k, v in outputs], ("File", "SHA-256")))
-    order = [s for s in config.STAGES if s in stages] + sorted(s for s in stages if s not in config.STAGES)
+    order = [s for s in STAGES if s in stages] + sorted(s for s in stages if s not in STAGES)
     if order:
         sec.blocks.append(Text(heading="Parameters of every stage"))
     for stage in order:
@@ -691,7 +691,7 @@ def provenance_section(manifest: dict[str, Any], csvs: list[str], tables_dir: Pa
 
 def collect(run_dir: str) -> list[Section]:
     """All sections of the report for a run folder (tables built, figures drawn)."""
-    paths = config.run_paths(run_dir)
+    paths = run_paths(run_dir)
     tables = paths["tables"]
     _style()
     res = _read(tables, "selection_results.csv")
@@ -734,7 +734,7 @@ def render(sections: list[Section], run_dir: str, manifest: dict[str, Any]) -> s
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("mlsel", "templates"),
+        loader=jinja2.PackageLoader("mlsel.report", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
@@ -768,10 +768,10 @@ def build_report(run_dir: str, report_dir: str, seed: int = 42, **extra: Any) ->
     CSVs in ``<report_dir>/tables/`` that the run folder does not have are
     removed, so the published tables mirror the run.
     """
-    paths = config.run_paths(run_dir)
+    paths = run_paths(run_dir)
     if not paths["root"].is_dir():
         raise FileNotFoundError(f"{paths['root']}: run folder not found; run the earlier stages first")
-    out = config.resolve_path(report_dir)
+    out = resolve_path(report_dir)
     out_tables = out / "tables"
     out_tables.mkdir(parents=True, exist_ok=True)
     sections = collect(run_dir)

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mlsel.data import OutcomeMatrix
+from mlsel.data.outcomes import OutcomeMatrix
+from mlsel.metrics.bootstrap import ci95, resample_indices
+from mlsel.selection.baselines import AlwaysSelector, BestSingleSelector, RandomSelector
 
 log = logging.getLogger(__name__)
 
@@ -63,40 +65,35 @@ class Strategy:
     proba: np.ndarray
 
 
-def baseline_strategies(train: OutcomeMatrix, n_test: int, quality_weight: float = 0.9) -> list[Strategy]:
+def baseline_strategies(train: OutcomeMatrix, n_test: int, quality_weight: float) -> list[Strategy]:
     """The exact baselines over ``train.models``, for ``n_test`` held-out queries.
 
     Best single (chosen on ``train``), one Always row per model, and Random as
     the exact expectation (uniform choice distribution). The Oracle needs the
     test outcomes: see :func:`oracle_proba`.
     """
-    from mlsel import selectors
+
 
     models = list(train.models)
     dummy = np.zeros((len(train), 1))
     xte = np.zeros((n_test, 1))
     fit = dict(quality=train.quality, latency_s=train.latency_s, models=models)
-    best = selectors.BestSingleSelector(quality_weight=quality_weight).fit(dummy, **fit)
+    best = BestSingleSelector(quality_weight=quality_weight).fit(dummy, **fit)
     out = [Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte))]
     for model in models:
-        always = selectors.AlwaysSelector(model=model, quality_weight=quality_weight).fit(dummy, **fit)
+        always = AlwaysSelector(model=model, quality_weight=quality_weight).fit(dummy, **fit)
         out.append(Strategy(f"Always {model}", "always", always.predict_proba(xte)))
-    rnd = selectors.RandomSelector(quality_weight=quality_weight).fit(dummy, **fit)
+    rnd = RandomSelector(quality_weight=quality_weight).fit(dummy, **fit)
     out.append(Strategy("Random Selection (expected)", "random", rnd.predict_proba(xte)))
     return out
-
-
-def _ci(samples: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.nanpercentile(samples, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def evaluate(
     test: OutcomeMatrix,
     strategies: list[Strategy],
     pool: str,
-    n_bootstrap: int = 1000,
-    seed: int = 42,
+    n_bootstrap: int,
+    seed: int,
 ) -> dict[str, pd.DataFrame]:
     """Evaluate strategies on held-out queries.
 
@@ -126,8 +123,7 @@ def evaluate(
 
     per_q = {s.name: (s.proba * q).sum(axis=1) for s in strategies}
     hit = {s.name: (s.proba * best).sum(axis=1) for s in strategies}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_bootstrap, n))
+    idx = resample_indices(n, n_bootstrap, seed)
     boot = {name: v[idx].mean(axis=1) for name, v in per_q.items()}
     boot_hit = {name: v[idx].mean(axis=1) for name, v in hit.items()}
     r_name, o_name, b_name = kinds["random"].name, kinds["oracle"].name, kinds["best_single"].name
@@ -149,24 +145,24 @@ def evaluate(
             "kind": s.kind,
             "n_queries": n,
             "avg_quality": Q,
-            "avg_quality_ci_low": _ci(bq)[0],
-            "avg_quality_ci_high": _ci(bq)[1],
+            "avg_quality_ci_low": ci95(bq)[0],
+            "avg_quality_ci_high": ci95(bq)[1],
             "avg_latency_s": float((s.proba * test.latency_s).sum(axis=1).mean()) if test.latency_s is not None else np.nan,
             "avg_response_chars": float((s.proba * test.response_chars).sum(axis=1).mean()) if test.response_chars is not None else np.nan,
             "best_model_pct": 100 * hit_rate,
-            "best_model_pct_ci_low": 100 * _ci(boot_hit[s.name])[0],
-            "best_model_pct_ci_high": 100 * _ci(boot_hit[s.name])[1],
+            "best_model_pct_ci_low": 100 * ci95(boot_hit[s.name])[0],
+            "best_model_pct_ci_high": 100 * ci95(boot_hit[s.name])[1],
             "best_model_pct_decidable": 100 * hit[s.name][decidable].mean() if decidable.any() else np.nan,
             "best_model_x_vs_random": hit_rate / rand_hit if rand_hit > 0 else np.nan,
             "uplift_vs_random_pct": 100 * (Q - Qr) / Qr if Qr > 0 else np.nan,
-            "uplift_vs_random_pct_ci_low": _ci(up_r)[0],
-            "uplift_vs_random_pct_ci_high": _ci(up_r)[1],
+            "uplift_vs_random_pct_ci_low": ci95(up_r)[0],
+            "uplift_vs_random_pct_ci_high": ci95(up_r)[1],
             "uplift_vs_best_single": Q - Qb,
-            "uplift_vs_best_single_ci_low": _ci(d_best)[0],
-            "uplift_vs_best_single_ci_high": _ci(d_best)[1],
+            "uplift_vs_best_single_ci_low": ci95(d_best)[0],
+            "uplift_vs_best_single_ci_high": ci95(d_best)[1],
             "gap_closed_pct": 100 * (Q - Qr) / (Qo - Qr) if Qo > Qr else np.nan,
-            "gap_closed_pct_ci_low": _ci(gap)[0],
-            "gap_closed_pct_ci_high": _ci(gap)[1],
+            "gap_closed_pct_ci_low": ci95(gap)[0],
+            "gap_closed_pct_ci_high": ci95(gap)[1],
         }
         rows.append(row)
     results = pd.DataFrame(rows)
@@ -228,10 +224,3 @@ def format_seed_tables(results: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def write_table(df: pd.DataFrame, path) -> None:
-    """Write a tidy CSV deterministically (6 decimals, LF line ends)."""
-    from pathlib import Path
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(p, index=False, float_format="%.6f", lineterminator="\n")

@@ -95,7 +95,7 @@ code_eval
     (never ``eval``). The code is the concatenation of the response's
     ```` ```python ```` (or ```` ```py ````) fenced blocks, else of all
     fenced blocks, else the raw response. It runs in a separate, resource
-    limited process (:func:`mlsel.sandbox.run_untrusted`). Score 1.0 if all
+    limited process (:func:`mlsel.llm.sandbox.run_untrusted`). Score 1.0 if all
     assertions pass, else 0.0: pass@1 of a single sample, with no credit
     for a fraction of the tests.
 
@@ -122,6 +122,7 @@ import re
 import string
 from collections import Counter
 from typing import Any
+from mlsel.llm.sandbox import run_untrusted
 
 log = logging.getLogger(__name__)
 
@@ -544,10 +545,10 @@ def extract_code(response: str) -> str:
 
 def score_code(response: str, ground_truth: Any, timeout_s: float = 5.0) -> float:
     """pass@1: 1.0 if every assertion passes in the sandbox, else 0.0."""
-    from mlsel import sandbox
+
 
     tests = parse_assertions(ground_truth)
     if not tests:
         return 0.0
-    result = sandbox.run_untrusted(extract_code(response), tests, timeout_s=timeout_s)
+    result = run_untrusted(extract_code(response), tests, timeout_s=timeout_s)
     return 1.0 if result.passed else 0.0

@@ -44,6 +44,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mlsel.metrics.bootstrap import ci95, resample_indices
+
 log = logging.getLogger(__name__)
 
 TOL = 1e-12
@@ -133,14 +135,6 @@ def cost_to_match(cost: Sequence[float], quality: Sequence[float], target: float
     return float(c0 + (target - q0) * (c1 - c0) / (q1 - q0))
 
 
-def _ci(x: np.ndarray) -> tuple[float, float]:
-    x = x[~np.isnan(x)]
-    if not len(x):
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(x, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def aiq_table(
     pool: str,
     single_quality: np.ndarray,
@@ -148,8 +142,8 @@ def aiq_table(
     router_quality: Mapping[str, np.ndarray],
     router_cost: Mapping[str, np.ndarray],
     best_single: int,
-    n_bootstrap: int = 1000,
-    seed: int = 42,
+    n_bootstrap: int,
+    seed: int,
 ) -> pd.DataFrame:
     """AIQ per router and for the zero router, with paired bootstrap CIs over queries.
 
@@ -169,8 +163,7 @@ def aiq_table(
     cost_to_match_best_single, best_single_quality, cost_min, cost_max``.
     """
     n = single_quality.shape[0]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_bootstrap, n))
+    idx = resample_indices(n, n_bootstrap, seed)
 
     def stats(qs: np.ndarray, cs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         # qs, cs: (k, n) -> point estimates (k,) and bootstrap means (B, k)
@@ -184,7 +177,7 @@ def aiq_table(
     zero = aiq(sc, sq, cmin, cmax)
     zero_b = np.array([aiq(sc_b[b], sq_b[b], cmin_b[b], cmax_b[b]) for b in range(n_bootstrap)])
     target = float(sq[best_single])
-    zlo, zhi = _ci(zero_b)
+    zlo, zhi = ci95(zero_b)
     rows = [{
         "pool": pool, "router": "Zero router", "n_points": int(len(sq)), "aiq": zero, "ci_low": zlo, "ci_high": zhi,
         "aiq_minus_zero_router": 0.0, "aiq_minus_zero_router_ci_low": 0.0, "aiq_minus_zero_router_ci_high": 0.0,
@@ -194,8 +187,8 @@ def aiq_table(
         rq, rc, rq_b, rc_b = stats(np.asarray(router_quality[name], float), np.asarray(router_cost[name], float))
         a = aiq(rc, rq, cmin, cmax)
         a_b = np.array([aiq(rc_b[b], rq_b[b], cmin_b[b], cmax_b[b]) for b in range(n_bootstrap)])
-        lo, hi = _ci(a_b)
-        dlo, dhi = _ci(a_b - zero_b)
+        lo, hi = ci95(a_b)
+        dlo, dhi = ci95(a_b - zero_b)
         rows.append({
             "pool": pool, "router": name, "n_points": int(len(rq)), "aiq": a, "ci_low": lo, "ci_high": hi,
             "aiq_minus_zero_router": a - zero, "aiq_minus_zero_router_ci_low": dlo, "aiq_minus_zero_router_ci_high": dhi,

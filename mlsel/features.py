@@ -13,6 +13,8 @@ and a changed data file embeds only its new texts.
 
 from __future__ import annotations
 
+from mlsel.data.outcomes import OutcomeMatrix
+
 import hashlib
 import logging
 import os
@@ -22,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mlsel import CATEGORIES, config
+from mlsel import CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class Embedder:
     Parameters
     ----------
     model_id : Hugging Face model id or local folder
-    cache_dir : cache root; default :func:`mlsel.config.cache_dir`
+    cache_dir : cache root; default :func:`mlsel.paths.cache_dir`
     batch_size : encoding batch size
     device : torch device string ("cpu", "cuda", "mps")
     progress : show a progress bar while encoding
@@ -80,7 +82,7 @@ class Embedder:
         self.batch_size = batch_size
         self.device = device
         self.progress = progress
-        root = Path(cache_dir) if cache_dir else config.cache_dir()
+        root = Path(cache_dir) if cache_dir else cache_dir()
         self.cache_path = root / "embeddings" / _slug(model_id)
         self._model = None
         self.n_encoded = 0
@@ -160,3 +162,9 @@ def build_features(embeddings: np.ndarray, categories: Sequence[str], onehot_wei
     if len(embeddings) != len(categories):
         raise ValueError(f"{len(embeddings)} embeddings but {len(categories)} categories")
     return np.hstack([embeddings.astype(np.float32), onehot_weight * category_onehot(categories)])
+
+
+def features_for(matrix: OutcomeMatrix, embedder: str, onehot_weight: float, embed_batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """Embed the matrix's queries (cached) and append the weighted category one-hot."""
+    emb = Embedder(embedder, batch_size=embed_batch_size, device=device).embed(list(matrix.queries))
+    return build_features(emb, matrix.categories, onehot_weight)

@@ -9,7 +9,7 @@ and how much it will cost** on this query, and pick the model with the highest
 so one fitted router traces a whole cost-quality curve by sweeping
 ``cost_lambda`` (RouterBench's willingness-to-pay, upstream digest 8.4).
 
-Utility is :func:`mlsel.selectors.utility` (quality where no latency was
+Utility is :func:`mlsel.selection.base.utility` (quality where no latency was
 measured). Cost is what the caller passes to ``fit(..., cost=...)`` with shape
 (n, m): measured latency in seconds where present, otherwise the labelled
 proxy ``response_chars`` (answer length in characters, not a time, and not a
@@ -44,8 +44,8 @@ Routers
     ``cost_lambda * c~``; with ``alpha = 1`` sweeping ``cost_lambda`` is the
     same ranking as sweeping ``alpha = 1 / (1 + cost_lambda)``.
 
-All routers keep :class:`mlsel.selectors.Selector`'s interface and tie rule
-(:func:`mlsel.selectors.choose` with the mean-training-utility rank) and are
+All routers keep :class:`mlsel.selection.base.Selector`'s interface and tie rule
+(:func:`mlsel.selection.base.choose` with the mean-training-utility rank) and are
 built by :func:`make_router` from flat params.yaml keys; ``make_selector``
 in :mod:`mlsel.selectors` delegates router names here.
 """
@@ -57,7 +57,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mlsel.selectors import Selector, candidate_mask, choose
+from mlsel.selection.base import Selector, candidate_mask, choose
+from mlsel.params import TuneParams, default
+from mlsel.selection.base import QUALITY_WEIGHT, SEED
+
+COST_LAMBDA: float = default(TuneParams, "cost_lambda")
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +190,8 @@ class KNNRegressorSelector(CostAwareRouter):
 
     PREDICT_PARAMS = ("k", "weights", "shrink", "cost_lambda")
 
-    def __init__(self, k: int = 50, weights: str = "distance", shrink: float = 0.0, quality_weight: float = 0.9, cost_lambda: float = 0.0):
+    def __init__(self, k: int = default(TuneParams, "knn_reg_k"), weights: str = default(TuneParams, "knn_reg_weights"),
+                 shrink: float = default(TuneParams, "knn_reg_shrink"), quality_weight: float = QUALITY_WEIGHT, cost_lambda: float = COST_LAMBDA):
         self.k = k
         self.weights = weights
         self.shrink = shrink
@@ -243,9 +248,9 @@ class MLPSelector(CostAwareRouter):
     """
 
     def __init__(
-        self, hidden: Any = (128,), alpha: float = 1e-3, learning_rate_init: float = 1e-3, max_iter: int = 200,
-        batch_size: int = 256, validation_fraction: float = 0.1, quality_weight: float = 0.9, cost_lambda: float = 0.0,
-        random_state: int = 42, cost_ridge_alpha: float = 1.0,
+        self, hidden: Any = tuple(default(TuneParams, "mlp_hidden")), alpha: float = default(TuneParams, "mlp_alpha"), learning_rate_init: float = 1e-3,
+        max_iter: int = 200, batch_size: int = 256, validation_fraction: float = 0.1, quality_weight: float = QUALITY_WEIGHT,
+        cost_lambda: float = COST_LAMBDA, random_state: int = SEED, cost_ridge_alpha: float = 1.0,
     ):
         self.hidden = hidden
         self.alpha = alpha
@@ -290,7 +295,8 @@ class LogRegSelector(CostAwareRouter):
     max_iter : LBFGS iterations
     """
 
-    def __init__(self, C: float = 1.0, max_iter: int = 500, quality_weight: float = 0.9, cost_lambda: float = 0.0, cost_ridge_alpha: float = 1.0):
+    def __init__(self, C: float = default(TuneParams, "logreg_c"), max_iter: int = 500, quality_weight: float = QUALITY_WEIGHT,
+                 cost_lambda: float = COST_LAMBDA, cost_ridge_alpha: float = 1.0):
         self.C = C
         self.max_iter = max_iter
         self.quality_weight = quality_weight
@@ -341,8 +347,9 @@ class ClusterScoreboardSelector(CostAwareRouter):
     PREDICT_PARAMS = ("alpha", "top_p", "cost_lambda")
 
     def __init__(
-        self, num_clusters: int = 60, alpha: float = 1.0, top_p: int = 4, quality_weight: float = 0.9, cost_lambda: float = 0.0,
-        n_init: int = 1, random_state: int = 42,
+        self, num_clusters: int = default(TuneParams, "scoreboard_clusters"), alpha: float = default(TuneParams, "scoreboard_alpha"),
+        top_p: int = default(TuneParams, "scoreboard_top_p"), quality_weight: float = QUALITY_WEIGHT, cost_lambda: float = COST_LAMBDA,
+        n_init: int = 1, random_state: int = SEED,
     ):
         self.num_clusters = num_clusters
         self.alpha = alpha
@@ -406,46 +413,6 @@ ROUTERS: dict[str, type[CostAwareRouter]] = {
     "scoreboard": ClusterScoreboardSelector,
 }
 """Router names (as in ``selector_names`` / ``tune_router_names``) and their classes."""
-
-ROUTER_PARAM_KEYS: dict[str, tuple[str, ...]] = {
-    "knn_reg": ("knn_reg_k", "knn_reg_weights", "knn_reg_shrink"),
-    "mlp": ("mlp_hidden", "mlp_alpha"),
-    "logreg": ("logreg_c",),
-    "scoreboard": ("scoreboard_clusters", "scoreboard_alpha", "scoreboard_top_p"),
-}
-"""The flat params.yaml keys each router reads (besides quality_weight, cost_lambda, seed)."""
-
-
-def make_router(name: str, params: dict[str, Any]) -> CostAwareRouter:
-    """Build a router from flat parameters (params.yaml keys).
-
-    ``knn_reg``: ``knn_reg_k`` (200), ``knn_reg_weights`` (distance),
-    ``knn_reg_shrink`` (0); ``mlp``: ``mlp_hidden`` (128), ``mlp_alpha``
-    (10.0); ``logreg``: ``logreg_c`` (0.1); ``scoreboard``:
-    ``scoreboard_clusters`` (60), ``scoreboard_alpha`` (1.0),
-    ``scoreboard_top_p`` (4). All read ``quality_weight``, ``cost_lambda``
-    (0.0) and ``seed``.
-    """
-    qw = float(params.get("quality_weight", 0.9))
-    lam = float(params.get("cost_lambda", 0.0))
-    seed = int(params.get("seed", 42))
-    if name == "knn_reg":
-        return KNNRegressorSelector(
-            k=int(params.get("knn_reg_k", 200)), weights=str(params.get("knn_reg_weights", "distance")),
-            shrink=float(params.get("knn_reg_shrink", 0.0)), quality_weight=qw, cost_lambda=lam,
-        )
-    if name == "mlp":
-        return MLPSelector(hidden=_as_hidden(params.get("mlp_hidden", 128)), alpha=float(params.get("mlp_alpha", 10.0)),
-                           quality_weight=qw, cost_lambda=lam, random_state=seed)
-    if name == "logreg":
-        return LogRegSelector(C=float(params.get("logreg_c", 0.1)), quality_weight=qw, cost_lambda=lam)
-    if name == "scoreboard":
-        return ClusterScoreboardSelector(
-            num_clusters=int(params.get("scoreboard_clusters", 60)), alpha=float(params.get("scoreboard_alpha", 1.0)),
-            top_p=int(params.get("scoreboard_top_p", 4)), quality_weight=qw, cost_lambda=lam, random_state=seed,
-        )
-    raise ValueError(f"unknown router {name!r}; known: {sorted(ROUTERS)}")
-
 
 def fit_selector(selector: Selector, X: np.ndarray, quality: np.ndarray, latency_s: np.ndarray | None, models: Sequence[str], cost: np.ndarray | None = None) -> Selector:
     """Fit any selector; routers also get ``cost`` (the others ignore it)."""

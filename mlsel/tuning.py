@@ -3,7 +3,7 @@
 :func:`tune_selectors` is the tune stage (notebook ``40_tune_selectors``):
 
 1. **Cross-validation, training split only.** The training queries of each
-   pool are split K-fold by query (:func:`mlsel.data.kfold_queries`, stratified
+   pool are split K-fold by query (:func:`mlsel.data.outcomes.kfold_queries`, stratified
    by category), repeated over seeds ``seed, seed + 1, ...``. Every parameter
    combination of a named grid (:data:`GRIDS`) is fitted on the K-1 folds and
    scored on the held-out fold. Tasks run in parallel with joblib behind a
@@ -18,7 +18,7 @@
    training queries).
 3. **Final evaluation, the only use of the test split.** Each tuned selector
    is refitted on the whole training split and evaluated on the test split
-   with :func:`mlsel.evaluate.evaluate` beside the exact baselines (oracle,
+   with :func:`mlsel.metrics.evaluate.evaluate` beside the exact baselines (oracle,
    best single chosen on train, always-X, expected random). Routers are also
    swept over ``tune_cost_lambdas`` on the test queries (a fixed list, not
    tuned) to draw their cost-quality curves and compute AIQ against the zero
@@ -49,7 +49,7 @@ Outputs (fixed names)
     ``pools:`` (per pool and selector: the chosen values with their CV scores,
     plus ``operating_points``). The user's params.yaml is never written.
 ``<run_dir>/tables/tuned_results.csv``
-    The columns of ``selection_results.csv`` (:func:`mlsel.evaluate.evaluate`);
+    The columns of ``selection_results.csv`` (:func:`mlsel.metrics.evaluate.evaluate`);
     strategies ``"<NAME> (tuned)"`` and, for routers, ``"<NAME> (tuned,
     matched lambda=<x>)"``, beside the baselines.
 ``<run_dir>/tables/frontier.csv``
@@ -59,7 +59,7 @@ Outputs (fixed names)
     ``single`` (always one model) or ``zero_router`` (the hull vertices of the
     single models); ``cost_lambda`` is empty for non-routers.
 ``<run_dir>/tables/aiq.csv``
-    :func:`mlsel.frontier.aiq_table` per pool plus ``cost_unit``
+    :func:`mlsel.metrics.frontier.aiq_table` per pool plus ``cost_unit``
     (``latency_s`` or ``response_chars``): ``pool, router, n_points, aiq,
     ci_low, ci_high, aiq_minus_zero_router (+ _ci_low, _ci_high),
     cost_to_match_best_single, best_single_quality, cost_min, cost_max``.
@@ -84,8 +84,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from mlsel.data.outcomes import OutcomeMatrix, data_hash, kfold_queries, load_prepared, pool_matrix, split_masks
+from mlsel.features import Embedder, build_features
+from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
+from mlsel.metrics.frontier import aiq_table, zero_router
+from mlsel.paths import ConfigError, params_hash, run_paths, update_manifest, write_csv
+from mlsel.selection.base import Selector, utility
+from mlsel.selection.cost_aware import CostAwareRouter, ROUTERS, ROUTER_PARAM_KEYS, fit_selector
+from mlsel.selection.registry import make_selector
 
-from mlsel import config, data, embed, evaluate, frontier, routers, selectors, stages
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +157,7 @@ def _combos(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 def selector_grid(grid_name: str, name: str, embedders: list[str], has_latency: bool, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """All parameter combinations of one selector in a named grid (feature keys included)."""
     if grid_name not in GRIDS:
-        raise config.ConfigError(f"unknown tune_grid {grid_name!r}; expected one of {sorted(GRIDS)}")
+        raise ConfigError(f"unknown tune_grid {grid_name!r}; expected one of {sorted(GRIDS)}")
     spec = GRIDS[grid_name]
     own = dict(spec["selectors"].get(name, {}))
     if name not in spec["selectors"]:
@@ -163,7 +170,7 @@ def selector_grid(grid_name: str, name: str, embedders: list[str], has_latency: 
     return _combos(grid)
 
 
-def _cost_matrix(m: data.OutcomeMatrix) -> tuple[np.ndarray | None, str | None]:
+def _cost_matrix(m: OutcomeMatrix) -> tuple[np.ndarray | None, str | None]:
     if m.latency_s is not None:
         return m.latency_s, "latency_s"
     if m.response_chars is not None:
@@ -183,23 +190,23 @@ def _cv_task(
     """Fit every combination on ``fit_idx`` and score it on ``valid_idx`` (both training-split rows)."""
     rows = []
     qv = quality[valid_idx]
-    uv = selectors.utility(qv, None if latency is None else latency[valid_idx], user_qw)
+    uv = utility(qv, None if latency is None else latency[valid_idx], user_qw)
     cv = None if cost is None else np.nan_to_num(cost[valid_idx], nan=float(np.nanmean(cost)))
     ar = np.arange(len(valid_idx))
-    fitted: dict[tuple, selectors.Selector] = {}
+    fitted: dict[tuple, Selector] = {}
     for combo_id, combo in combos:
         cpu0 = time.process_time()
-        sel = selectors.make_selector(name, {**base, **combo})
+        sel = make_selector(name, {**base, **combo})
         # Combinations that differ only in prediction-time parameters share one fit.
         predict_only = getattr(type(sel), "PREDICT_PARAMS", ())
         key = tuple(sorted((k, repr(v)) for k, v in sel.get_params().items() if k not in predict_only))
         if key in fitted:
             sel = fitted[key].set_params(**{k: getattr(sel, k) for k in predict_only})
         else:
-            routers.fit_selector(sel, X[fit_idx], quality[fit_idx], None if latency is None else latency[fit_idx], models,
+            fit_selector(sel, X[fit_idx], quality[fit_idx], None if latency is None else latency[fit_idx], models,
                                  None if cost is None else cost[fit_idx])
             fitted[key] = sel
-        if isinstance(sel, routers.CostAwareRouter):
+        if isinstance(sel, CostAwareRouter):
             sweep = sel.predict_index_sweep(X[valid_idx], [float(sel.cost_lambda), *lambdas])
             idx, sweep = sweep[0], sweep[1:]
         else:
@@ -218,10 +225,10 @@ def _final_task(pool: str, name: str, params: dict[str, Any], Xtr: np.ndarray, X
                 latency: np.ndarray | None, cost: np.ndarray | None, models: list[str], lambdas: list[float],
                 op_lambda: float | None) -> dict[str, Any]:
     """Refit one tuned selector on the whole training split; its test choices (and a router's sweep)."""
-    sel = selectors.make_selector(name, params)
-    routers.fit_selector(sel, Xtr, quality, latency, models, cost)
+    sel = make_selector(name, params)
+    fit_selector(sel, Xtr, quality, latency, models, cost)
     out: dict[str, Any] = {"pool": pool, "name": name, "proba": sel.predict_proba(Xte), "sweep": None, "op_proba": None}
-    if isinstance(sel, routers.CostAwareRouter):
+    if isinstance(sel, CostAwareRouter):
         if lambdas:
             out["sweep"] = sel.predict_index_sweep(Xte, lambdas)
         if op_lambda is not None:
@@ -306,7 +313,7 @@ def tune_selectors(
 ) -> pd.DataFrame:
     """Tune every selector and router by CV inside the training split; evaluate the tuned ones once on test.
 
-    Parameters are the flat keys of ``config.stage_params(params, "tune")``;
+    Parameters are the flat keys of ``stage_params(params, "tune")``;
     ``extra`` may carry the tune section's router keys: ``tune_router_names``
     (routers tuned besides ``selector_names``), ``tune_embedders`` (embedder
     ids to search; empty: ``embedder``), ``tune_cost_lambdas`` (the cost-weight
@@ -326,36 +333,36 @@ def tune_selectors(
     match_ratio = float(extra.get("tune_match_quality_ratio", 0.98))
     n_bootstrap = int(extra.get("tune_n_bootstrap", 1000))
     if tune_n_folds < 2 or tune_n_seeds < 1:
-        raise config.ConfigError(f"tune_n_folds must be >= 2 and tune_n_seeds >= 1, got {tune_n_folds}, {tune_n_seeds}")
+        raise ConfigError(f"tune_n_folds must be >= 2 and tune_n_seeds >= 1, got {tune_n_folds}, {tune_n_seeds}")
     if tune_grid not in GRIDS:
-        raise config.ConfigError(f"unknown tune_grid {tune_grid!r}; expected one of {sorted(GRIDS)}")
+        raise ConfigError(f"unknown tune_grid {tune_grid!r}; expected one of {sorted(GRIDS)}")
     base = {k: v for k, v in params.items() if k not in ("pools", "selector_names")}
 
-    queries, outcomes = stages.load_prepared(run_dir)
-    paths = config.run_paths(run_dir)
+    queries, outcomes = load_prepared(run_dir)
+    paths = run_paths(run_dir)
     emb_cache: dict[str, dict[str, np.ndarray]] = {}
 
-    def features(m: data.OutcomeMatrix, emb_id: str, ow: float) -> np.ndarray:
+    def features(m: OutcomeMatrix, emb_id: str, ow: float) -> np.ndarray:
         if emb_id not in emb_cache:
             emb_cache[emb_id] = {}
         store = emb_cache[emb_id]
         missing = [t for t in dict.fromkeys(m.queries) if t not in store]
         if missing:
-            vecs = embed.Embedder(emb_id, batch_size=embed_batch_size, device=device).embed(missing)
+            vecs = Embedder(emb_id, batch_size=embed_batch_size, device=device).embed(missing)
             store.update(zip(missing, vecs))
-        return embed.build_features(np.stack([store[t] for t in m.queries]), m.categories, ow)
+        return build_features(np.stack([store[t] for t in m.queries]), m.categories, ow)
 
     # ------------------------------------------------------------ CV inside the training split
     tasks, fold_rows, grids, pool_data = [], [], {}, {}
     for pool, models in pools.items():
-        matrix = stages.pool_matrix(queries, outcomes, list(models))
-        train, test = stages.split_masks(queries, matrix)
+        matrix = pool_matrix(queries, outcomes, list(models))
+        train, test = split_masks(queries, matrix)
         tr = matrix.subset(train)  # the CV never sees any other row
         cost_tr, unit = _cost_matrix(tr)
         pool_data[pool] = (matrix, train, test, unit)
         folds = []
         for s in range(tune_n_seeds):
-            for f, (fit_idx, valid_idx) in enumerate(data.kfold_queries(tr.query_ids, tr.categories, tune_n_folds, seed + s)):
+            for f, (fit_idx, valid_idx) in enumerate(kfold_queries(tr.query_ids, tr.categories, tune_n_folds, seed + s)):
                 folds.append((s, f, fit_idx, valid_idx))
                 fold_rows.append(pd.DataFrame({"pool": pool, "query_id": tr.query_ids[valid_idx], "cv_seed": seed + s, "fold": f}))
         for name in names:
@@ -394,7 +401,7 @@ def tune_selectors(
             rows.append(row)
         best = max(range(len(combos)), key=lambda i: (rows[-len(combos) + i]["cv_utility_mean"], -i))
         chosen[(pool, name)] = best
-        if name in routers.ROUTERS:
+        if name in ROUTERS:
             r = g[g["combo"] == best]
             sq = np.array(r["sweep_quality"].tolist()).mean(axis=0)
             sc = np.array(r["sweep_cost"].tolist()).mean(axis=0)
@@ -423,7 +430,7 @@ def tune_selectors(
     operating: dict[tuple[str, str], dict[str, Any]] = {}
     for pool, (matrix, train, test, unit) in pool_data.items():
         tr = matrix.subset(train)
-        u_tr = selectors.utility(tr.quality, tr.latency_s, quality_weight)
+        u_tr = utility(tr.quality, tr.latency_s, quality_weight)
         best_j = int(np.argmax(u_tr.mean(axis=0)))  # same rule as BestSingleSelector (ties: model order)
         target = match_ratio * float(tr.quality[:, best_j].mean())
         for name in router_names:
@@ -440,11 +447,11 @@ def tune_selectors(
     # ------------------------------------------------------------ tuned_params.yaml
     tune_dir = paths["tune"]
     tune_dir.mkdir(parents=True, exist_ok=True)
-    evaluate.write_table(cv_table, tune_dir / "cv_results.csv")
-    evaluate.write_table(cv_sweep, tune_dir / "cv_frontier.csv")
-    evaluate.write_table(pd.concat(fold_rows, ignore_index=True), tune_dir / "cv_folds.csv")
-    evaluate.write_table(heatmap, paths["tables"] / "tune_heatmap.csv")
-    core = [n for n in names if n not in routers.ROUTERS]
+    write_csv(cv_table, tune_dir / "cv_results.csv")
+    write_csv(cv_sweep, tune_dir / "cv_frontier.csv")
+    write_csv(pd.concat(fold_rows, ignore_index=True), tune_dir / "cv_folds.csv")
+    write_csv(heatmap, paths["tables"] / "tune_heatmap.csv")
+    core = [n for n in names if n not in ROUTERS]
     shared = {k: _plain(v) for k, v in _shared_choice(cv_table, core).items()}
     has_latency = any(pd_[0].latency_s is not None for pd_ in pool_data.values())
     doc: dict[str, Any] = {}
@@ -456,7 +463,7 @@ def tune_selectors(
     doc["tune"] = {}
     for name in router_names:
         combo = grids[(first_pool, name)][chosen[(first_pool, name)]]
-        doc["tune"].update({k: _plain(v) for k, v in combo.items() if k in routers.ROUTER_PARAM_KEYS.get(name, ())})
+        doc["tune"].update({k: _plain(v) for k, v in combo.items() if k in ROUTER_PARAM_KEYS.get(name, ())})
     doc["pools"] = {}
     for (pool, name), combos in grids.items():
         combo = combos[chosen[(pool, name)]]
@@ -497,12 +504,12 @@ def tune_selectors(
         cost_te, _ = _cost_matrix(te)
         if cost_te is not None:
             cost_te = np.where(np.isnan(cost_te), np.nanmean(cost_tr, axis=0)[None, :], cost_te)
-        strategies = [evaluate.Strategy("Oracle (best possible)", "oracle", evaluate.oracle_proba(te))]
+        strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
         curves_q, curves_c = {}, {}
         ar = np.arange(len(te))
         for name in names:
             o = fitted_out[(pool, name)]
-            strategies.append(evaluate.Strategy(selector_label(name), "selector", o["proba"]))
+            strategies.append(Strategy(selector_label(name), "selector", o["proba"]))
             if o["sweep"] is not None and cost_te is not None:
                 curves_q[name] = np.stack([te.quality[ar, s] for s in o["sweep"]])
                 curves_c[name] = np.stack([cost_te[ar, s] for s in o["sweep"]])
@@ -510,25 +517,25 @@ def tune_selectors(
                     front.append({"pool": pool, "kind": "router", "router": name, "cost_lambda": lam, "avg_quality": q, f"avg_{unit}": c})
                 if o["op_proba"] is not None:
                     lam = operating[(pool, name)]["cost_lambda"]
-                    strategies.append(evaluate.Strategy(f"{name.upper()} (tuned, matched lambda={lam:g})", "selector", o["op_proba"]))
+                    strategies.append(Strategy(f"{name.upper()} (tuned, matched lambda={lam:g})", "selector", o["op_proba"]))
             elif cost_te is not None:
                 idx = o["proba"].argmax(axis=1)
                 front.append({"pool": pool, "kind": "selector", "router": name, "cost_lambda": np.nan,
                               "avg_quality": float(te.quality[ar, idx].mean()), f"avg_{unit}": float(cost_te[ar, idx].mean())})
-        baselines = evaluate.baseline_strategies(tr, len(te), quality_weight)
+        baselines = baseline_strategies(tr, len(te), quality_weight)
         strategies += baselines
         # The best single model (chosen on the training split), as a column index.
         best_j = next(int(s.proba[0].argmax()) for s in baselines if s.kind == "best_single")
-        results.append(evaluate.evaluate(te, strategies, pool, n_bootstrap=n_bootstrap, seed=seed)["results"])
+        results.append(evaluate(te, strategies, pool, n_bootstrap=n_bootstrap, seed=seed)["results"])
         if cost_te is not None:
             sq, sc = te.quality.mean(axis=0), cost_te.mean(axis=0)
             for j, model in enumerate(models):
                 front.append({"pool": pool, "kind": "single", "router": f"Always {model}", "cost_lambda": np.nan,
                               "avg_quality": float(sq[j]), f"avg_{unit}": float(sc[j])})
-            hc, hq = frontier.zero_router(sc, sq)
+            hc, hq = zero_router(sc, sq)
             for c, q in zip(hc, hq):
                 front.append({"pool": pool, "kind": "zero_router", "router": "Zero router", "cost_lambda": np.nan, "avg_quality": q, f"avg_{unit}": c})
-            t = frontier.aiq_table(pool, te.quality, cost_te, curves_q, curves_c, best_j, n_bootstrap=n_bootstrap, seed=seed)
+            t = aiq_table(pool, te.quality, cost_te, curves_q, curves_c, best_j, n_bootstrap=n_bootstrap, seed=seed)
             t.insert(2, "cost_unit", unit)
             aiqs.append(t)
     tuned = pd.concat(results, ignore_index=True)
@@ -539,13 +546,13 @@ def tune_selectors(
                  "aiq_minus_zero_router_ci_low", "aiq_minus_zero_router_ci_high", "cost_to_match_best_single",
                  "best_single_quality", "cost_min", "cost_max"])
     tables = paths["tables"]
-    evaluate.write_table(tuned, tables / "tuned_results.csv")
-    evaluate.write_table(front_df, tables / "frontier.csv")
-    evaluate.write_table(aiq_df, tables / "aiq.csv")
+    write_csv(tuned, tables / "tuned_results.csv")
+    write_csv(front_df, tables / "frontier.csv")
+    write_csv(aiq_df, tables / "aiq.csv")
 
     total = time.perf_counter() - t_start
-    stages.update_manifest(run_dir, "tune", {
-        "params": params, "params_hash": config.params_hash(params), "data_hash": stages.data_hash(run_dir),
+    update_manifest(run_dir, "tune", {
+        "params": params, "params_hash": params_hash(params), "data_hash": data_hash(run_dir),
         "grid": tune_grid, "grid_spec": GRIDS[tune_grid], "selectors": names, "embedders": embedders, "cost_lambdas": lambdas,
         "cost_unit": {p: d[3] for p, d in pool_data.items()}, "n_cv_tasks": len(tasks), "n_cv_fits": int(len(raw)),
         "cv_seconds": round(cv_seconds, 1), "cv_cpu_seconds": round(float(raw["cpu_s"].sum()), 1), "total_seconds": round(total, 1),

@@ -106,8 +106,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import pandas as pd
+from mlsel.data.records import DataError, iter_jsonl
+from mlsel.llm.scoring import LETTERS, has_ground_truth, resolve_metric, score
+from mlsel.paths import read_yaml
 
-from mlsel import config, data, scoring
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +225,7 @@ def load_model_config(
     """
     p = Path(path)
     env = dict(os.environ) if env is None else env
-    doc = config.read_yaml(p, "the model config", BenchmarkError)
+    doc = read_yaml(p, "the model config", BenchmarkError)
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list) or not doc["models"]:
         raise BenchmarkError(f"{p}: expected a top-level 'models' list with at least one entry")
     defaults = doc.get("defaults") or {}
@@ -299,7 +301,7 @@ def load_queries(path: str | os.PathLike[str], limit: int | None = None) -> list
     if not p.is_file():
         raise BenchmarkError(f"{p}: cannot read queries: file not found")
     try:
-        for lineno, rec in data.iter_jsonl(p):
+        for lineno, rec in iter_jsonl(p):
             q = rec.get("query")
             if not isinstance(q, str) or not q.strip():
                 raise BenchmarkError(f"{p}:{lineno}: missing or empty 'query' (a non-empty string is required)")
@@ -308,7 +310,7 @@ def load_queries(path: str | os.PathLike[str], limit: int | None = None) -> list
                 continue
             seen.add(q)
             out.append(rec)
-    except data.DataError as exc:  # malformed JSON or not an object, with file:line
+    except DataError as exc:  # malformed JSON or not an object, with file:line
         raise BenchmarkError(str(exc)) from None
     if n_dup:
         log.info("%s: %d duplicate queries dropped (first occurrence kept)", p, n_dup)
@@ -472,7 +474,7 @@ def _make_record(q: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
         "status": "failed",
         "error": None,
         "attempts": 0,
-        "metric": q.get("metric") or scoring.resolve_metric(q.get("metric"), q.get("choices")),
+        "metric": q.get("metric") or resolve_metric(q.get("metric"), q.get("choices")),
         "task_name": q.get("task_name"),
         "completion_tokens": None,
     }
@@ -484,16 +486,16 @@ def _make_record(q: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
 
 def _score_into(rec: dict[str, Any], q: dict[str, Any], enable_code_eval: bool, redact: _Redactor) -> None:
     gt = q.get("ground_truth")
-    metric = scoring.resolve_metric(q.get("metric"), q.get("choices"))
+    metric = resolve_metric(q.get("metric"), q.get("choices"))
     rec["performance"] = None
-    if not scoring.has_ground_truth(gt):
+    if not has_ground_truth(gt):
         rec["status"] = "unscored"
         return
     if metric == "code_eval" and not enable_code_eval:
         rec["status"] = "skipped_code_eval"
         return
     try:
-        rec["performance"] = scoring.score(rec["response"], gt, q.get("metric"), q.get("choices"), enable_code_eval=enable_code_eval)
+        rec["performance"] = score(rec["response"], gt, q.get("metric"), q.get("choices"), enable_code_eval=enable_code_eval)
     except ValueError as exc:  # e.g. a code_eval ground truth that is not a list of assertions
         rec["status"] = "unscored"
         rec["error"] = redact(f"scoring: {exc}")
@@ -689,7 +691,7 @@ def run_benchmark(
 
                 def work(q: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
                     rec = _make_record(q, spec)
-                    metric = scoring.resolve_metric(q.get("metric"), q.get("choices"))
+                    metric = resolve_metric(q.get("metric"), q.get("choices"))
                     mt = max(spec.max_tokens, code_eval_min_tokens) if metric == "code_eval" else spec.max_tokens
                     try:
                         ans = _call_model(client, spec, q["query"], timeout_s, max_retries, backoff_initial_s, backoff_max_s, redact, mt)
@@ -853,7 +855,7 @@ def write_mmlu_pro_queries(
             opts = r["options"]
             if isinstance(opts, str):
                 opts = ast.literal_eval(opts)
-            lettered = "\n".join(f"{scoring.LETTERS[i]}. {o}" for i, o in enumerate(opts))
+            lettered = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(opts))
             query = f"{r['question'].strip()}\n\nOptions:\n{lettered}"
             rec = {
                 "query": query,

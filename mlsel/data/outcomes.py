@@ -1,0 +1,238 @@
+"""From outcome tables to what the selectors see: pool policies, the query x model matrix, splits.
+
+Duplicates and incomplete queries
+---------------------------------
+Duplicate (query, model) rows: ``duplicate_policy`` = ``error`` |
+``mean`` (average them) | ``first`` (keep the first). Queries not scored by every
+model of a pool: ``incomplete_policy`` = ``drop`` | ``error``. Every
+dropped or repaired record is counted in a :class:`~None.None.DataLog`,
+which the stage writes to the run manifest.
+
+Splits are by query, seeded, stratified by category, and made before any
+label is derived; K-fold for tuning is by query inside the training split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+import numpy as np
+import pandas as pd
+from mlsel.paths import run_paths
+from mlsel.records import DataError, DataLog, OUTCOME_COLUMNS
+from mlsel.paths import sha256_file
+
+
+log = logging.getLogger(__name__)
+
+def resolve_duplicates(df: pd.DataFrame, policy: str, dlog: DataLog) -> pd.DataFrame:
+    """Apply ``duplicate_policy`` to repeated (query_id, model) rows."""
+    dup = df.duplicated(["query_id", "model"], keep=False)
+    if not dup.any():
+        return df
+    n_extra = int(df.duplicated(["query_id", "model"]).sum())
+    first = df[dup].iloc[0]
+    if policy == "error":
+        raise DataError(
+            f"{n_extra} duplicate (query, model) rows, e.g. model {first['model']!r} on query "
+            f"{first['query'][:80]!r} (query_id {first['query_id']}); set duplicate_policy to mean or first"
+        )
+    if policy == "first":
+        dlog.dropped["duplicate_row"] += n_extra
+        return df.drop_duplicates(["query_id", "model"], keep="first").reset_index(drop=True)
+    if policy == "mean":
+        dlog.repaired["duplicate_rows_averaged"] += n_extra
+        keys = ["query_id", "model"]
+        agg = df.groupby(keys, sort=False).agg(
+            query=("query", "first"),
+            category=("category", "first"),
+            quality=("quality", "mean"),
+            latency_s=("latency_s", "mean"),
+            response_chars=("response_chars", "mean"),
+            task=("task", "first"),
+        )
+        return agg.reset_index()[OUTCOME_COLUMNS]
+    raise DataError(f"unknown duplicate_policy {policy!r}; expected error, mean or first")
+
+
+def restrict_to_pool(df: pd.DataFrame, models: list[str], policy: str, dlog: DataLog) -> pd.DataFrame:
+    """Keep the pool's models and queries scored by all of them (``incomplete_policy``)."""
+    missing = sorted(set(models) - set(df["model"]))
+    if missing:
+        raise DataError(f"models {missing} have no records; the data has {sorted(df['model'].unique())}")
+    sub = df[df["model"].isin(models)]
+    counts = sub.groupby("query_id")["model"].nunique()
+    incomplete = counts[counts < len(models)].index
+    if len(incomplete):
+        if policy == "error":
+            q = sub[sub["query_id"] == incomplete[0]].iloc[0]
+            raise DataError(
+                f"{len(incomplete)} queries are not scored by every model of the pool, e.g. {q['query'][:80]!r}; "
+                "set incomplete_policy: drop to leave them out"
+            )
+        if policy != "drop":
+            raise DataError(f"unknown incomplete_policy {policy!r}; expected drop or error")
+        dlog.dropped["incomplete_query"] += len(incomplete)
+        sub = sub[~sub["query_id"].isin(incomplete)]
+    return sub.reset_index(drop=True)
+
+
+@dataclass
+class OutcomeMatrix:
+    """Query x model view of an outcome table.
+
+    Attributes
+    ----------
+    query_ids, queries, categories : ndarray of str, shape (n,)
+    models : list of str, length m, the fixed model order
+    quality : ndarray of float, shape (n, m), in [0, 1]
+    latency_s : ndarray of float, shape (n, m), or None when nothing was measured
+    response_chars : ndarray of float, shape (n, m), or None when unknown
+    """
+
+    query_ids: np.ndarray
+    queries: np.ndarray
+    categories: np.ndarray
+    models: list[str]
+    quality: np.ndarray
+    latency_s: np.ndarray | None
+    response_chars: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    def subset(self, mask_or_index: np.ndarray) -> "OutcomeMatrix":
+        idx = np.asarray(mask_or_index)
+        return OutcomeMatrix(
+            self.query_ids[idx],
+            self.queries[idx],
+            self.categories[idx],
+            list(self.models),
+            self.quality[idx],
+            None if self.latency_s is None else self.latency_s[idx],
+            None if self.response_chars is None else self.response_chars[idx],
+        )
+
+    def select_models(self, models: list[str]) -> "OutcomeMatrix":
+        cols = [self.models.index(m) for m in models]
+        return OutcomeMatrix(
+            self.query_ids,
+            self.queries,
+            self.categories,
+            list(models),
+            self.quality[:, cols],
+            None if self.latency_s is None else self.latency_s[:, cols],
+            None if self.response_chars is None else self.response_chars[:, cols],
+        )
+
+
+def to_matrix(df: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
+    """Pivot a complete outcome table to an :class:`OutcomeMatrix` (queries sorted by id)."""
+    sub = df[df["model"].isin(models)]
+    meta = sub.drop_duplicates("query_id").set_index("query_id").sort_index()
+    def pivot(col: str) -> np.ndarray:
+        wide = sub.pivot(index="query_id", columns="model", values=col).reindex(index=meta.index, columns=models)
+        return wide.to_numpy(dtype=float)
+    quality = pivot("quality")
+    if np.isnan(quality).any():
+        raise DataError("outcome table is incomplete for this pool; run restrict_to_pool first")
+    lat = pivot("latency_s")
+    chars = pivot("response_chars")
+    return OutcomeMatrix(
+        meta.index.to_numpy(dtype=str),
+        meta["query"].to_numpy(dtype=str),
+        meta["category"].to_numpy(dtype=str),
+        list(models),
+        quality,
+        None if np.isnan(lat).all() else lat,
+        None if np.isnan(chars).all() else chars,
+    )
+
+
+def split_queries(queries: pd.DataFrame, test_size: float, seed: int) -> pd.Series:
+    """Assign each query to ``train`` or ``test``, stratified by category.
+
+    Parameters
+    ----------
+    queries : DataFrame with columns ``query_id`` and ``category``, one row per query
+    test_size : fraction of queries held out, in (0, 1)
+    seed : random seed; the same (queries, seed) always gives the same split
+
+    Returns
+    -------
+    Series indexed by query_id with values ``"train"`` / ``"test"``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+    q = queries.drop_duplicates("query_id").sort_values("query_id").reset_index(drop=True)
+    try:
+        _, te = train_test_split(q["query_id"], test_size=test_size, random_state=seed, stratify=q["category"])
+    except ValueError:
+        # Too few queries per category to stratify (tiny data): a plain seeded split.
+        log.warning("split: too few queries per category to stratify; using an unstratified seeded split")
+        _, te = train_test_split(q["query_id"], test_size=test_size, random_state=seed)
+    out = pd.Series("train", index=q["query_id"].to_numpy(), name="split")
+    out.loc[te.to_numpy()] = "test"
+    return out
+
+
+def kfold_queries(query_ids: np.ndarray, categories: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified K-fold by query: a list of (train_index, valid_index) pairs."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    counts = pd.Series(categories).value_counts()
+    if (counts >= n_splits).all():
+        cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        return list(cv.split(query_ids, categories))
+    cv = KFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(cv.split(query_ids))
+
+
+def subsample_queries(df: pd.DataFrame, max_queries: int, seed: int, dlog: DataLog) -> pd.DataFrame:
+    """Keep a seeded, category-stratified sample of ``max_queries`` queries (0 = all)."""
+    qids = df.drop_duplicates("query_id")[["query_id", "category"]]
+    if not max_queries or max_queries >= len(qids):
+        return df
+    keep = split_queries(qids, test_size=max_queries / len(qids), seed=seed)
+    kept = set(keep[keep == "test"].index)
+    dlog.dropped["subsampled_out_by_max_queries"] += len(qids) - len(kept)
+    return df[df["query_id"].isin(kept)].reset_index(drop=True)
+
+
+QUERY_COLUMNS = ["query_id", "query", "category", "task", "split"]
+
+
+OUTCOME_FILE_COLUMNS = ["query_id", "model", "quality", "latency_s", "response_chars"]
+
+
+def load_prepared(run_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the prepare stage's ``queries.csv`` and ``outcomes.csv``."""
+    paths = run_paths(run_dir)
+    qpath, opath = paths["data"] / "queries.csv", paths["data"] / "outcomes.csv"
+    if not qpath.is_file() or not opath.is_file():
+        raise FileNotFoundError(f"{paths['data']}: no prepared data; run the prepare stage (00_prepare_data) first")
+    queries = pd.read_csv(qpath, dtype={"query_id": str, "task": str}, keep_default_na=False)
+    outcomes = pd.read_csv(opath, dtype={"query_id": str, "latency_s": float, "response_chars": float})
+    return queries, outcomes
+
+
+def pool_matrix(queries: pd.DataFrame, outcomes: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
+    """The query x model matrix of one pool (all splits; queries sorted by id)."""
+    df = outcomes.merge(queries[["query_id", "query", "category", "task"]], on="query_id")
+    return to_matrix(df, list(models))
+
+
+def split_masks(queries: pd.DataFrame, matrix: OutcomeMatrix) -> tuple[np.ndarray, np.ndarray]:
+    split = queries.set_index("query_id")["split"].reindex(matrix.query_ids).to_numpy()
+    return split == "train", split == "test"
+
+
+def data_hash(run_dir: str) -> str:
+    paths = run_paths(run_dir)
+    h = hashlib.sha256()
+    for name in ("queries.csv", "outcomes.csv"):
+        h.update(sha256_file(paths["data"] / name).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,125 @@
+"""The outcome-record schema and its checks: columns, errors, drop/repair counts, query ids, categories.
+
+An *outcome table* is a DataFrame with one row per (query, model)::
+
+    query_id        16 hex digits of SHA-256 of the query text (content hash)
+    query           the query text
+    category        one of :data:`mlsel.CATEGORIES`
+    model           model name
+    quality         float in [0, 1]
+    latency_s       measured response time in seconds, NaN where not measured
+    response_chars  length of the model's answer text, NaN where unknown
+    task            source task / sub-dataset, "" where unknown
+
+Category policy
+---------------
+Names are lower-cased, stripped, and ``_``/``-`` become spaces, so
+``computer_science`` and ``Computer-Science`` are ``computer science`` (counted as
+``repaired.category_alias``). Anything else outside the 14 names is an error
+naming the record, or, with ``unknown_category_policy="other"``, becomes
+``other`` and is counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from mlsel import CATEGORIES
+
+
+log = logging.getLogger(__name__)
+
+OUTCOME_COLUMNS = ["query_id", "query", "category", "model", "quality", "latency_s", "response_chars", "task"]
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the record and the problem."""
+
+
+@dataclass
+class DataLog:
+    """Counts of dropped and repaired records, plus the input files and checksums."""
+
+    inputs: dict[str, str] = field(default_factory=dict)
+    n_records_read: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    repaired: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": dict(sorted(self.inputs.items())),
+            "n_records_read": self.n_records_read,
+            "dropped": dict(sorted(self.dropped.items())),
+            "repaired": dict(sorted(self.repaired.items())),
+        }
+
+
+def query_id(text: str) -> str:
+    """Content hash of a query text (16 hex digits of SHA-256)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def normalize_category(value: Any, where: str, policy: str, dlog: DataLog) -> str:
+    """Map a raw category to one of the 14 names (see the module's category policy)."""
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: missing or empty category")
+    if value in CATEGORIES:
+        return value
+    alias = value.strip().lower().replace("_", " ").replace("-", " ")
+    alias = " ".join(alias.split())
+    if alias in CATEGORIES:
+        dlog.repaired["category_alias"] += 1
+        return alias
+    if policy == "other":
+        dlog.repaired["unknown_category_to_other"] += 1
+        return "other"
+    raise DataError(
+        f"{where}: unknown category {value!r}; expected one of {list(CATEGORIES)} "
+        "(set unknown_category_policy: other to map it to 'other')"
+    )
+
+
+def _check_quality(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{where}: quality must be a number in [0, 1], got {value!r}")
+    q = float(value)
+    if math.isnan(q) or q < 0.0 or q > 1.0:
+        raise DataError(f"{where}: quality must be in [0, 1], got {value!r}")
+    return q
+
+
+def _check_latency(value: Any, where: str) -> float:
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)) or value < 0:
+        raise DataError(f"{where}: response_time must be a non-negative number of seconds or null, got {value!r}")
+    return float(value)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)``; malformed lines raise :class:`DataError`."""
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from exc
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            yield lineno, rec

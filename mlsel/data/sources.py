@@ -1,0 +1,169 @@
+"""The public data sources: pinned files, checksums, and download-or-mirror.
+
+Every file is checked against a pinned SHA-256. A local mirror folder
+(``MLSEL_DATA_DIR`` or the ``data_dir`` parameter) is read in place;
+otherwise the file is downloaded once into the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from mlsel.paths import cache_dir
+from mlsel.data.records import DataError
+from mlsel.paths import sha256_file
+
+
+log = logging.getLogger(__name__)
+
+SEED_HF_REPO = "abdallah1008/ml-selection-benchmark-data"
+
+
+SEED_HF_FILES = ("benchmark_training_data.jsonl", "validation_benchmark_with_gt.jsonl")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a public data source, with its pinned checksum.
+
+    ``relpath`` is the path under the local mirror folder; ``sha256`` is the
+    checksum of the file's *content* (for a ``.gz`` mirror copy, of the
+    decompressed bytes, which is what the public source serves at ``url``).
+    """
+
+    relpath: str
+    url: str
+    sha256: str
+
+
+_MMLU_COMMIT = "f418b116db00b065c2aea046518d8fcf74d39872"
+
+
+_MMLU_SHA = {
+    "Meta-Llama-3_1-70B-Instruct": "26573565138fcd27358a0945c9f525a7d9a75a756689058a0d5bfcbc64fa55cb",
+    "Meta-Llama-3_1-8B-Instruct": "d5e76b2564b5baad90892c3664287a51f562a3be792a130acaec458b8560a1cf",
+    "Mistral-7B-Instruct-v0.2": "ff1c5ae8a0f6412cca52537746f192476398c24590a3fb79e8f10c300ffa8248",
+    "Phi-3-mini-4k-instruct": "7f45083108479ef586cc6c855325294c1220a9fcb614066abf22234a26d7037e",
+    "Qwen1.5-7B-Chat": "e1819661f16044ee97734d292c9a7e40f38f9be0aae274642f07943ab69a37b5",
+}
+
+
+MMLU_PRO_MODELS: tuple[str, ...] = (
+    "Phi-3-mini-4k-instruct",
+    "Mistral-7B-Instruct-v0.2",
+    "Meta-Llama-3.1-8B-Instruct",
+    "Qwen1.5-7B-Chat",
+    "Meta-Llama-3.1-70B-Instruct",
+)
+"""Model names as used in mlsel (the file names write ``3_1`` for ``3.1``)."""
+
+
+def _mmlu_file_stem(model: str) -> str:
+    return model.replace("3.1", "3_1")
+
+
+def mmlu_pro_source(model: str) -> SourceFile:
+    stem = _mmlu_file_stem(model)
+    if stem not in _MMLU_SHA:
+        raise DataError(f"mmlu_pro: no pinned source for model {model!r}; known: {list(MMLU_PRO_MODELS)}")
+    name = f"model_outputs_{stem}_5shots.zip"
+    return SourceFile(
+        relpath=f"mmlu-pro-model-outputs/raw_model_outputs/{name}",
+        url=f"https://raw.githubusercontent.com/TIGER-AI-Lab/MMLU-Pro/{_MMLU_COMMIT}/eval_results/{name}",
+        sha256=_MMLU_SHA[stem],
+    )
+
+
+_LLMROUTER_COMMIT = "4e7a796942ce26e9d5f2b93191c7c2585c99c2e3"
+
+
+_LLMROUTER_BASE = f"https://raw.githubusercontent.com/ulab-uiuc/LLMRouter/{_LLMROUTER_COMMIT}/data"
+
+
+LLMROUTER_SOURCES: dict[str, SourceFile] = {
+    "scores_train": SourceFile(
+        "llmrouter-default-9models/raw/dcrouter_preprocessed/train.json.gz",
+        f"{_LLMROUTER_BASE}/dcrouter_preprocessed/train.json",
+        "ad3ae70149998f02cbf0dd4557ccb6afcf365ac9391b7371329ffc22201e90e3",
+    ),
+    "scores_test": SourceFile(
+        "llmrouter-default-9models/raw/dcrouter_preprocessed/test.json.gz",
+        f"{_LLMROUTER_BASE}/dcrouter_preprocessed/test.json",
+        "fbb6d3e3f62c7018e5446d3154cc05812d3124381f774738e9f0bac5bff79c79",
+    ),
+    "queries_train": SourceFile(
+        "llmrouter-default-9models/raw/query_data/default_query_train.jsonl.gz",
+        f"{_LLMROUTER_BASE}/example_data/query_data/default_query_train.jsonl",
+        "f1b2e3281dc3f9e082016812e1a778ca30e9828c7e58fa0a9f6dc52350ad4b8c",
+    ),
+    "queries_test": SourceFile(
+        "llmrouter-default-9models/raw/query_data/default_query_test.jsonl.gz",
+        f"{_LLMROUTER_BASE}/example_data/query_data/default_query_test.jsonl",
+        "0fdf4b4236fb81c1a673a01950fb974e02599c83164b0e7832888aefaa490e27",
+    ),
+}
+
+
+
+
+def fetch(source: SourceFile, data_dir: Path | None = None, cache: Path | None = None) -> Path:
+    """Return a verified local path for ``source``.
+
+    With a mirror folder (``data_dir``), the file is read in place from
+    ``data_dir / source.relpath`` and nothing is downloaded. Otherwise it is
+    downloaded once from ``source.url`` into ``cache/downloads`` (default
+    :func:`mlsel.paths.cache_dir`). Either way its SHA-256 must match the
+    pinned one.
+    """
+    if data_dir is not None:
+        path = data_dir / source.relpath
+        if not path.is_file():
+            raise DataError(f"{path}: not found in the data mirror {data_dir} (expected {source.relpath})")
+        got = sha256_file(path, decompress=path.suffix == ".gz")
+    else:
+        target = (cache or cache_dir()) / "downloads" / source.url.split("://", 1)[1]
+        path = target
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            log.info("downloading %s", source.url)
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+                try:
+                    with urllib.request.urlopen(source.url, timeout=60) as resp:
+                        shutil.copyfileobj(resp, tmp)
+                except OSError as exc:
+                    os.unlink(tmp.name)
+                    raise DataError(
+                        f"could not download {source.url}: {exc}. Offline? Point MLSEL_DATA_DIR "
+                        "(or the data_dir parameter) at a local mirror folder."
+                    ) from exc
+            os.replace(tmp.name, target)
+        got = sha256_file(target)
+    if got != source.sha256:
+        raise DataError(f"{path}: SHA-256 {got} does not match the pinned {source.sha256} for {source.url}")
+    return path
+
+
+def fetch_seed_hf(filename: str = SEED_HF_FILES[0], revision: str | None = None, cache: Path | None = None) -> Path:
+    """Download one file of the seed's Hugging Face dataset (cached by huggingface_hub).
+
+    Honors ``HF_HUB_OFFLINE=1`` and an existing Hugging Face cache under
+    ``cache/hf`` (default :func:`mlsel.paths.cache_dir`).
+    """
+    from huggingface_hub import hf_hub_download
+
+    hf_cache = (cache or cache_dir()) / "hf"
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id=SEED_HF_REPO, filename=filename, repo_type="dataset", revision=revision, cache_dir=hf_cache
+            )
+        )
+    except Exception as exc:  # huggingface_hub raises several unrelated types offline
+        raise DataError(
+            f"could not get {filename} from the Hugging Face dataset {SEED_HF_REPO} (cache {hf_cache}): {exc}"
+        ) from exc

@@ -1,0 +1,399 @@
+"""The parameter model: the one definition of every parameter (default, type, allowed values, doc).
+
+Each ``params.yaml`` section is a pydantic model below; a field's default, type
+and description are the only place that parameter is defined. ``params.yaml``
+is rendered from these models (:func:`render_params_yaml`; a test keeps the
+committed file equal to it), the notebooks' parameters cells are checked
+against them, the CLI's ``-p key=value`` is validated by them, and the stage
+functions, selectors and routers read their values as attributes of a
+validated model, never by string with a fallback.
+
+A parameter file may list only the keys it changes; every key it names must
+exist, and wrong types are errors naming the file and the key. Key names are
+unique across sections, so an override can name a key alone (``knn_k=7``) or
+with its section (``train.knn_k=7``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlsel.paths import STAGES, ConfigError, params_path, read_yaml
+
+SELECTOR_NAMES = ("knn", "kmeans", "svm")
+"""The reference's three selector algorithms."""
+
+ROUTER_NAMES = ("knn_reg", "mlp", "logreg", "scoreboard")
+"""The cost-aware routers (:mod:`mlsel.selection.cost_aware`)."""
+
+_POOLS = {
+    "small4": ["Phi-3-mini-4k-instruct", "Mistral-7B-Instruct-v0.2", "Meta-Llama-3.1-8B-Instruct", "Qwen1.5-7B-Chat"],
+    "all5": ["Phi-3-mini-4k-instruct", "Mistral-7B-Instruct-v0.2", "Meta-Llama-3.1-8B-Instruct", "Qwen1.5-7B-Chat",
+             "Meta-Llama-3.1-70B-Instruct"],
+}
+
+
+def _field(default: Any, doc: str, **constraints: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return Field(default_factory=lambda: copy.deepcopy(default), description=doc, **constraints)
+    return Field(default, description=doc, **constraints)
+
+
+class Section(BaseModel):
+    """A params.yaml section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class BaseParams(Section):
+    """Shared by every stage."""
+
+    run_dir: str = _field("runs/default", "run folder: data, models, tables, executed notebooks, manifest")
+    seed: int = _field(42, "every stochastic step (split, KMeans, bootstrap, tuning) takes it")
+    data_dir: str = _field("", "local mirror of the source data; MLSEL_DATA_DIR wins; empty: download and cache")
+    pools: dict[str, list[str]] = _field(_POOLS, "model pools evaluated side by side (names as in the data)")
+    selector_names: list[Literal["knn", "kmeans", "svm"]] = _field(list(SELECTOR_NAMES), "selectors trained and evaluated")
+    quality_weight: float = _field(0.9, "utility: w*quality + (1-w)/(1+latency_s); no effect without measured latency", ge=0.0, le=1.0)
+    embed_batch_size: int = _field(16, "sentence-transformers batch size (16 measured faster than 64 on 2 CPU cores)", ge=1)
+    device: Literal["cpu", "cuda", "mps"] = _field("cpu", "torch device for the embedder: cpu | cuda | mps")
+
+
+class PrepareParams(Section):
+    """The prepare stage (00_prepare_data): reading, validating and splitting the outcome data."""
+
+    source: Literal["mmlu_pro", "llmrouter", "seed_jsonl", "benchmark"] = _field(
+        "mmlu_pro", "mmlu_pro | llmrouter | seed_jsonl | benchmark")
+    source_path: str = _field(
+        "", "seed_jsonl: a file path or \"hf:<file>\" from the HF dataset; benchmark: default <run_dir>/benchmark/output.jsonl")
+    max_queries: int = _field(0, "0: all queries; otherwise a seeded, stratified sample of this many", ge=0)
+    test_size: float = _field(0.2, "share of queries held out for the final evaluation", gt=0.0, lt=1.0)
+    duplicate_policy: Literal["error", "mean", "first"] = _field(
+        "mean", "repeated (query, model) rows: error | mean | first (MMLU-Pro repeats some question texts)")
+    incomplete_policy: Literal["drop", "error"] = _field("drop", "queries not scored by every pool model: drop | error")
+    unknown_category_policy: Literal["error", "other"] = _field("error", "category outside the 14: error | other")
+
+
+class BenchmarkParams(Section):
+    """The benchmark stage (10_benchmark_models): asking LLM endpoints every query."""
+
+    queries: str = _field(
+        "", "input JSONL (query, category, ground_truth, metric, choices, task_name); empty: no benchmark, recorded data is used")
+    model_config_path: str = Field("", alias="model_config", description=(
+        "models.yaml with endpoints (api keys as ${VAR} from the environment, never here)"))
+    models: str = _field("", "comma-separated model names, alternative to model_config (all on `endpoint`)")
+    endpoint: str = _field("http://localhost:8000/v1", "OpenAI-compatible endpoint used with `models`")
+    output: str = _field(
+        "", "output JSONL; empty: <run_dir>/benchmark/output.jsonl (appended as results arrive; a rerun resumes)")
+    concurrency: int = _field(4, "parallel requests", ge=1)
+    limit: int = _field(0, "0: all queries; otherwise the first N", ge=0)
+    max_tokens: int = _field(1024, "default max tokens per answer (a model entry in models.yaml wins)", ge=1)
+    temperature: float = _field(0.0, "default sampling temperature (a model entry in models.yaml wins)", ge=0.0)
+    timeout_s: float = _field(120.0, "per-request timeout in seconds", gt=0.0)
+    max_retries: int = _field(4, "retries on 429, 5xx, connection errors and malformed replies", ge=0)
+    enable_code_eval: bool = _field(False, "opt in to running model-written code (sandboxed subprocess) for code_eval")
+
+    # `model_config` is pydantic's own attribute name: the field is stored as
+    # `model_config_path` and read and written under its params.yaml name.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class TrainParams(Section):
+    """The train stage (20_train_selectors): features and the reference selectors."""
+
+    embedder: str = _field("sentence-transformers/all-MiniLM-L6-v2", "any sentence-transformers id, e.g. Qwen/Qwen3-Embedding-0.6B")
+    onehot_weight: float = _field(1.0, "weight of the 14-dim category one-hot appended to the embedding", ge=0.0)
+    knn_k: int = _field(5, "KNN neighbours", ge=1)
+    kmeans_num_clusters: int = _field(8, "KMeans clusters", ge=1)
+    svm_kernel: Literal["rbf", "linear"] = _field("rbf", "SVM kernel: rbf | linear")
+    svm_gamma: float = _field(1.0, "SVM RBF gamma", gt=0.0)
+    svm_c: float = _field(1.0, "SVM regularisation C", gt=0.0)
+
+
+class EvaluateParams(Section):
+    """The evaluate stage (30_evaluate_selectors): held-out tables, routing config, export."""
+
+    n_bootstrap: int = _field(1000, "bootstrap draws for the 95% confidence intervals", ge=1)
+    router_config: str = _field("examples/router_config.yaml", "per-decision routing config evaluated offline (empty: skip)")
+    export_pools: list[str] = _field(
+        [], "pools whose selectors are exported as router model files (a KNN file holds every training row: about 400 MB on the full data)")
+    export_dir: str = _field("", "where router model files go, one folder per pool; empty: <run_dir>/router_models")
+
+
+class TuneParams(Section):
+    """The tune stage (40_tune_selectors): CV search, cost-aware routers and their defaults."""
+
+    tune_n_folds: int = _field(3, "K-fold cross-validation by query inside the training split", ge=2)
+    tune_n_seeds: int = _field(1, "repeats of the K-fold over seeds seed, seed+1, ...", ge=1)
+    tune_n_jobs: int = _field(2, "joblib workers")
+    tune_grid: Literal["default", "small"] = _field("default", "named search space in mlsel.tuning (default | small)")
+    tune_router_names: list[Literal["knn_reg", "mlp", "logreg", "scoreboard"]] = _field(
+        list(ROUTER_NAMES), "cost-aware routers tuned besides selector_names (mlsel.selection.cost_aware)")
+    tune_embedders: list[str] = _field([], "embedder ids searched by the tuning; empty: only the train stage's embedder")
+    tune_cost_lambdas: list[float] = _field(
+        [0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 100.0],
+        "cost weights swept to trace each router's cost-quality curve")
+    tune_match_quality_ratio: float = _field(
+        0.98, "matched operating point: cheapest cost weight keeping this share of the best single model's CV quality", gt=0.0, le=1.0)
+    tune_n_bootstrap: int = _field(1000, "bootstrap draws for the tuned results' and AIQ's 95% confidence intervals", ge=1)
+    cost_lambda: float = _field(
+        0.0, "router utility: predicted quality - cost_lambda * cost / (highest mean model cost); cost is latency_s, else response_chars (a proxy)",
+        ge=0.0)
+    knn_reg_k: int = _field(200, "KNN regressor router: neighbours (CV on MMLU-Pro picks 100-400)", ge=1)
+    knn_reg_weights: Literal["uniform", "distance"] = _field("distance", "KNN regressor router: neighbour weights, uniform | distance")
+    knn_reg_shrink: float = _field(0.0, "KNN regressor router: pseudo-neighbours at each model's overall mean (shrinkage)", ge=0.0)
+    mlp_hidden: list[int] = _field([128], "MLP router: hidden layer sizes")
+    mlp_alpha: float = _field(10.0, "MLP router: L2 penalty (strong: 9k noisy 0/1 targets)", gt=0.0)
+    logreg_c: float = _field(0.1, "logistic router: inverse L2 strength per model", gt=0.0)
+    scoreboard_clusters: int = _field(60, "Avengers-Pro scoreboard router: KMeans clusters", ge=1)
+    scoreboard_alpha: float = _field(1.0, "scoreboard: quality share of the cluster score alpha*p + (1-alpha)*(1-c)", ge=0.0, le=1.0)
+    scoreboard_top_p: int = _field(4, "scoreboard: nearest clusters averaged per query", ge=1)
+
+
+class ReportParams(Section):
+    """The report stage (90_build_report)."""
+
+    report_dir: str = _field("reports", "where index.html and tables/*.csv are published")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "base": BaseParams, "prepare": PrepareParams, "benchmark": BenchmarkParams, "train": TrainParams,
+    "evaluate": EvaluateParams, "tune": TuneParams, "report": ReportParams,
+}
+"""params.yaml's sections, in file order."""
+
+SMOKE: dict[str, Any] = {
+    "run_dir": "runs/smoke", "report_dir": "runs/smoke/report", "tune_grid": "small", "export_pools": ["small4"],
+    "max_queries": 600, "n_bootstrap": 200,
+}
+"""The smoke profile: small, fast values (the notebooks' own defaults and the tests' runs)."""
+
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("prepare",),
+    "benchmark": ("benchmark",),
+    "train": ("train",),
+    "evaluate": ("evaluate",),
+    "tune": ("train", "tune"),  # tuning searches around the train stage's values
+    "report": ("report",),
+}
+"""The sections each stage reads, besides ``base``."""
+
+
+def _key_name(section: type[Section], field: str) -> str:
+    alias = section.model_fields[field].alias
+    return alias or field
+
+
+def keys_of(section: type[Section]) -> list[str]:
+    """The params.yaml key names of a section, in definition order."""
+    return [_key_name(section, f) for f in section.model_fields]
+
+
+def default(section: type[Section], key: str) -> Any:
+    """The default of one key (for constructors that must agree with the parameter model)."""
+    for name, info in section.model_fields.items():
+        if _key_name(section, name) == key:
+            return info.get_default(call_default_factory=True)
+    raise KeyError(f"{section.__name__} has no key {key!r}")
+
+
+_OWNER: dict[str, str] = {k: s for s, cls in SECTIONS.items() for k in keys_of(cls)}
+assert len(_OWNER) == sum(len(keys_of(c)) for c in SECTIONS.values()), "parameter names must be unique across sections"
+
+
+def _stage_model(stage: str) -> type[Section]:
+    bases = tuple(SECTIONS[s] for s in ("base", *STAGE_SECTIONS[stage]))
+    model = type(f"{stage.capitalize()}StageParams", tuple(reversed(bases)), {
+        "__doc__": f"The parameters of the {stage} stage: base + {', '.join(STAGE_SECTIONS[stage])}.",
+        "model_config": ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True),
+    })
+    return model
+
+
+STAGE_MODELS: dict[str, type[Section]] = {stage: _stage_model(stage) for stage in STAGES}
+"""One flat model per stage (base + the sections it reads): what its notebook takes and its stage function reads."""
+
+
+def _explain(exc: ValidationError, where: str, section: str | None = None) -> ConfigError:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        if section and not loc.startswith(section):
+            loc = f"{section}.{loc}" if loc else section
+        what = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {what} (got {err.get('input')!r})" if err["type"] != "extra_forbidden" else f"{loc}: {what}")
+    return ConfigError(f"{where}: " + "; ".join(parts))
+
+
+class Params(BaseModel):
+    """All of params.yaml, validated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: BaseParams = Field(default_factory=BaseParams)
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
+    report: ReportParams = Field(default_factory=ReportParams)
+    smoke: dict[str, Any] = Field(default_factory=lambda: dict(SMOKE))
+
+    def section_values(self, section: str) -> dict[str, Any]:
+        return getattr(self, section).model_dump(by_alias=True)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """``{section: {key: value}}`` with params.yaml's key names."""
+        out = {s: self.section_values(s) for s in SECTIONS}
+        out["smoke"] = dict(self.smoke)
+        return out
+
+
+def _validate(raw: Mapping[str, Any], where: str) -> Params:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of sections ({', '.join(SECTIONS)}, smoke)")
+    for section, values in raw.items():
+        if section not in (*SECTIONS, "smoke"):
+            raise ConfigError(f"{where}: unknown section {section!r}; expected base, smoke or one of {STAGES}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping")
+        for key in values:
+            if section != "smoke" and key in _OWNER and _OWNER[key] != section:
+                raise ConfigError(f"{where}: key {key!r} belongs in section {_OWNER[key]!r}, not {section!r}")
+    try:
+        params = Params.model_validate({k: dict(v) for k, v in raw.items()})
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+    if "smoke" in raw:
+        apply_overrides(params, params.smoke, where=f"{where}: smoke")
+    return params
+
+
+def load_params(path: str | os.PathLike[str] | None = None) -> Params:
+    """Read and validate a parameter file (default: params.yaml at the project root).
+
+    Keys it leaves out take the model's defaults; unknown sections or keys and
+    wrong types raise :class:`~mlsel.paths.ConfigError` naming the file and the key.
+    """
+    p = Path(path) if path else params_path()
+    raw = read_yaml(p, "the parameter file")
+    return _validate(raw if raw is not None else {}, str(p))
+
+
+def _parse_overrides(overrides: Mapping[str, Any] | list[str]) -> list[tuple[str, Any]]:
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    items = []
+    for text in overrides:
+        if "=" not in text:
+            raise ConfigError(f"override {text!r}: expected key=value")
+        key, value = text.split("=", 1)
+        items.append((key.strip(), yaml.safe_load(value)))
+    return items
+
+
+def apply_overrides(params: Params, overrides: Mapping[str, Any] | list[str] | None, where: str = "override") -> Params:
+    """Return a copy of ``params`` with overrides applied and validated.
+
+    ``overrides`` is a mapping or a list of ``"key=value"`` /
+    ``"section.key=value"`` strings; values are parsed as YAML
+    (``7`` -> int, ``true`` -> bool, ``[a, b]`` -> list), then checked by the model.
+    """
+    data = params.as_dict()
+    for key, value in _parse_overrides(overrides or []):
+        section, name = key.split(".", 1) if "." in key else (_OWNER.get(key), key)
+        if section is None or section not in SECTIONS or _OWNER.get(name) != section:
+            raise ConfigError(f"{where} {key!r}: unknown parameter {key!r}")
+        data[section][name] = value
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def apply_smoke(params: Params) -> Params:
+    """Apply the ``smoke`` profile (small, fast values) on top of ``params``."""
+    return apply_overrides(params, params.smoke, where="smoke profile")
+
+
+def stage_params(params: Params, stage: str) -> Section:
+    """The flat, validated parameters of one stage (base + the sections it reads)."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    values: dict[str, Any] = {}
+    for section in ("base", *STAGE_SECTIONS[stage]):
+        values.update(params.section_values(section))
+    return STAGE_MODELS[stage].model_validate(values)
+
+
+def stage_values(params: Params, stage: str) -> dict[str, Any]:
+    """A stage's parameters as a plain ``{key: value}`` dict, in params.yaml order (papermill's injection)."""
+    return stage_params(params, stage).model_dump(by_alias=True)
+
+
+def for_stage(stage: str, values: Mapping[str, Any], where: str = "stage parameters") -> Section:
+    """Validate one stage's values (e.g. a notebook's parameters) into its model.
+
+    Missing keys take their defaults; unknown keys and wrong types are errors naming the key.
+    """
+    if stage not in STAGE_MODELS:
+        raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    try:
+        return STAGE_MODELS[stage].model_validate(dict(values))
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def from_notebook(stage: str, namespace: Mapping[str, Any]) -> Section:
+    """A stage's parameters from a notebook's variables (its parameters cell, after papermill's injection)."""
+    keys = keys_of(STAGE_MODELS[stage])
+    missing = [k for k in keys if k not in namespace]
+    if missing:
+        raise ConfigError(f"notebook of stage {stage}: parameters {missing} are not defined; the parameters cell must define them")
+    return for_stage(stage, {k: namespace[k] for k in keys}, where=f"notebook of stage {stage}")
+
+
+def describe(section: type[Section]) -> list[tuple[str, Any, str]]:
+    """``(key, default, description)`` of every key of a section."""
+    return [(_key_name(section, f), info.get_default(call_default_factory=True), info.description or "")
+            for f, info in section.model_fields.items()]
+
+
+def _yaml_value(value: Any) -> str:
+    if value == "":
+        return '""'
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix("...").strip()
+
+
+def render_params_yaml() -> str:
+    """params.yaml as the model defines it: every key with its default and its description."""
+    lines = [
+        "# The parameters of the default run, rendered from mlsel/params.py (the one definition of",
+        "# every parameter: default, type, allowed values, description): `python -m mlsel.params > params.yaml`.",
+        "# `base` is shared by every stage; each other section belongs to one stage. Every key is also",
+        "# the notebook parameter name (unique across the file), so `mlsel run -p knn_k=7` or",
+        "# `-p train.knn_k=7`. A parameter file of your own (`mlsel run --params my.yaml`) may list",
+        "# only the keys it changes. Paths are relative to this folder.",
+    ]
+    for section, cls in SECTIONS.items():
+        lines += ["", f"{section}:"]
+        for key, value, doc in describe(cls):
+            if key == "pools":
+                lines.append(f"  {key}:{'':<25}# {doc}")
+                lines += [f"    {pool}: {_yaml_value(models)}" for pool, models in value.items()]
+                continue
+            text = f"  {key}: {_yaml_value(value)}"
+            lines.append(f"{text:<33}# {doc}" if len(text) < 33 else f"{text}   # {doc}")
+    lines += ["", "# Small, fast values: the notebooks' own defaults (they run top to bottom as",
+              "# they are) and the smoke runs in the tests.", "smoke:"]
+    lines += [f"  {k}: {_yaml_value(v)}" for k, v in SMOKE.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_params_yaml(), end="")

@@ -1,0 +1,111 @@
+"""The one factory: selectors and cost-aware routers by name, and their saved form."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+import joblib
+import mlsel
+from mlsel.params import for_stage
+from mlsel.selection.cost_aware import ROUTERS, ClusterScoreboardSelector, KNNRegressorSelector, LogRegSelector, MLPSelector
+from mlsel.selection.base import Selector
+from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
+
+SELECTORS: dict[str, type[Selector]] = {"knn": KNNSelector, "kmeans": KMeansSelector, "svm": SVMSelector}
+"""The reference's three algorithms by their config ``algorithm.type`` name."""
+
+
+ROUTER_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "knn_reg": ("knn_reg_k", "knn_reg_weights", "knn_reg_shrink"),
+    "mlp": ("mlp_hidden", "mlp_alpha"),
+    "logreg": ("logreg_c",),
+    "scoreboard": ("scoreboard_clusters", "scoreboard_alpha", "scoreboard_top_p"),
+}
+"""The params.yaml keys each router reads (besides quality_weight, cost_lambda, seed)."""
+
+LABELS: dict[str, str] = {"knn": "KNN Selection", "kmeans": "KMEANS Selection", "svm": "SVM Selection"}
+"""The reference's table labels of its three selectors."""
+
+
+def label(name: str, tuned: bool = False) -> str:
+    """The results-table label of a selector: ``KNN Selection``, or ``KNN (tuned)`` after tuning."""
+    if tuned:
+        return f"{name.upper()} (tuned)"
+    return LABELS.get(name, f"{name.upper()} Selection")
+
+
+def make_selector(name: str, p: Any) -> Selector:
+    """Build a selector or a cost-aware router by name from a parameter object.
+
+    ``p`` is a validated stage parameter model (:mod:`mlsel.params`) or any
+    object with the same attributes: every selector reads ``quality_weight``
+    and ``seed``; ``knn`` reads ``knn_k``; ``kmeans`` ``kmeans_num_clusters``;
+    ``svm`` ``svm_kernel``, ``svm_gamma``, ``svm_c``; the routers read
+    ``cost_lambda`` and their keys in :data:`ROUTER_PARAM_KEYS`. A missing
+    attribute is an error, never a silent default.
+    """
+    if name == "knn":
+        return KNNSelector(k=p.knn_k, quality_weight=p.quality_weight)
+    if name == "kmeans":
+        return KMeansSelector(num_clusters=p.kmeans_num_clusters, quality_weight=p.quality_weight, random_state=p.seed)
+    if name == "svm":
+        return SVMSelector(kernel=p.svm_kernel, gamma=p.svm_gamma, C=float(p.svm_c), quality_weight=p.quality_weight,
+                           random_state=p.seed)
+    if name in ROUTERS:
+        return _make_router(name, p)
+    raise ValueError(f"unknown selector {name!r}; known: {sorted(SELECTORS) + sorted(ROUTERS)}")
+
+
+def _make_router(name: str, p: Any) -> Selector:
+    common = {"quality_weight": p.quality_weight, "cost_lambda": float(p.cost_lambda)}
+    if name == "knn_reg":
+        return KNNRegressorSelector(k=p.knn_reg_k, weights=p.knn_reg_weights, shrink=float(p.knn_reg_shrink), **common)
+    if name == "mlp":
+        return MLPSelector(hidden=tuple(p.mlp_hidden), alpha=float(p.mlp_alpha), random_state=p.seed, **common)
+    if name == "logreg":
+        return LogRegSelector(C=float(p.logreg_c), **common)
+    return ClusterScoreboardSelector(num_clusters=p.scoreboard_clusters, alpha=float(p.scoreboard_alpha), top_p=p.scoreboard_top_p,
+                                     random_state=p.seed, **common)
+
+
+def selector_params(**values: Any) -> Any:
+    """A full parameter object for :func:`make_selector`: the model's defaults, with ``values`` replacing some."""
+    return for_stage("tune", values, where="selector parameters")
+
+
+def save_selector(selector: Selector, folder: str | os.PathLike[str], name: str, manifest: dict[str, Any]) -> Path:
+    """Write ``<name>.joblib`` and ``<name>.manifest.json`` into ``folder``.
+
+    The manifest records what a loader must match: embedder id, feature
+    dimension, models, parameters, data hash, seed, package version.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.joblib"
+    joblib.dump(selector, path)
+    full = {
+        "selector": name,
+        "class": type(selector).__name__,
+        "params": {k: v for k, v in selector.get_params().items()},
+        "models": list(selector.models_),
+        "feature_dim": int(selector.n_features_in_),
+        "package_version": mlsel.__version__,
+        **manifest,
+    }
+    (folder / f"{name}.manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def load_selector(folder: str | os.PathLike[str], name: str) -> tuple[Selector, dict[str, Any]]:
+    """Load a selector saved by :func:`save_selector` and its manifest."""
+    folder = Path(folder)
+    mpath = folder / f"{name}.manifest.json"
+    if not mpath.is_file():
+        raise FileNotFoundError(f"{mpath}: no selector manifest; run the train stage first")
+    manifest = json.loads(mpath.read_text())
+    selector = joblib.load(folder / f"{name}.joblib")
+    if list(selector.models_) != manifest["models"] or selector.n_features_in_ != manifest["feature_dim"]:
+        raise ValueError(f"{mpath}: manifest does not match the saved selector")
+    return selector, manifest
