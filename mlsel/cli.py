@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from mlsel import runner, stages
+from mlsel.deploy.commands import add_cli as add_deploy_cli
+from mlsel.llm.commands import add_cli as add_benchmark_cli
 from mlsel.params import load_params
 from mlsel.paths import run_paths
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mlsel import runner
-
     done = runner.run(stages=args.stage or None, overrides=args.param, params_file=args.params, smoke=args.smoke,
                       progress=args.progress, force=args.force)
     for stage, info in done.items():
@@ -24,9 +26,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-
-
-    run_dir = args.run_dir or load_params(args.params)["base"]["run_dir"]
+    run_dir = args.run_dir or load_params(args.params).base.run_dir
     path = run_paths(run_dir)["tables"] / "seed_tables.md"
     if not path.is_file():
         print(f"{path}: not found; run `mlsel run` (or `mlsel run --stage evaluate`) first", file=sys.stderr)
@@ -56,13 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None)
     p.set_defaults(func=_results)
 
-    for module in ("benchmark", "router"):
-        try:
-            mod = __import__(f"mlsel.{module}", fromlist=["add_cli"])
-        except ImportError:
-            continue
-        if hasattr(mod, "add_cli"):
-            mod.add_cli(sub)
+    add_benchmark_cli(sub)
+    add_deploy_cli(sub, evaluate_config=stages.evaluate_router_config)
     return parser
 
 

@@ -13,9 +13,8 @@ and a changed data file embeds only its new texts.
 
 from __future__ import annotations
 
-from mlsel.data.outcomes import OutcomeMatrix
-
 import hashlib
+import io
 import logging
 import os
 import re
@@ -24,11 +23,15 @@ from typing import Sequence
 
 import numpy as np
 
-from mlsel import CATEGORIES
+from mlsel import CATEGORIES, paths
+from mlsel.data.outcomes import OutcomeMatrix
+from mlsel.params import BaseParams, TrainParams, default
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_EMBEDDER: str = default(TrainParams, "embedder")
+EMBED_BATCH_SIZE: int = default(BaseParams, "embed_batch_size")
+DEVICE: str = default(BaseParams, "device")
 _MINILM_IDS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
@@ -74,15 +77,15 @@ class Embedder:
         self,
         model_id: str = DEFAULT_EMBEDDER,
         cache_dir: str | os.PathLike[str] | None = None,
-        batch_size: int = 64,
-        device: str = "cpu",
+        batch_size: int = EMBED_BATCH_SIZE,
+        device: str = DEVICE,
         progress: bool = True,
     ) -> None:
         self.model_id = model_id
         self.batch_size = batch_size
         self.device = device
         self.progress = progress
-        root = Path(cache_dir) if cache_dir else cache_dir()
+        root = Path(cache_dir) if cache_dir else paths.cache_dir()
         self.cache_path = root / "embeddings" / _slug(model_id)
         self._model = None
         self.n_encoded = 0
@@ -94,7 +97,11 @@ class Embedder:
 
             path = resolve_model_path(self.model_id)
             log.info("loading embedder %s from %s", self.model_id, path)
-            self._model = SentenceTransformer(path, device=self.device)
+            try:
+                self._model = SentenceTransformer(path, device=self.device)
+            except OSError as exc:
+                raise OSError(f"embedder {self.model_id!r}: cannot load it from {path} "
+                              f"(offline: {os.environ.get('HF_HUB_OFFLINE', '0') == '1'}): {str(exc).splitlines()[0]}") from exc
         return self._model
 
     def _read_cache(self) -> tuple[np.ndarray, np.ndarray]:
@@ -107,13 +114,11 @@ class Embedder:
         return np.empty(0, dtype="S32"), np.empty((0, 0), dtype=np.float32)
 
     def _write_cache(self, keys: np.ndarray, vecs: np.ndarray) -> None:
-        self.cache_path.mkdir(parents=True, exist_ok=True)
-        # Write to temporary names, then rename: a killed run leaves the old
-        # cache intact.
+        # Atomic writes: a killed run leaves the old cache intact.
         for name, arr in (("vectors", vecs), ("keys", keys)):
-            tmp = self.cache_path / f"{name}.tmp.npy"
-            np.save(tmp, arr)
-            os.replace(tmp, self.cache_path / f"{name}.npy")
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            paths.write_atomic(self.cache_path / f"{name}.npy", buf.getvalue())
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns float32 array of shape (n, d), L2-normalised rows."""
@@ -164,7 +169,7 @@ def build_features(embeddings: np.ndarray, categories: Sequence[str], onehot_wei
     return np.hstack([embeddings.astype(np.float32), onehot_weight * category_onehot(categories)])
 
 
-def features_for(matrix: OutcomeMatrix, embedder: str, onehot_weight: float, embed_batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+def features_for(matrix: OutcomeMatrix, embedder: str, onehot_weight: float, embed_batch_size: int, device: str) -> np.ndarray:
     """Embed the matrix's queries (cached) and append the weighted category one-hot."""
     emb = Embedder(embedder, batch_size=embed_batch_size, device=device).embed(list(matrix.queries))
     return build_features(emb, matrix.categories, onehot_weight)

@@ -206,17 +206,41 @@ _OWNER: dict[str, str] = {k: s for s, cls in SECTIONS.items() for k in keys_of(c
 assert len(_OWNER) == sum(len(keys_of(c)) for c in SECTIONS.values()), "parameter names must be unique across sections"
 
 
-def _stage_model(stage: str) -> type[Section]:
-    bases = tuple(SECTIONS[s] for s in ("base", *STAGE_SECTIONS[stage]))
-    model = type(f"{stage.capitalize()}StageParams", tuple(reversed(bases)), {
-        "__doc__": f"The parameters of the {stage} stage: base + {', '.join(STAGE_SECTIONS[stage])}.",
-        "model_config": ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True),
-    })
-    return model
+class _Stage(Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
-STAGE_MODELS: dict[str, type[Section]] = {stage: _stage_model(stage) for stage in STAGES}
+# One flat model per stage: base first, then the sections the stage reads (STAGE_SECTIONS).
+class PrepareStageParams(PrepareParams, BaseParams, _Stage):
+    """The prepare stage's parameters: base + prepare."""
+
+
+class BenchmarkStageParams(BenchmarkParams, BaseParams, _Stage):
+    """The benchmark stage's parameters: base + benchmark."""
+
+
+class TrainStageParams(TrainParams, BaseParams, _Stage):
+    """The train stage's parameters: base + train."""
+
+
+class EvaluateStageParams(EvaluateParams, BaseParams, _Stage):
+    """The evaluate stage's parameters: base + evaluate."""
+
+
+class TuneStageParams(TuneParams, TrainParams, BaseParams, _Stage):
+    """The tune stage's parameters: base + train + tune (tuning searches around the train stage's values)."""
+
+
+class ReportStageParams(ReportParams, BaseParams, _Stage):
+    """The report stage's parameters: base + report."""
+
+
+STAGE_MODELS: dict[str, type[Section]] = {
+    "prepare": PrepareStageParams, "benchmark": BenchmarkStageParams, "train": TrainStageParams,
+    "evaluate": EvaluateStageParams, "tune": TuneStageParams, "report": ReportStageParams,
+}
 """One flat model per stage (base + the sections it reads): what its notebook takes and its stage function reads."""
+
 
 
 def _explain(exc: ValidationError, where: str, section: str | None = None) -> ConfigError:
@@ -393,6 +417,17 @@ def render_params_yaml() -> str:
               "# they are) and the smoke runs in the tests.", "smoke:"]
     lines += [f"  {k}: {_yaml_value(v)}" for k, v in SMOKE.items()]
     return "\n".join(lines) + "\n"
+
+
+def notebook_parameters_source(stage: str) -> str:
+    """The parameters cell of a stage's notebook: each key with its smoke-profile value, type and description.
+
+    The notebooks run top to bottom with these small values; papermill and
+    ``mlsel run`` replace them. A test keeps every notebook's cell equal to this.
+    """
+    values = stage_values(apply_smoke(Params()), stage)
+    docs = {key: doc for section in ("base", *STAGE_SECTIONS[stage]) for key, _, doc in describe(SECTIONS[section])}
+    return "\n".join(f"{key}: {type(value).__name__} = {value!r}  # {docs[key]}" for key, value in values.items())
 
 
 if __name__ == "__main__":

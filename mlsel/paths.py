@@ -15,20 +15,19 @@ Environment variables (read at call time, never at import):
 from __future__ import annotations
 
 import gzip
-import platform
-import subprocess
-from importlib import metadata
-
-import pandas as pd
-
-import mlsel
-
 import hashlib
 import json
 import os
+import platform
+import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 import yaml
+
+import mlsel
 
 STAGES: tuple[str, ...] = ("prepare", "benchmark", "train", "evaluate", "tune", "report")
 """Stage names, in run order; each is a section of params.yaml."""
@@ -168,9 +167,7 @@ def update_manifest(run_dir: str, stage: str, entry: dict[str, Any]) -> dict[str
     manifest["git_commit"] = _git_commit()
     manifest["package_versions"] = package_versions()
     manifest["stages"][stage] = entry
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     return manifest
 
 
@@ -179,14 +176,19 @@ def read_manifest(run_dir: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename.
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` through a temporary file in the same folder and a rename.
 
-    A reader never sees a half-written file, and a crash leaves the previous file whole.
+    The one atomic write of the package: a reader never sees a half-written
+    file, and a crash leaves the previous file whole.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, p)
     return p
+

@@ -27,9 +27,19 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import mlsel
-from mlsel.params import apply_overrides, apply_smoke, load_params, stage_params
-from mlsel.paths import ConfigError, NOTEBOOKS, STAGES, params_hash, project_root, read_manifest, resolve_path, run_paths, update_manifest
-
+from mlsel.params import Params, apply_overrides, apply_smoke, load_params, stage_values
+from mlsel.paths import (
+    NOTEBOOKS,
+    STAGES,
+    ConfigError,
+    params_hash,
+    project_root,
+    read_manifest,
+    resolve_path,
+    run_paths,
+    sha256_file,
+    update_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +47,13 @@ SECRET_HINTS = frozenset({"key", "apikey", "token", "secret", "password"})
 """Name parts (split on ``_``) that mark a parameter as a secret: ``api_key``, ``hf_token``; not ``max_tokens``."""
 
 
-def planned_stages(params: dict[str, dict[str, Any]], stages: Iterable[str] | None = None) -> list[str]:
+def planned_stages(params: Params, stages: Iterable[str] | None = None) -> list[str]:
     """Stages to run, in dependency order.
 
     By default every stage; ``benchmark`` runs only when the prepare stage
     reads its output (``source: benchmark``), and then before ``prepare``.
     """
-    source = params.get("prepare", {}).get("source")
+    source = params.prepare.source
     if stages:
         wanted = list(stages)
         for s in wanted:
@@ -66,14 +76,6 @@ SKIPPABLE: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fingerprint(stage: str, stage_params: dict[str, Any], run_dir: Path, notebook: Path) -> str | None:
     """What a stage's outputs depend on; None for stages that always run."""
     if stage not in SKIPPABLE:
@@ -83,11 +85,11 @@ def fingerprint(stage: str, stage_params: dict[str, Any], run_dir: Path, noteboo
     files = sorted(package.rglob("*.py")) + sorted(package.rglob("*.j2")) + [notebook]
     for pattern in SKIPPABLE[stage][0]:
         files += sorted(p for p in run_dir.glob(pattern) if p.is_file())
-    if stage == "evaluate" and stage_params.get("router_config"):
+    if stage == "evaluate" and stage_params["router_config"]:
         files.append(resolve_path(stage_params["router_config"]))
     for f in files:
         h.update(str(f).encode())
-        h.update(_sha(f).encode() if f.is_file() else b"missing")
+        h.update(sha256_file(f).encode() if f.is_file() else b"missing")
     return h.hexdigest()[:16]
 
 
@@ -133,16 +135,16 @@ def run(
         params = apply_smoke(params)
     params = apply_overrides(params, overrides)
     root = project_root()
-    layout = run_paths(params["base"]["run_dir"])
+    layout = run_paths(params.base.run_dir)
     layout["notebooks"].mkdir(parents=True, exist_ok=True)
     done: dict[str, Any] = {}
     for stage in planned_stages(params, stages):
-        sp = stage_params(params, stage)
+        sp = stage_values(params, stage)
         _check_no_secrets(sp, stage)
         nb_in = root / "notebooks" / NOTEBOOKS[stage]
         nb_out = layout["notebooks"] / NOTEBOOKS[stage]
         fp = fingerprint(stage, sp, layout["root"], nb_in)
-        previous = read_manifest(params["base"]["run_dir"])["stages"].get(stage, {})
+        previous = read_manifest(params.base.run_dir)["stages"].get(stage, {})
         if not force and _up_to_date(stage, fp, previous, layout["root"]):
             log.info("stage %s is up to date (fingerprint %s): skipped", stage, fp)
             done[stage] = {"notebook": str(nb_out), "seconds": 0.0, "skipped": True}
@@ -155,10 +157,10 @@ def run(
         )
         seconds = round(time.perf_counter() - t0, 1)
         done[stage] = {"notebook": str(nb_out), "seconds": seconds, "skipped": False}
-        manifest = read_manifest(params["base"]["run_dir"])
+        manifest = read_manifest(params.base.run_dir)
         entry = manifest["stages"].get(stage, {})
         entry.update({"executed_notebook": str(nb_out), "seconds": seconds, "params": sp, "params_hash": params_hash(sp),
                       "fingerprint": fp})
-        update_manifest(params["base"]["run_dir"], stage, entry)
+        update_manifest(params.base.run_dir, stage, entry)
         log.info("stage %s done in %.1f s", stage, seconds)
     return done

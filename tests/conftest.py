@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from mlsel import stages
 from mlsel.params import apply_overrides, apply_smoke, load_params, stage_params
 
@@ -42,9 +43,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_params(tmp_path_factory, data_dir):
-    """params.yaml with the smoke profile, pointed at a temporary run folder."""
-
-
+    """params.yaml with the smoke profile, pointed at a temporary run folder (a validated ``Params``)."""
     run_dir = tmp_path_factory.mktemp("run-smoke")
     params = apply_smoke(load_params(ROOT / "params.yaml"))
     params = apply_overrides(params, {"run_dir": str(run_dir), "report_dir": str(run_dir / "report")})
@@ -54,9 +53,7 @@ def smoke_params(tmp_path_factory, data_dir):
 @pytest.fixture(scope="session")
 def smoke_run(smoke_params):
     """A run folder after prepare -> train -> evaluate on 600 real MMLU-Pro queries."""
-
-
-    stages.prepare_data(**stage_params(smoke_params, "prepare"))
-    stages.train_selectors(**stage_params(smoke_params, "train"))
-    stages.evaluate_selectors(**stage_params(smoke_params, "evaluate"))
+    stages.prepare_data(stage_params(smoke_params, "prepare"))
+    stages.train_selectors(stage_params(smoke_params, "train"))
+    stages.evaluate_selectors(stage_params(smoke_params, "evaluate"))
     return smoke_params

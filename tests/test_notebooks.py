@@ -8,10 +8,23 @@ from pathlib import Path
 
 import papermill as pm
 import pytest
-from mlsel.params import STAGE_SECTIONS, apply_overrides, apply_smoke, load_params, stage_params
-from mlsel import paths
-from mlsel.paths import ConfigError, STAGES
 
+from mlsel import paths
+from mlsel.params import (
+    STAGE_MODELS,
+    Params,
+    TrainParams,
+    apply_overrides,
+    apply_smoke,
+    default,
+    from_notebook,
+    keys_of,
+    load_params,
+    notebook_parameters_source,
+    render_params_yaml,
+    stage_values,
+)
+from mlsel.paths import STAGES, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -40,10 +53,10 @@ def test_notebook_is_committed_clean(path):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_notebook_parameters_match_params_yaml(stage):
-    """Same names, same types, and defaults = params.yaml with the smoke profile applied."""
-    params = apply_smoke(load_params(ROOT / "params.yaml"))
-    expected = stage_params(params, stage)
+def test_notebook_parameters_match_the_parameter_model(stage):
+    """Same names, same types, and defaults = the model's values with the smoke profile applied."""
+    expected = stage_values(apply_smoke(load_params(ROOT / "params.yaml")), stage)
+    assert list(expected) == keys_of(STAGE_MODELS[stage])
     found = pm.inspect_notebook(str(ROOT / "notebooks" / paths.NOTEBOOKS[stage]))
     assert list(found) == list(expected)
     for name, value in expected.items():
@@ -53,34 +66,89 @@ def test_notebook_parameters_match_params_yaml(stage):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_stage_functions_accept_every_parameter(stage):
-    """Each notebook passes its parameters to mlsel functions that name them."""
-    all_params = load_params(ROOT / "params.yaml")
-    # Every key of the stage's own sections must reach a function; shared
-    # `base` keys (e.g. data_dir) are used only by the stages that need them.
-    params = [k for section in STAGE_SECTIONS[stage] for k in all_params.get(section, {})]
+def test_parameters_cell_is_rendered_from_the_model(stage):
+    """The cell's values, types and comments are the model's (smoke values), so it defines nothing of its own."""
+    nb = json.loads((ROOT / "notebooks" / paths.NOTEBOOKS[stage]).read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assert "".join(cell["source"]) == notebook_parameters_source(stage)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_notebooks_validate_their_parameters_through_the_model(stage):
+    """Each notebook turns its parameters cell into the stage's validated model and hands that on."""
     nb = json.loads((ROOT / "notebooks" / paths.NOTEBOOKS[stage]).read_text())
     calls = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", []))
-    for name in params:
-        assert f"{name}={name}" in calls, f"{name} is a parameter of {stage} but the notebook never passes it on"
+    assert f'params.from_notebook("{stage}", globals())' in calls
+    assert "(p)" in calls
+
+
+def test_params_yaml_is_rendered_from_the_model():
+    """params.yaml holds no definition of its own: it is the model's defaults and descriptions."""
+    assert (ROOT / "params.yaml").read_text() == render_params_yaml()
+    assert load_params(ROOT / "params.yaml") == Params()
 
 
 def test_overrides_parse_types_and_reject_unknown_keys():
     params = load_params(ROOT / "params.yaml")
     out = apply_overrides(params, ["knn_k=7", "train.svm_c=2", "selector_names=[knn]"])
-    assert out["train"]["knn_k"] == 7 and out["train"]["svm_c"] == 2.0 and out["base"]["selector_names"] == ["knn"]
-    assert params["train"]["knn_k"] == 5  # the input is not modified
+    assert out.train.knn_k == 7 and out.train.svm_c == 2.0 and isinstance(out.train.svm_c, float)
+    assert out.base.selector_names == ["knn"]
+    assert params.train.knn_k == 5  # the input is not modified
     with pytest.raises(ConfigError, match="unknown parameter 'knn_kk'"):
         apply_overrides(params, ["knn_kk=3"])
-    with pytest.raises(ConfigError, match="expected a number"):
+    with pytest.raises(ConfigError, match="train.knn_k: Input should be a valid integer"):
         apply_overrides(params, ["knn_k=many"])
+    with pytest.raises(ConfigError, match="unknown parameter 'prepare.knn_k'"):
+        apply_overrides(params, ["prepare.knn_k=3"])
+    with pytest.raises(ConfigError, match="svm_kernel: Input should be 'rbf' or 'linear'"):
+        apply_overrides(params, ["svm_kernel=poly"])
 
 
-def test_params_yaml_keys_are_unique(tmp_path):
-    bad = tmp_path / "params.yaml"
-    bad.write_text("base: {seed: 1}\ntrain: {seed: 2}\n")
-    with pytest.raises(ConfigError, match="appears in both"):
-        load_params(bad)
+def test_parameter_files_name_the_file_and_the_key(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("base: {seed: 1}\ntrain: {seed: 2}\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml: key 'seed' belongs in section 'base', not 'train'"):
+        load_params(dup)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train: {knn_kk: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown\.yaml: train\.knn_kk: unknown parameter"):
+        load_params(unknown)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("evaluate: {n_bootstrap: -5}\n")
+    with pytest.raises(ConfigError, match=r"wrong\.yaml: evaluate\.n_bootstrap: Input should be greater than or equal to 1"):
+        load_params(wrong)
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("train: {knn_k: 9}\n")
+    p = load_params(partial)
+    assert p.train.knn_k == 9 and p.train.kmeans_num_clusters == default(TrainParams, "kmeans_num_clusters")
+
+
+def test_notebook_namespace_is_checked():
+    with pytest.raises(ConfigError, match=r"parameters \['run_dir'"):
+        from_notebook("report", {"seed": 1})
+    ns = stage_values(Params(), "report") | {"seed": "x"}
+    with pytest.raises(ConfigError, match=r"notebook of stage report: seed: Input should be a valid integer"):
+        from_notebook("report", ns)
+
+
+def test_constructor_defaults_come_from_the_model():
+    """Selectors and routers built without arguments agree with params.yaml's defaults."""
+    from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
+    from mlsel.selection.cost_aware import (
+        KNNRegressorSelector,
+        LogRegSelector,
+        MLPSelector,
+    )
+    from mlsel.selection.scoreboard import ClusterScoreboardSelector
+
+    p = Params()
+    assert KNNSelector().k == p.train.knn_k and KNNSelector().quality_weight == p.base.quality_weight
+    assert KMeansSelector().num_clusters == p.train.kmeans_num_clusters and KMeansSelector().random_state == p.base.seed
+    assert (SVMSelector().kernel, SVMSelector().gamma, SVMSelector().C) == (p.train.svm_kernel, p.train.svm_gamma, p.train.svm_c)
+    assert (KNNRegressorSelector().k, KNNRegressorSelector().weights) == (p.tune.knn_reg_k, p.tune.knn_reg_weights)
+    assert MLPSelector().alpha == p.tune.mlp_alpha and list(MLPSelector().hidden) == p.tune.mlp_hidden
+    assert LogRegSelector().C == p.tune.logreg_c
+    assert (ClusterScoreboardSelector().num_clusters, ClusterScoreboardSelector().top_p) == (p.tune.scoreboard_clusters, p.tune.scoreboard_top_p)
 
 
 def test_yaml_files_that_cannot_be_read_name_the_file(tmp_path):

@@ -85,8 +85,13 @@ def test_failed_stage_keeps_earlier_outputs(smoke_runner_run, tmp_path):
     import papermill as pm
 
     run_dir = tmp_path / "failing"
-    with pytest.raises(pm.PapermillExecutionError, match="kernel must be rbf or linear"):
+    # A bad value is refused before any stage runs ...
+    with pytest.raises(ConfigError, match="svm_kernel: Input should be 'rbf' or 'linear'"):
         runner.run(smoke=True, overrides={"run_dir": str(run_dir), "svm_kernel": "poly"}, stages=["prepare", "train"])
+    assert not run_dir.exists()
+    # ... and a stage that fails while running leaves what earlier stages wrote.
+    with pytest.raises(pm.PapermillExecutionError, match="no-such-embedder"):
+        runner.run(smoke=True, overrides={"run_dir": str(run_dir), "embedder": "mlsel-tests/no-such-embedder"}, stages=["prepare", "train"])
     assert (run_dir / "data" / "queries.csv").is_file()
     assert (run_dir / "notebooks" / "20_train_selectors.ipynb").is_file()  # the partial notebook is kept
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-from mlsel.paths import run_paths
-from mlsel.records import DataError, DataLog, OUTCOME_COLUMNS
-from mlsel.paths import sha256_file
 
+from mlsel.data.records import OUTCOME_COLUMNS, DataError, DataLog
+from mlsel.paths import ConfigError, run_paths, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -236,3 +236,13 @@ def data_hash(run_dir: str) -> str:
     for name in ("queries.csv", "outcomes.csv"):
         h.update(sha256_file(paths["data"] / name).encode())
     return h.hexdigest()[:16]
+
+
+def pool_models(pools: dict[str, list[str]]) -> list[str]:
+    """Every model of the pools, each once, in first-seen order; an empty pool is an error."""
+    models: list[str] = []
+    for pool, names in pools.items():
+        if not names:
+            raise ConfigError(f"pool {pool!r} has no models")
+        models += [m for m in names if m not in models]
+    return models

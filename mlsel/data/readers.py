@@ -27,11 +27,30 @@ import os
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
-import pandas as pd
-from mlsel.data.records import DataError, DataLog, OUTCOME_COLUMNS, _check_latency, _check_quality, _open_text, iter_jsonl, normalize_category, query_id
-from mlsel.data.sources import LLMROUTER_SOURCES, MMLU_PRO_MODELS, fetch, mmlu_pro_source
-from mlsel.paths import sha256_file
 
+import pandas as pd
+
+from mlsel import paths
+from mlsel.data.records import (
+    OUTCOME_COLUMNS,
+    DataError,
+    DataLog,
+    check_latency,
+    check_quality,
+    iter_jsonl,
+    normalize_category,
+    open_text,
+    query_id,
+)
+from mlsel.data.sources import (
+    LLMROUTER_SOURCES,
+    MMLU_PRO_MODELS,
+    SEED_HF_FILES,
+    fetch,
+    fetch_seed_hf,
+    mmlu_pro_source,
+)
+from mlsel.paths import ConfigError, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +117,8 @@ def read_seed_jsonl(
                 rec["query"],
                 normalize_category(rec["category"], where, unknown_category_policy, dlog),
                 str(rec["model_name"]),
-                _check_quality(rec["performance"], where),
-                _check_latency(rec.get("response_time"), where),
+                check_quality(rec["performance"], where),
+                check_latency(rec.get("response_time"), where),
                 float(chars) if chars is not None else float("nan"),
                 str(rec.get("task_name") or ""),
             )
@@ -183,7 +202,7 @@ def read_mmlu_pro(
 
 
 def _read_json_any(path: Path) -> Any:
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         try:
             return json.load(fh)
         except json.JSONDecodeError as exc:
@@ -235,10 +254,27 @@ def read_llmrouter(data_dir: Path | None = None, dlog: DataLog | None = None) ->
                         q,
                         LLMROUTER_TASK_CATEGORY[task],
                         model,
-                        _check_quality(score, f"{where} model {model!r}"),
+                        check_quality(score, f"{where} model {model!r}"),
                         float("nan"),
                         float("nan"),
                         task,
                     )
                 )
     return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+
+
+def read_source(source: str, source_path: str, data_dir: str, run_dir: str, models: list[str], dlog: DataLog,
+                unknown_category_policy: str) -> pd.DataFrame:
+    """Read the configured source (``prepare.source``) into an outcome table."""
+    mirror = paths.data_dir(data_dir)
+    if source == "mmlu_pro":
+        return read_mmlu_pro(list(models), data_dir=mirror, dlog=dlog)
+    if source == "llmrouter":
+        return read_llmrouter(data_dir=mirror, dlog=dlog)
+    if source == "seed_jsonl":
+        path = fetch_seed_hf(source_path[3:] or SEED_HF_FILES[0]) if source_path.startswith("hf:") else paths.resolve_path(source_path)
+        return read_seed_jsonl(path, dlog, unknown_category_policy)
+    if source == "benchmark":
+        path = paths.resolve_path(source_path) if source_path else paths.run_paths(run_dir)["benchmark"] / "output.jsonl"
+        return read_seed_jsonl(path, dlog, unknown_category_policy)
+    raise ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, seed_jsonl or benchmark")

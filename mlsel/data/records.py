@@ -32,8 +32,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
-from mlsel import CATEGORIES
 
+from mlsel import CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def normalize_category(value: Any, where: str, policy: str, dlog: DataLog) -> st
     )
 
 
-def _check_quality(value: Any, where: str) -> float:
+def check_quality(value: Any, where: str) -> float:
+    """A quality in [0, 1] as float; anything else is a :class:`DataError` naming ``where`` (file:line or record)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{where}: quality must be a number in [0, 1], got {value!r}")
     q = float(value)
@@ -96,7 +97,8 @@ def _check_quality(value: Any, where: str) -> float:
     return q
 
 
-def _check_latency(value: Any, where: str) -> float:
+def check_latency(value: Any, where: str) -> float:
+    """A response time in seconds (>= 0) as float, NaN for null; anything else is a :class:`DataError` naming ``where``."""
     if value is None:
         return float("nan")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)) or value < 0:
@@ -104,7 +106,8 @@ def _check_latency(value: Any, where: str) -> float:
     return float(value)
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a UTF-8 text file for reading, decompressing a ``.gz`` mirror copy."""
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return open(path, encoding="utf-8")
@@ -112,7 +115,7 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)``; malformed lines raise :class:`DataError`."""
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

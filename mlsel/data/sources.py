@@ -14,10 +14,9 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from mlsel.paths import cache_dir
-from mlsel.data.records import DataError
-from mlsel.paths import sha256_file
 
+from mlsel.data.records import DataError
+from mlsel.paths import cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
