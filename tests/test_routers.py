@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlsel.selection.classic import KNNSelector
-from mlsel.selection.cost_aware import ClusterScoreboardSelector, KNNRegressorSelector, ROUTERS, fit_selector
-from mlsel.selection.registry import make_selector
 
+from mlsel.selection.classic import KNNSelector
+from mlsel.selection.cost_aware import KNNRegressorSelector, fit_selector
+from mlsel.selection.registry import ROUTERS, make_selector, selector_params
+from mlsel.selection.scoreboard import ClusterScoreboardSelector
 
 MODELS = ["a", "b", "c"]
 
@@ -29,7 +30,7 @@ def _clusters(n_per: int = 60, seed: int = 0):
 
 
 ALL = ["knn_reg", "mlp", "logreg", "scoreboard"]
-PARAMS = {"knn_reg_k": 10, "mlp_hidden": 32, "scoreboard_clusters": 3, "scoreboard_top_p": 1, "seed": 0}
+PARAMS = selector_params(knn_reg_k=10, mlp_hidden=[32], scoreboard_clusters=3, scoreboard_top_p=1, seed=0)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -48,7 +49,7 @@ def test_router_reaches_oracle_when_each_cluster_has_one_best_model(name):
 @pytest.mark.parametrize("name", ALL)
 def test_large_cost_lambda_routes_to_cheapest_model(name):
     X, q, cost = _clusters()
-    sel = make_selector(name, {**PARAMS, "cost_lambda": 100.0}).fit(X, q, models=MODELS, cost=cost)
+    sel = make_selector(name, PARAMS.model_copy(update={"cost_lambda": 100.0})).fit(X, q, models=MODELS, cost=cost)
     assert set(sel.predict(X)) == {"a"}
     # A sweep gives the same answers as refitting with each cost weight.
     sweep = sel.predict_index_sweep(X, [0.0, 100.0])
@@ -113,9 +114,9 @@ def test_scoreboard_normalises_within_cluster_and_averages_top_p():
 
 
 def test_make_selector_still_knows_the_core_selectors_and_rejects_unknown():
-    assert isinstance(make_selector("knn", {}), KNNSelector)
+    assert isinstance(make_selector("knn", selector_params()), KNNSelector)
     with pytest.raises(ValueError, match="unknown selector"):
-        make_selector("nope", {})
+        make_selector("nope", selector_params())
 
 
 def test_fractional_quality_and_missing_cost():

@@ -31,8 +31,10 @@ their averages.
 from __future__ import annotations
 
 from typing import Sequence
+
 import numpy as np
 from sklearn.base import BaseEstimator
+
 from mlsel.params import BaseParams, default
 
 QUALITY_WEIGHT: float = default(BaseParams, "quality_weight")
@@ -81,6 +83,32 @@ def choose(scores: np.ndarray, rank: np.ndarray, mask: np.ndarray | None = None)
     tied = s >= best - TIE_TOL
     r = np.where(tied, rank[None, :], np.iinfo(np.int64).max)
     return r.argmin(axis=1)
+
+
+def neighbour_weights(dist: np.ndarray, weights: str) -> np.ndarray:
+    """Row-normalised neighbour weights (n, k) from cosine distances: ``uniform`` or ``distance`` (``1 / max(d, 1e-6)``)."""
+    if weights not in ("uniform", "distance"):
+        raise ValueError(f"weights must be uniform or distance, got {weights!r}")
+    w = 1.0 / np.maximum(dist, 1e-6) if weights == "distance" else np.ones_like(dist)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def weighted_neighbour_mean(w: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per query and model, the weighted mean over its neighbours: w (n, k), values (n, k, m) -> (n, m)."""
+    return np.einsum("nk,nkm->nm", w, values)
+
+
+def cluster_means(values: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster column means (k, m) of ``values`` (n, m) and cluster sizes (k,).
+
+    A cluster with no row (possible only with duplicate points) gets the overall mean.
+    """
+    sizes = np.bincount(labels, minlength=k)
+    means = np.tile(values.mean(axis=0), (k, 1))
+    for c in range(k):
+        if sizes[c]:
+            means[c] = values[labels == c].mean(axis=0)
+    return means, sizes
 
 
 class Selector(BaseEstimator):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from mlsel.selection.base import Selector, candidate_mask
-from mlsel.selection.base import QUALITY_WEIGHT, SEED
+
+from mlsel.selection.base import QUALITY_WEIGHT, SEED, Selector, candidate_mask
+
 
 class AlwaysSelector(Selector):
     """Always the same model (falls back to the tie rule if it is not a candidate)."""

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-from mlsel.selection.base import TIE_TOL, Selector, choose
+
 from mlsel.params import TrainParams, default
-from mlsel.selection.base import QUALITY_WEIGHT, SEED
+from mlsel.selection.base import (
+    QUALITY_WEIGHT,
+    SEED,
+    TIE_TOL,
+    Selector,
+    choose,
+    cluster_means,
+    neighbour_weights,
+    weighted_neighbour_mean,
+)
+
 
 class KNNSelector(Selector):
     """k nearest training queries (cosine); each model's score is its mean utility over them.
@@ -22,19 +32,13 @@ class KNNSelector(Selector):
     def _fit(self, X, u):
         from sklearn.neighbors import NearestNeighbors
 
-        if self.weights not in ("uniform", "distance"):
-            raise ValueError(f"weights must be uniform or distance, got {self.weights!r}")
+        neighbour_weights(np.ones((1, 1)), self.weights)  # rejects a bad `weights` at fit time
         self.nn_ = NearestNeighbors(n_neighbors=min(self.k, len(X)), metric="cosine").fit(X)
         self.train_utility_ = u
 
     def decision_scores(self, X):
         dist, idx = self.nn_.kneighbors(X)
-        if self.weights == "distance":
-            w = 1.0 / np.maximum(dist, 1e-6)
-        else:
-            w = np.ones_like(dist)
-        w = w / w.sum(axis=1, keepdims=True)
-        return np.einsum("nk,nkm->nm", w, self.train_utility_[idx])
+        return weighted_neighbour_mean(neighbour_weights(dist, self.weights), self.train_utility_[idx])
 
 
 class KMeansSelector(Selector):
@@ -56,12 +60,7 @@ class KMeansSelector(Selector):
 
         k = min(self.num_clusters, len(X))
         self.km_ = KMeans(n_clusters=k, random_state=self.random_state, n_init=10).fit(X)
-        labels = self.km_.labels_
-        self.cluster_utility_ = np.tile(u.mean(axis=0), (k, 1))
-        self.cluster_sizes_ = np.bincount(labels, minlength=k)
-        for c in range(k):
-            if self.cluster_sizes_[c]:
-                self.cluster_utility_[c] = u[labels == c].mean(axis=0)
+        self.cluster_utility_, self.cluster_sizes_ = cluster_means(u, self.km_.labels_, k)
         self.empty_clusters_ = int((self.cluster_sizes_ == 0).sum())
 
     def decision_scores(self, X):

@@ -1,6 +1,6 @@
 """Cost-aware routers: per-model quality prediction, then argmax of a utility.
 
-The selectors in :mod:`mlsel.selectors` learn *which model* to pick. The
+The selectors in :mod:`mlsel.selection.classic` learn *which model* to pick. The
 routers here learn, for every candidate model, **how good its answer will be
 and how much it will cost** on this query, and pick the model with the highest
 
@@ -35,35 +35,32 @@ Routers
     One L2-regularised logistic regression per model for P(correct);
     fractional qualities enter as two weighted rows (label 1 with weight q,
     label 0 with weight 1 - q). Cost as for ``mlp``.
-``scoreboard`` :class:`ClusterScoreboardSelector`
-    Avengers-Pro (digest 8.2): KMeans with many clusters on one row per query;
-    per cluster and model the mean utility p and mean cost c, each min-max
-    normalised across models *within the cluster*; cluster score
-    ``alpha * p~ + (1 - alpha) * (1 - c~)``; a query's score is the mean over
-    its ``top_p`` nearest clusters. ``cost_lambda`` subtracts a further
-    ``cost_lambda * c~``; with ``alpha = 1`` sweeping ``cost_lambda`` is the
-    same ranking as sweeping ``alpha = 1 / (1 + cost_lambda)``.
+``scoreboard`` :class:`mlsel.selection.scoreboard.ClusterScoreboardSelector`
+    Avengers-Pro's cluster scoreboard (its own module).
 
 All routers keep :class:`mlsel.selection.base.Selector`'s interface and tie rule
 (:func:`mlsel.selection.base.choose` with the mean-training-utility rank) and are
-built by :func:`make_router` from flat params.yaml keys; ``make_selector``
-in :mod:`mlsel.selectors` delegates router names here.
+built by :func:`mlsel.selection.registry.make_selector` from the typed parameters.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 import numpy as np
 
-from mlsel.selection.base import Selector, candidate_mask, choose
 from mlsel.params import TuneParams, default
-from mlsel.selection.base import QUALITY_WEIGHT, SEED
+from mlsel.selection.base import (
+    QUALITY_WEIGHT,
+    SEED,
+    Selector,
+    candidate_mask,
+    choose,
+    neighbour_weights,
+    weighted_neighbour_mean,
+)
 
 COST_LAMBDA: float = default(TuneParams, "cost_lambda")
-
-log = logging.getLogger(__name__)
 
 
 def _as_hidden(value: Any) -> tuple[int, ...]:
@@ -212,12 +209,8 @@ class KNNRegressorSelector(CostAwareRouter):
         self.utility_prior_ = u.mean(axis=0)
         self.cost_prior_ = None if c is None else c.mean(axis=0)
 
-    def _weights(self, dist: np.ndarray) -> np.ndarray:
-        w = 1.0 / np.maximum(dist, 1e-6) if self.weights == "distance" else np.ones_like(dist)
-        return w / w.sum(axis=1, keepdims=True)
-
     def _mean(self, w: np.ndarray, values: np.ndarray, prior: np.ndarray) -> np.ndarray:
-        est = np.einsum("nk,nkm->nm", w, values)
+        est = weighted_neighbour_mean(w, values)
         if self.shrink > 0:
             a = self.shrink / w.shape[1]  # prior weight relative to the neighbours' total weight 1
             est = (est + a * prior[None, :]) / (1.0 + a)
@@ -227,7 +220,7 @@ class KNNRegressorSelector(CostAwareRouter):
         if self.weights not in ("uniform", "distance") or self.k < 1:
             raise ValueError(f"need weights uniform|distance and k >= 1, got {self.weights!r}, {self.k}")
         dist, idx = self.nn_.kneighbors(np.asarray(X, dtype=np.float32), n_neighbors=min(int(self.k), self.n_train_))
-        w = self._weights(dist)
+        w = neighbour_weights(dist, self.weights)
         q = self._mean(w, self.train_utility_[idx], self.utility_prior_)
         if self.train_cost_ is None:
             return q, np.zeros_like(q)
@@ -326,93 +319,6 @@ class LogRegSelector(CostAwareRouter):
         q = np.column_stack([np.full(len(X), clf) if isinstance(clf, float) else clf.predict_proba(X)[:, 1] for clf in self.clf_])
         return q, self.cost_model_.predict(X, q.shape[1])
 
-
-class ClusterScoreboardSelector(CostAwareRouter):
-    """Avengers-Pro cluster scoreboard (see the module docstring).
-
-    Parameters
-    ----------
-    num_clusters : KMeans clusters (Avengers-Pro uses 60)
-    alpha : quality share of the cluster score, in [0, 1]
-    top_p : nearest clusters whose scores are averaged
-    n_init : KMeans restarts (k-means++ seeding; one is enough with many clusters)
-    random_state : KMeans seed
-
-    Attributes
-    ----------
-    cluster_quality_, cluster_cost_ : (k, m) per-cluster means (raw; cost normalised by ``cost_scale_``)
-    cluster_quality_norm_, cluster_cost_norm_ : (k, m) min-max normalised within each cluster
-    """
-
-    PREDICT_PARAMS = ("alpha", "top_p", "cost_lambda")
-
-    def __init__(
-        self, num_clusters: int = default(TuneParams, "scoreboard_clusters"), alpha: float = default(TuneParams, "scoreboard_alpha"),
-        top_p: int = default(TuneParams, "scoreboard_top_p"), quality_weight: float = QUALITY_WEIGHT, cost_lambda: float = COST_LAMBDA,
-        n_init: int = 1, random_state: int = SEED,
-    ):
-        self.num_clusters = num_clusters
-        self.alpha = alpha
-        self.top_p = top_p
-        self.quality_weight = quality_weight
-        self.cost_lambda = cost_lambda
-        self.n_init = n_init
-        self.random_state = random_state
-
-    @staticmethod
-    def _minmax(a: np.ndarray) -> np.ndarray:
-        lo, hi = a.min(axis=1, keepdims=True), a.max(axis=1, keepdims=True)
-        span = hi - lo
-        # A cluster where every model is equal adds the same (zero) to every model.
-        return np.where(span > 1e-12, (a - lo) / np.where(span > 1e-12, span, 1.0), 0.0)
-
-    def _fit_router(self, X, u, c):
-        from sklearn.cluster import KMeans
-
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.top_p < 1:
-            raise ValueError(f"top_p must be >= 1, got {self.top_p}")
-        k = min(self.num_clusters, len(X))
-        self.km_ = KMeans(n_clusters=k, random_state=self.random_state, n_init=self.n_init).fit(X)
-        labels = self.km_.labels_
-        m = u.shape[1]
-        sizes = np.bincount(labels, minlength=k)
-        self.cluster_sizes_ = sizes
-        cq = np.tile(u.mean(axis=0), (k, 1))
-        cc = np.zeros((k, m)) if c is None else np.tile(c.mean(axis=0), (k, 1))
-        for j in range(k):
-            if sizes[j]:
-                cq[j] = u[labels == j].mean(axis=0)
-                if c is not None:
-                    cc[j] = c[labels == j].mean(axis=0)
-        self.cluster_quality_, self.cluster_cost_ = cq, cc
-        self.cluster_quality_norm_ = self._minmax(cq)
-        self.cluster_cost_norm_ = self._minmax(cc)
-
-    def nearest_clusters(self, X: np.ndarray) -> np.ndarray:
-        """Indices (n, min(top_p, k)) of each query's nearest centroids, nearest first."""
-        d = self.km_.transform(np.asarray(X, dtype=np.float32))
-        p = min(self.top_p, d.shape[1])
-        idx = np.argsort(d, axis=1, kind="stable")[:, :p]
-        return idx
-
-    def predict_quality_cost(self, X):
-        idx = self.nearest_clusters(X)
-        return self.cluster_quality_norm_[idx].mean(axis=1), self.cluster_cost_norm_[idx].mean(axis=1)
-
-    def combine(self, q, c, cost_lambda):
-        a = float(self.alpha)
-        return a * q + (1.0 - a) * (1.0 - c) - cost_lambda * c
-
-
-ROUTERS: dict[str, type[CostAwareRouter]] = {
-    "knn_reg": KNNRegressorSelector,
-    "mlp": MLPSelector,
-    "logreg": LogRegSelector,
-    "scoreboard": ClusterScoreboardSelector,
-}
-"""Router names (as in ``selector_names`` / ``tune_router_names``) and their classes."""
 
 def fit_selector(selector: Selector, X: np.ndarray, quality: np.ndarray, latency_s: np.ndarray | None, models: Sequence[str], cost: np.ndarray | None = None) -> Selector:
     """Fit any selector; routers also get ``cost`` (the others ignore it)."""

@@ -6,15 +6,32 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
 import joblib
+
 import mlsel
 from mlsel.params import for_stage
-from mlsel.selection.cost_aware import ROUTERS, ClusterScoreboardSelector, KNNRegressorSelector, LogRegSelector, MLPSelector
 from mlsel.selection.base import Selector
 from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
+from mlsel.selection.cost_aware import (
+    CostAwareRouter,
+    KNNRegressorSelector,
+    LogRegSelector,
+    MLPSelector,
+)
+from mlsel.selection.scoreboard import ClusterScoreboardSelector
 
 SELECTORS: dict[str, type[Selector]] = {"knn": KNNSelector, "kmeans": KMeansSelector, "svm": SVMSelector}
 """The reference's three algorithms by their config ``algorithm.type`` name."""
+
+ROUTERS: dict[str, type[CostAwareRouter]] = {
+    "knn_reg": KNNRegressorSelector,
+    "mlp": MLPSelector,
+    "logreg": LogRegSelector,
+    "scoreboard": ClusterScoreboardSelector,
+}
+"""Router names (as in ``selector_names`` / ``tune_router_names``) and their classes."""
+
 
 
 ROUTER_PARAM_KEYS: dict[str, tuple[str, ...]] = {
