@@ -63,6 +63,7 @@ class Strategy:
     name: str
     kind: str  # oracle | selector | best_single | always | random
     proba: np.ndarray
+    model: str = ""  # the one model a best_single / always row picks ("" otherwise): data, never parsed from ``name``
 
 
 def baseline_strategies(train: OutcomeMatrix, n_test: int, quality_weight: float) -> list[Strategy]:
@@ -72,20 +73,76 @@ def baseline_strategies(train: OutcomeMatrix, n_test: int, quality_weight: float
     the exact expectation (uniform choice distribution). The Oracle needs the
     test outcomes: see :func:`oracle_proba`.
     """
-
-
     models = list(train.models)
     dummy = np.zeros((len(train), 1))
     xte = np.zeros((n_test, 1))
     fit = dict(quality=train.quality, latency_s=train.latency_s, models=models)
     best = BestSingleSelector(quality_weight=quality_weight).fit(dummy, **fit)
-    out = [Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte))]
+    out = [Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte), model=best.model_)]
     for model in models:
         always = AlwaysSelector(model=model, quality_weight=quality_weight).fit(dummy, **fit)
-        out.append(Strategy(f"Always {model}", "always", always.predict_proba(xte)))
+        out.append(Strategy(f"Always {model}", "always", always.predict_proba(xte), model=model))
     rnd = RandomSelector(quality_weight=quality_weight).fit(dummy, **fit)
     out.append(Strategy("Random Selection (expected)", "random", rnd.predict_proba(xte)))
     return out
+
+
+def _results_row(s: Strategy, pool: str, test: OutcomeMatrix, per_q: dict, hit: dict, boot: dict, boot_hit: dict,
+                 names: dict[str, str], decidable: np.ndarray) -> dict:
+    """One strategy's row: quality, efficiency, Best Model %, uplifts, each with its paired bootstrap CI."""
+    r_name, o_name, b_name = names["random"], names["oracle"], names["best_single"]
+    Qr, Qo, Qb = per_q[r_name].mean(), per_q[o_name].mean(), per_q[b_name].mean()
+    Q = per_q[s.name].mean()
+    bq = boot[s.name]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up_r = 100 * (bq - boot[r_name]) / boot[r_name]
+        gap = 100 * (bq - boot[r_name]) / (boot[o_name] - boot[r_name])
+    d_best = bq - boot[b_name]
+    hit_rate = hit[s.name].mean()
+    rand_hit = hit[r_name].mean()
+    return {
+        "pool": pool,
+        "strategy": s.name,
+        "kind": s.kind,
+        "model": s.model,
+        "n_queries": len(per_q[s.name]),
+        "avg_quality": Q,
+        "avg_quality_ci_low": ci95(bq)[0],
+        "avg_quality_ci_high": ci95(bq)[1],
+        "avg_latency_s": float((s.proba * test.latency_s).sum(axis=1).mean()) if test.latency_s is not None else np.nan,
+        "avg_response_chars": float((s.proba * test.response_chars).sum(axis=1).mean()) if test.response_chars is not None else np.nan,
+        "best_model_pct": 100 * hit_rate,
+        "best_model_pct_ci_low": 100 * ci95(boot_hit[s.name])[0],
+        "best_model_pct_ci_high": 100 * ci95(boot_hit[s.name])[1],
+        "best_model_pct_decidable": 100 * hit[s.name][decidable].mean() if decidable.any() else np.nan,
+        "best_model_x_vs_random": hit_rate / rand_hit if rand_hit > 0 else np.nan,
+        "uplift_vs_random_pct": 100 * (Q - Qr) / Qr if Qr > 0 else np.nan,
+        "uplift_vs_random_pct_ci_low": ci95(up_r)[0],
+        "uplift_vs_random_pct_ci_high": ci95(up_r)[1],
+        "uplift_vs_best_single": Q - Qb,
+        "uplift_vs_best_single_ci_low": ci95(d_best)[0],
+        "uplift_vs_best_single_ci_high": ci95(d_best)[1],
+        "gap_closed_pct": 100 * (Q - Qr) / (Qo - Qr) if Qo > Qr else np.nan,
+        "gap_closed_pct_ci_low": ci95(gap)[0],
+        "gap_closed_pct_ci_high": ci95(gap)[1],
+    }
+
+
+def _breakdowns(test: OutcomeMatrix, strategies: list[Strategy], per_q: dict, pool: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-category quality (strategy x category) and selection shares (strategy x model)."""
+    cat_rows, share_rows = [], []
+    cats = sorted(set(test.categories))
+    for s in strategies:
+        for c in cats:
+            mask = test.categories == c
+            cat_rows.append(
+                {"pool": pool, "strategy": s.name, "kind": s.kind, "category": c, "n_queries": int(mask.sum()),
+                 "avg_quality": float(per_q[s.name][mask].mean())}
+            )
+        share = s.proba.mean(axis=0)
+        for j, model in enumerate(test.models):
+            share_rows.append({"pool": pool, "strategy": s.name, "kind": s.kind, "model": model, "share_pct": 100 * float(share[j])})
+    return pd.DataFrame(cat_rows), pd.DataFrame(share_rows)
 
 
 def evaluate(
@@ -120,107 +177,14 @@ def evaluate(
     for need in ("oracle", "random", "best_single"):
         if need not in kinds:
             raise ValueError(f"strategies must include a {need!r} row")
-
+    names = {k: kinds[k].name for k in ("oracle", "random", "best_single")}
     per_q = {s.name: (s.proba * q).sum(axis=1) for s in strategies}
     hit = {s.name: (s.proba * best).sum(axis=1) for s in strategies}
-    idx = resample_indices(n, n_bootstrap, seed)
+    idx = resample_indices(n, n_bootstrap, seed)  # one draw of queries for every strategy: the CIs are paired
     boot = {name: v[idx].mean(axis=1) for name, v in per_q.items()}
     boot_hit = {name: v[idx].mean(axis=1) for name, v in hit.items()}
-    r_name, o_name, b_name = kinds["random"].name, kinds["oracle"].name, kinds["best_single"].name
-    Qr, Qo, Qb = per_q[r_name].mean(), per_q[o_name].mean(), per_q[b_name].mean()
-
-    rows = []
-    for s in strategies:
-        Q = per_q[s.name].mean()
-        bq = boot[s.name]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            up_r = 100 * (bq - boot[r_name]) / boot[r_name]
-            gap = 100 * (bq - boot[r_name]) / (boot[o_name] - boot[r_name])
-        d_best = bq - boot[b_name]
-        hit_rate = hit[s.name].mean()
-        rand_hit = hit[r_name].mean()
-        row = {
-            "pool": pool,
-            "strategy": s.name,
-            "kind": s.kind,
-            "n_queries": n,
-            "avg_quality": Q,
-            "avg_quality_ci_low": ci95(bq)[0],
-            "avg_quality_ci_high": ci95(bq)[1],
-            "avg_latency_s": float((s.proba * test.latency_s).sum(axis=1).mean()) if test.latency_s is not None else np.nan,
-            "avg_response_chars": float((s.proba * test.response_chars).sum(axis=1).mean()) if test.response_chars is not None else np.nan,
-            "best_model_pct": 100 * hit_rate,
-            "best_model_pct_ci_low": 100 * ci95(boot_hit[s.name])[0],
-            "best_model_pct_ci_high": 100 * ci95(boot_hit[s.name])[1],
-            "best_model_pct_decidable": 100 * hit[s.name][decidable].mean() if decidable.any() else np.nan,
-            "best_model_x_vs_random": hit_rate / rand_hit if rand_hit > 0 else np.nan,
-            "uplift_vs_random_pct": 100 * (Q - Qr) / Qr if Qr > 0 else np.nan,
-            "uplift_vs_random_pct_ci_low": ci95(up_r)[0],
-            "uplift_vs_random_pct_ci_high": ci95(up_r)[1],
-            "uplift_vs_best_single": Q - Qb,
-            "uplift_vs_best_single_ci_low": ci95(d_best)[0],
-            "uplift_vs_best_single_ci_high": ci95(d_best)[1],
-            "gap_closed_pct": 100 * (Q - Qr) / (Qo - Qr) if Qo > Qr else np.nan,
-            "gap_closed_pct_ci_low": ci95(gap)[0],
-            "gap_closed_pct_ci_high": ci95(gap)[1],
-        }
-        rows.append(row)
-    results = pd.DataFrame(rows)
-
-    cat_rows, share_rows = [], []
-    cats = sorted(set(test.categories))
-    for s in strategies:
-        for c in cats:
-            mask = test.categories == c
-            cat_rows.append(
-                {"pool": pool, "strategy": s.name, "kind": s.kind, "category": c, "n_queries": int(mask.sum()),
-                 "avg_quality": float(per_q[s.name][mask].mean())}
-            )
-        share = s.proba.mean(axis=0)
-        for j, model in enumerate(test.models):
-            share_rows.append({"pool": pool, "strategy": s.name, "kind": s.kind, "model": model, "share_pct": 100 * float(share[j])})
-    return {
-        "results": results,
-        "per_category": pd.DataFrame(cat_rows),
-        "selection_share": pd.DataFrame(share_rows),
-    }
-
-
-def benefit_table(results: pd.DataFrame) -> pd.DataFrame:
-    """The seed's "ML routing benefit over random" table, for the selector rows."""
-    sel = results[results["kind"] == "selector"].sort_values(["pool", "avg_quality"], ascending=[True, False])
-    return sel[
-        ["pool", "strategy", "uplift_vs_random_pct", "uplift_vs_random_pct_ci_low", "uplift_vs_random_pct_ci_high",
-         "best_model_x_vs_random", "uplift_vs_best_single", "uplift_vs_best_single_ci_low", "uplift_vs_best_single_ci_high",
-         "gap_closed_pct"]
-    ].reset_index(drop=True)
-
-
-def format_seed_tables(results: pd.DataFrame) -> str:
-    """Markdown of both seed tables per pool, with CIs, sorted by quality like the seed."""
-    out = []
-    for pool, df in results.groupby("pool", sort=False):
-        latency = df["avg_latency_s"].notna().all()
-        eff_head = "Avg Latency" if latency else "Avg Response Chars (proxy, not a time)"
-        out.append(f"### Pool `{pool}` — {int(df['n_queries'].iloc[0])} held-out queries\n")
-        out.append(f"| Strategy | Avg Quality [95% CI] | {eff_head} | Best Model % | vs best single [95% CI] |")
-        out.append("|---|---|---|---|---|")
-        for _, r in df.sort_values("avg_quality", ascending=False).iterrows():
-            eff = f"{r['avg_latency_s']:.2f}s" if latency else f"{r['avg_response_chars']:.0f}"
-            out.append(
-                f"| {r['strategy']} | {r['avg_quality']:.3f} [{r['avg_quality_ci_low']:.3f}, {r['avg_quality_ci_high']:.3f}] "
-                f"| {eff} | {r['best_model_pct']:.1f}% | {r['uplift_vs_best_single']:+.3f} "
-                f"[{r['uplift_vs_best_single_ci_low']:+.3f}, {r['uplift_vs_best_single_ci_high']:+.3f}] |"
-            )
-        out.append("\n**ML routing benefit over random (expected)**\n")
-        out.append("| Algorithm | Quality Improvement [95% CI] | Best Model Selection | Random→oracle gap closed |")
-        out.append("|---|---|---|---|")
-        for _, r in benefit_table(df).iterrows():
-            out.append(
-                f"| {r['strategy']} | {r['uplift_vs_random_pct']:+.1f}% [{r['uplift_vs_random_pct_ci_low']:+.1f}%, "
-                f"{r['uplift_vs_random_pct_ci_high']:+.1f}%] | {r['best_model_x_vs_random']:.2f}x more often | {r['gap_closed_pct']:.1f}% |"
-            )
-        out.append("")
-    return "\n".join(out)
+    results = pd.DataFrame([_results_row(s, pool, test, per_q, hit, boot, boot_hit, names, decidable) for s in strategies])
+    per_category, selection_share = _breakdowns(test, strategies, per_q, pool)
+    return {"results": results, "per_category": per_category, "selection_share": selection_share}
 
 
