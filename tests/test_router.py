@@ -10,15 +10,33 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from mlsel import stages
-from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
-from mlsel.deploy.router_config import ALGORITHMS, ARTIFACT_BUILDERS, ARTIFACT_FILES, IncompatibleArtifactError, PRETRAINED_REPO, RUNTIME_SELECT, RouterConfigError, _cli_evaluate_config, _cli_export, add_cli, check_compatible, evaluate_pretrained, evaluate_router_config, export_router_models, knn_artifact, knn_boundary_ties, load_pretrained, load_router_config, runtime_knn_select, runtime_svm_select, svm_artifact
-from mlsel.features import features_for
-from mlsel.params import stage_params
-from mlsel.paths import run_paths
-from mlsel.selection.classic import KNNSelector, SVMSelector
-from mlsel.selection.registry import load_selector
 
+from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
+from mlsel.deploy.artifacts import ARTIFACT_BUILDERS, knn_artifact, svm_artifact
+from mlsel.deploy.commands import _cli_evaluate_config, _cli_export, add_cli
+from mlsel.deploy.pretrained import (
+    PRETRAINED_REPO,
+    check_compatible,
+    evaluate_pretrained,
+    load_pretrained,
+)
+from mlsel.deploy.router_config import RouterConfigEvaluation, evaluate_router_config
+from mlsel.deploy.routing import ALGORITHMS, RouterConfigError, load_router_config
+from mlsel.deploy.runtime import (
+    ARTIFACT_FILES,
+    RUNTIME_SELECT,
+    IncompatibleArtifactError,
+    export_router_models,
+    knn_boundary_ties,
+    runtime_knn_select,
+    runtime_svm_select,
+)
+from mlsel.features import features_for
+from mlsel.params import stage_values
+from mlsel.paths import run_paths
+from mlsel.report.tables import router_config_markdown
+from mlsel.selection.classic import KNNSelector, SVMSelector
+from mlsel.selection.registry import label, load_selector
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "router_config.yaml"
@@ -27,7 +45,7 @@ POOL = "all5"
 
 @pytest.fixture(scope="module")
 def run_dir(smoke_run) -> str:
-    return str(smoke_run["base"]["run_dir"])
+    return str(smoke_run.base.run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +55,7 @@ def exported(run_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_features(run_dir):
+def test_features(run_dir, smoke_run):
     """(selectors by name, models, test-query features) of the smoke run's pool."""
     queries, outcomes = load_prepared(run_dir)
     folder = run_paths(run_dir)["models"] / POOL
@@ -45,7 +63,7 @@ def test_features(run_dir):
     manifest = load_selector(folder, "knn")[1]
     matrix = pool_matrix(queries, outcomes, manifest["models"])
     _, test = split_masks(queries, matrix)
-    X = features_for(matrix.subset(test), manifest["embedder"], manifest["onehot_weight"])
+    X = features_for(matrix.subset(test), manifest["embedder"], manifest["onehot_weight"], smoke_run.base.embed_batch_size, smoke_run.base.device)
     return sels, manifest["models"], X
 
 
@@ -131,8 +149,10 @@ def test_svm_binary_export_is_exact():
 
 
 def test_sample_config_per_decision_tables(run_dir, smoke_run):
-    flat = stage_params(smoke_run, "evaluate") | {"router_config": str(SAMPLE), "n_bootstrap": 50}
-    res = evaluate_router_config(**flat)
+    flat = stage_values(smoke_run, "evaluate") | {"router_config": str(SAMPLE), "n_bootstrap": 50}
+    ev = evaluate_router_config(**flat)
+    assert isinstance(ev, RouterConfigEvaluation)
+    res = ev.result
     tables = run_paths(run_dir)["tables"]
     csv = pd.read_csv(tables / "router_config_results.csv")
     assert {"decision", "scope", "strategy", "kind", "avg_quality", "avg_quality_ci_low", "best_model_pct", "model_refs"} <= set(csv.columns)
@@ -148,7 +168,10 @@ def test_sample_config_per_decision_tables(run_dir, smoke_run):
     assert int(math["n_queries"].iloc[0]) == int(((queries["split"] == "test") & (queries["category"] == "math")).sum())
     n_routed = res[res["scope"] == "decision"].groupby("decision")["n_queries"].first().sum()
     assert n_routed == int(overall["n_queries"].iloc[0])
-    md = (tables / "router_config_results.md").read_text()
+    assert list(csv.columns) == list(res.columns) and len(csv) == len(res)
+    # Strategies carry their model as data: every best-single and always row names its model.
+    assert csv.loc[csv["kind"].isin(["best_single", "always"]), "model"].notna().all()
+    md = router_config_markdown(ev)
     assert "### Decision `math_decision`" in md and "Test queries no decision matches: 0" in md
 
 
@@ -235,11 +258,11 @@ def test_pretrained_files_are_evaluated_like_our_own(run_dir, smoke_run, exporte
     _, out = exported
     ours = json.loads((out / "kmeans_model.json").read_text())
     cache = _hf_cache(tmp_path / "hf", {"kmeans_model.json": ours}, "b" * 40)
-    flat = stage_params(smoke_run, "evaluate") | {"n_bootstrap": 50}
+    flat = stage_values(smoke_run, "evaluate") | {"n_bootstrap": 50}
     res = evaluate_pretrained(pool=POOL, cache_dir=str(cache), **flat)
     pre = res[res["kind"] == "pretrained"]
     assert len(pre) == 1
-    own = res[res["strategy"] == stages.selector_label("kmeans")]
+    own = res[res["strategy"] == label("kmeans")]
     assert pre["avg_quality"].iloc[0] == pytest.approx(own["avg_quality"].iloc[0])
 
 
@@ -253,4 +276,8 @@ def test_add_cli_registers_subcommands():
     args = parser.parse_args(["export", "--run-dir", "runs/x", "--pool", "all5", "--export-dir", "out"])
     assert (args.run_dir, args.pool, args.export_dir, args.func) == ("runs/x", "all5", "out", _cli_export)
     args = parser.parse_args(["evaluate-config", "--run-dir", "runs/x", "--config", "c.yaml", "--n-bootstrap", "10"])
-    assert (args.config, args.n_bootstrap, args.func) == ("c.yaml", 10, _cli_evaluate_config)
+    assert (args.config, args.n_bootstrap, args.func, args.evaluate_config) == ("c.yaml", 10, _cli_evaluate_config, None)
+    stage = object()
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command", required=True), evaluate_config=stage)
+    assert parser.parse_args(["evaluate-config"]).evaluate_config is stage

@@ -1,0 +1,82 @@
+"""The ``mlsel export`` and ``mlsel evaluate-config`` subcommands (registered by :func:`add_cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from mlsel.deploy.router_config import evaluate_router_config
+from mlsel.deploy.runtime import ARTIFACT_FILES, export_router_models
+from mlsel.params import for_stage, load_params, stage_params, stage_values
+from mlsel.paths import run_paths
+
+
+def _default_pool(pools: dict[str, list[str]]) -> str:
+    return max(pools, key=lambda p: len(pools[p]))
+
+
+def _cli_export(args: argparse.Namespace) -> int:
+    p = stage_params(load_params(args.params), "evaluate")
+    run_dir = args.run_dir or p.run_dir
+    pool = args.pool or _default_pool(p.pools)
+    export_dir = args.export_dir if args.export_dir is not None else p.export_dir
+    manifest = export_router_models(run_dir, pool, export_dir, embed_batch_size=p.embed_batch_size, device=p.device)
+    print(f"router model files for pool {pool!r} written to {manifest['export_dir']}")
+    for name, a in manifest["agreement"].items():
+        print(f"  {ARTIFACT_FILES[name]:<18} runtime rule agrees with mlsel on {a['n_agree']}/{a['n_queries']} test queries ({100 * a['rate']:.1f}%)")
+    return 0
+
+
+def _evaluate_config_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The evaluate stage's parameters with the command line's overrides."""
+    values = stage_values(load_params(args.params), "evaluate")
+    if args.run_dir:
+        values["run_dir"] = args.run_dir
+    if args.config:
+        values["router_config"] = args.config
+    if args.n_bootstrap is not None:
+        values["n_bootstrap"] = args.n_bootstrap
+    return values
+
+
+def _cli_evaluate_config(args: argparse.Namespace) -> int:
+    evaluate_config = args.evaluate_config
+    values = _evaluate_config_args(args)
+    if not values["router_config"]:
+        print("no router config: pass --config or set evaluate.router_config in params.yaml", file=sys.stderr)
+        return 1
+    tables = run_paths(values["run_dir"])["tables"]
+    if evaluate_config is None:
+        evaluate_router_config(**values)
+        print(f"(tidy table: {tables / 'router_config_results.csv'})")
+        return 0
+    evaluate_config(for_stage("evaluate", values, where="evaluate-config"))
+    md = tables / "router_config_results.md"
+    print(md.read_text())
+    print(f"(tidy table: {md.with_suffix('.csv')})")
+    return 0
+
+
+def add_cli(subparsers: Any, evaluate_config: Callable[[Any], Any] | None = None) -> None:
+    """Register the ``export`` and ``evaluate-config`` subcommands (``args.func(args)`` runs them).
+
+    ``evaluate_config`` is the stage function that evaluates the router config
+    and writes its CSV and markdown (``mlsel.stages.evaluate_router_config``,
+    taking the evaluate stage's validated parameters); the deploy layer cannot
+    import it. Without it, ``evaluate-config`` writes only the CSV and the
+    manifest entry.
+    """
+    p = subparsers.add_parser("export", help="write a run's fitted selectors as router model files (knn/kmeans/svm_model.json + manifest.json)")
+    p.add_argument("--run-dir", default=None, help="run folder (default: params.yaml run_dir)")
+    p.add_argument("--pool", default=None, help="model pool to export (default: the largest pool in params.yaml)")
+    p.add_argument("--export-dir", default=None, help="output folder (default: params.yaml export_dir; empty: <run_dir>/router_models)")
+    p.add_argument("--params", default=None, help="parameter file (default: params.yaml at the project root)")
+    p.set_defaults(func=_cli_export)
+
+    p = subparsers.add_parser("evaluate-config", help="evaluate a router config.yaml (per-decision algorithms) on a run's held-out queries")
+    p.add_argument("--run-dir", default=None, help="run folder (default: params.yaml run_dir)")
+    p.add_argument("--config", default=None, help="router config YAML (default: params.yaml router_config)")
+    p.add_argument("--n-bootstrap", type=int, default=None, help="bootstrap draws (default: params.yaml n_bootstrap)")
+    p.add_argument("--params", default=None, help="parameter file (default: params.yaml at the project root)")
+    p.set_defaults(func=_cli_evaluate_config, evaluate_config=evaluate_config)
