@@ -13,9 +13,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlsel.params import stage_params
-from mlsel.report.page import LATENCY_LABEL, MASK, PROXY_LABEL, build_report, mask_secrets, report_sections, tune_heatmap_blocks, verdicts
 
+from mlsel.params import stage_values
+from mlsel.report.page import build_report, report_sections, tune_heatmap_blocks
+from mlsel.report.provenance import MASK, mask_secrets
+from mlsel.report.tables import (
+    LATENCY_LABEL,
+    PROXY_LABEL,
+    best_single_model,
+    seed_tables_markdown,
+    verdicts,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -23,15 +31,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def built(smoke_run, tmp_path_factory):
     """The smoke run's report, built twice into two folders."""
-    sp = stage_params(smoke_run, "report")
+    sp = stage_values(smoke_run, "report")
     out1 = tmp_path_factory.mktemp("report1")
     out2 = tmp_path_factory.mktemp("report2")
     (out1 / "tables").mkdir()
     (out1 / "tables" / "stale_from_another_run.csv").write_text("x\n1\n")
     t0 = time.perf_counter()
-    p1 = build_report(**{**sp, "report_dir": str(out1)})
+    p1 = build_report(sp["run_dir"], str(out1))
     seconds = time.perf_counter() - t0
-    p2 = build_report(**{**sp, "report_dir": str(out2)})
+    p2 = build_report(sp["run_dir"], str(out2))
     return {"params": sp, "html1": p1, "html2": p2, "text": p1.read_text(encoding="utf-8"), "seconds": seconds}
 
 
@@ -124,12 +132,12 @@ def test_proxy_label_without_latency(built):
 
 def _fake_results(latency: bool) -> pd.DataFrame:
     rows = []
-    spec = [("Oracle (best possible)", "oracle", 0.80, 2.0), ("KNN Selection", "selector", 0.60, 5.5),
-            ("Best single on train (model-a)", "best_single", 0.55, 6.0), ("Always model-a", "always", 0.55, 6.0),
-            ("Always model-b", "always", 0.40, 1.25), ("Random Selection (expected)", "random", 0.475, 3.625)]
-    for name, kind, q, lat in spec:
+    spec = [("Oracle (best possible)", "oracle", "", 0.80, 2.0), ("KNN Selection", "selector", "", 0.60, 5.5),
+            ("Best single on train (model-a)", "best_single", "model-a", 0.55, 6.0), ("Always model-a", "always", "model-a", 0.55, 6.0),
+            ("Always model-b", "always", "model-b", 0.40, 1.25), ("Random Selection (expected)", "random", "", 0.475, 3.625)]
+    for name, kind, model, q, lat in spec:
         rows.append({
-            "pool": "tiny", "strategy": name, "kind": kind, "n_queries": 40, "avg_quality": q,
+            "pool": "tiny", "strategy": name, "kind": kind, "model": model, "n_queries": 40, "avg_quality": q,
             "avg_quality_ci_low": q - 0.05, "avg_quality_ci_high": q + 0.05,
             "avg_latency_s": lat if latency else float("nan"), "avg_response_chars": 100 * lat,
             "best_model_pct": 100 * q, "best_model_pct_ci_low": 100 * q - 5, "best_model_pct_ci_high": 100 * q + 5,
@@ -181,6 +189,23 @@ def test_verdict_when_selector_is_worse(tmp_path):
     assert "does not beat the best single model (model-a); it is worse" in text
 
 
+def test_best_single_model_is_read_from_the_model_column():
+    df = _fake_results(latency=False)
+    df.loc[df["kind"] == "best_single", "strategy"] = "Best single on train"  # the label is not parsed
+    assert best_single_model(df) == "model-a"
+    assert "KNN Selection beats the best single model (model-a)" in " ".join(verdicts(df))
+
+
+def test_seed_tables_markdown_shows_both_tables_per_pool():
+    md = seed_tables_markdown(_fake_results(latency=True))
+    lines = md.splitlines()
+    assert lines[0] == "### Pool `tiny` — 40 held-out queries"
+    assert f"| Strategy | Avg Quality [95% CI] | {LATENCY_LABEL} | Best Model % | vs best single [95% CI] |" in lines
+    assert "| KNN Selection | 0.600 [0.550, 0.650] | 5.50 s | 60.0% | +0.050 [+0.020, +0.080] |" in lines
+    assert "**ML routing benefit over random (expected)**" in lines
+    assert any(line.startswith("| KNN Selection | +26.3% [") and "1.26x more often" in line for line in lines)
+
+
 def test_secrets_masked_and_no_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MLSEL_TEST_SECRET_VALUE", "env-value-must-not-appear")
     manifest = {
@@ -198,8 +223,8 @@ def test_secrets_masked_and_no_environment(tmp_path, monkeypatch):
 
 def test_optional_tables_rendered(smoke_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(Path(smoke_run["base"]["run_dir"]) / "tables", run / "tables")
-    shutil.copy(Path(smoke_run["base"]["run_dir"]) / "manifest.json", run / "manifest.json")
+    shutil.copytree(Path(smoke_run.base.run_dir) / "tables", run / "tables")
+    shutil.copy(Path(smoke_run.base.run_dir) / "manifest.json", run / "manifest.json")
     res = pd.read_csv(run / "tables" / "selection_results.csv")
     tuned = res[res["kind"] == "selector"].assign(strategy=lambda d: d["strategy"] + " (tuned)")
     tuned.to_csv(run / "tables" / "tuned_results.csv", index=False)

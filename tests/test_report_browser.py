@@ -16,9 +16,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from mlsel.params import stage_params
-from mlsel.report.page import build_report
 
+from mlsel.params import stage_values
+from mlsel.report.page import build_report
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -85,8 +85,8 @@ def _parse(text: str) -> _Elements:
 @pytest.fixture(scope="module")
 def page(smoke_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("report-browser")
-    sp = stage_params(smoke_run, "report")
-    html_path = build_report(**{**sp, "report_dir": str(out)})
+    sp = stage_values(smoke_run, "report")
+    html_path = build_report(sp["run_dir"], str(out))
     return {"path": html_path, "text": html_path.read_text(encoding="utf-8"), "params": sp, "tmp": tmp_path_factory}
 
 
@@ -125,8 +125,8 @@ def test_every_table_and_figure_in_the_dom(page):
 
 def test_screenshot_is_not_blank(page):
     chromium = _chromium()
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     shot = page["tmp"].mktemp("shot") / "report.png"
     _run_chromium(chromium, page["tmp"].mktemp("profile"), "--window-size=1400,6000", f"--screenshot={shot}", page["path"].as_uri())

@@ -1,0 +1,50 @@
+"""The page model the template renders: sections of tables, figures and text blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Table:
+    """A rendered table: header and rows of ``(text, css_class)`` cells."""
+
+    id: str
+    caption: str
+    columns: list[str]
+    rows: list[list[tuple[str, str]]]
+    note: str = ""
+    link: str = ""
+    css: str = ""
+    type: str = "table"
+
+
+@dataclass
+class Figure:
+    """An embedded PNG figure."""
+
+    id: str
+    caption: str
+    png_b64: str
+    width_px: int
+    alt: str = ""
+    type: str = "figure"
+
+
+@dataclass
+class Text:
+    """A paragraph, a list of sentences (``items``), a list of table links or a sub-heading."""
+
+    text: str = ""
+    items: list[str] = field(default_factory=list)
+    heading: str = ""
+    links: list[str] = field(default_factory=list)  # file names under tables/
+    type: str = "text"
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list[Any] = field(default_factory=list)

@@ -1,0 +1,168 @@
+"""The report's figures: matplotlib (Agg backend) drawn to base64 PNG with stable bytes."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+
+from mlsel.report.blocks import Figure
+from mlsel.report.tables import (
+    LATENCY_LABEL,
+    PROXY_LABEL,
+    efficiency_column,
+    is_missing,
+)
+
+DPI = 100
+"""Resolution of every figure (pixels per inch)."""
+KIND_MARKERS = {"oracle": "*", "selector": "o", "tuned": "P", "best_single": "D", "always": "s", "random": "X"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    """Base64 PNG of a figure; no Software/time metadata, so the bytes are stable."""
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(fig, id: str, caption: str, alt: str) -> Figure:
+    w = int(round(fig.get_size_inches()[0] * DPI))
+    return Figure(id=id, caption=caption, png_b64=_png(fig), width_px=w, alt=alt)
+
+
+def style():
+    import matplotlib
+
+    matplotlib.rcParams.update({
+        "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
+        "svg.hashsalt": "mlsel", "path.simplify": True,
+    })
+
+
+def _colors(n: int) -> list:
+    plt = _plt()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def heatmap_figure(mat: pd.DataFrame, title: str, xlabel: str, ylabel: str, id: str, caption: str,
+                   vmin: float | None = 0.0, vmax: float | None = 1.0, fmt: str = ".2f", cbar_label: str = "") -> Figure:
+    """A seaborn heatmap of ``mat`` (rows x columns) with annotated cells."""
+    import seaborn as sns
+
+    plt = _plt()
+    n_r, n_c = mat.shape
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 + 0.62 * n_c + 0.07 * max(len(str(i)) for i in mat.index)), max(2.6, 1.4 + 0.36 * n_r)))
+    sns.heatmap(mat.astype(float), ax=ax, annot=n_c * n_r <= 400, fmt=fmt, cmap="viridis", vmin=vmin, vmax=vmax,
+                linewidths=0.4, linecolor="white", annot_kws={"fontsize": 8}, cbar_kws={"label": cbar_label})
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelrotation=45)
+    for lab in ax.get_xticklabels():
+        lab.set_horizontalalignment("right")
+    fig.tight_layout()
+    return _figure(fig, id, caption, alt=title)
+
+
+def share_figure(share: pd.DataFrame, title: str, id: str, caption: str) -> Figure:
+    """Horizontal stacked bars: one bar per strategy, segments are model shares (%)."""
+    plt = _plt()
+    n = len(share.index)
+    fig, ax = plt.subplots(figsize=(9.0, max(2.6, 1.6 + 0.38 * n)))
+    left = np.zeros(n)
+    colors = _colors(len(share.columns))
+    y = np.arange(n)
+    for j, model in enumerate(share.columns):
+        vals = share[model].to_numpy(dtype=float)
+        ax.barh(y, vals, left=left, color=colors[j], label=str(model), edgecolor="white", linewidth=0.5)
+        for yi, (l, v) in enumerate(zip(left, vals)):
+            if v >= 8:
+                ax.text(l + v / 2, yi, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white")
+        left += vals
+    ax.set_yticks(y, [str(s) for s in share.index])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of held-out queries routed to the model (%)")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14 - 0.02 * max(0, 8 - n)), ncol=min(3, len(share.columns)), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _figure(fig, id, caption, alt=title)
+
+
+def scatter_figure(df: pd.DataFrame, pool: str, id: str) -> Figure:
+    """Avg quality (with 95% CI) against efficiency, one point per distinct (efficiency, quality).
+
+    Strategies that make the same choices land on the same point; they share
+    one marker whose legend entry names all of them (joined by " = ").
+    """
+    plt = _plt()
+    col, label = efficiency_column(df)
+    groups: dict[tuple[float, float], list] = {}
+    for r in df.itertuples(index=False):
+        x, q = getattr(r, col), r.avg_quality
+        if is_missing(x) or is_missing(q):
+            continue
+        groups.setdefault((round(float(x), 6), round(float(q), 6)), []).append(r)
+    fig, ax = plt.subplots(figsize=(9.5, 5.2))
+    colors = _colors(len(groups))
+    for i, ((x, q), members) in enumerate(groups.items()):
+        r = members[0]
+        lo, hi = getattr(r, "avg_quality_ci_low", np.nan), getattr(r, "avg_quality_ci_high", np.nan)
+        yerr = None if is_missing(lo) or is_missing(hi) else [[max(0.0, q - lo)], [max(0.0, hi - q)]]
+        ax.errorbar([x], [q], yerr=yerr, fmt=KIND_MARKERS.get(r.kind, "o"), color=colors[i], ms=10 if r.kind == "oracle" else 7,
+                    capsize=3, elinewidth=1, label="\n= ".join(str(m.strategy) for m in members))
+    ax.set_xlabel(label)
+    ax.set_ylabel("Avg quality (95% CI)")
+    ax.set_title(f"Pool {pool}: quality vs {'latency' if col == 'avg_latency_s' else 'response length (proxy, not a time)'}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, labelspacing=0.8)
+    fig.tight_layout()
+    eff = "its average latency in seconds" if col == "avg_latency_s" else "the average length of the chosen answers in characters (a proxy for cost, not a time)"
+    return _figure(fig, id, f"Pool {pool}: each strategy's average quality on the held-out queries (bars: 95% CI) against {eff}. "
+                   "Strategies that make identical choices share a point; the legend lists them joined by \"=\". "
+                   "Markers: star oracle, circle selector, diamond best single, square always-one-model, cross random.",
+                   alt=f"quality vs efficiency, pool {pool}")
+
+
+def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: str, cost_col: str, id: str) -> Figure:
+    """Cost-quality frontier of one pool: each cost-aware router's curve over cost_lambda (the ``router`` column), single models as points."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9.0, 5.2))
+    fr = frontier[frontier["pool"] == pool] if "pool" in frontier else frontier
+    names = list(dict.fromkeys(fr["router"])) if "router" in fr else ["router"]
+    colors = _colors(len(names))
+    for i, name in enumerate(names):
+        d = fr[fr["router"] == name] if "router" in fr else fr
+        d = d.sort_values("cost_lambda", kind="mergesort") if "cost_lambda" in d else d
+        ax.plot(d[cost_col], d["avg_quality"], "-o", color=colors[i], ms=4, lw=1.5, label=f"{name} (over cost_lambda)")
+    if results is not None and cost_col in results:
+        pts = results[(results["pool"] == pool) & results["kind"].isin(["always", "oracle", "random", "best_single"])]
+        for r in pts.itertuples(index=False):
+            if is_missing(getattr(r, cost_col)):
+                continue
+            ax.plot([getattr(r, cost_col)], [r.avg_quality], KIND_MARKERS.get(r.kind, "s"), color="0.25", ms=8 if r.kind == "oracle" else 6)
+            ax.annotate(str(r.strategy), (getattr(r, cost_col), r.avg_quality), textcoords="offset points", xytext=(5, 4), fontsize=7, color="0.25")
+    xl = LATENCY_LABEL if cost_col == "avg_latency_s" else (PROXY_LABEL if cost_col == "avg_response_chars" else cost_col)
+    ax.set_xlabel(xl)
+    ax.set_ylabel("Avg quality")
+    ax.set_title(f"Pool {pool}: cost-quality frontier")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _figure(fig, id, f"Pool {pool}: every cost-aware router's average quality and {xl.lower()} as its cost weight cost_lambda varies "
+                   "(lines), with the single models, random and oracle as grey points.", alt=f"cost-quality frontier, pool {pool}")

@@ -1,0 +1,247 @@
+"""The one renderer of result tables: HTML ``Table`` blocks for the report page and markdown for the run folder.
+
+Every results table (the seed's main table and its "ML routing benefit over
+random" table, for ``selection_results``, ``tuned_results`` and a router
+config's per-decision tables) is built once as a :class:`Table` by
+:func:`main_table` / :func:`benefit_table`; :func:`table_markdown` renders a
+:class:`Table` as markdown, so ``seed_tables.md``
+(:func:`seed_tables_markdown`) and ``router_config_results.md``
+(:func:`router_config_markdown`) show the same cells as the page. The best
+single model's name is read from the results' ``model`` column.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlsel.report.blocks import Table
+
+MAX_ROWS = 40
+"""Rows shown of a long optional table; the full CSV is linked."""
+PROXY_LABEL = "Avg response chars (proxy, not a time)"
+LATENCY_LABEL = "Avg latency (s)"
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def is_missing(v: Any) -> bool:
+    try:
+        return v is None or (isinstance(v, float) and math.isnan(v)) or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_num(v: Any, digits: int = 3, sign: bool = False, suffix: str = "") -> str:
+    """A number with fixed decimals; NaN or missing as an em dash."""
+    if is_missing(v):
+        return "—"
+    return f"{float(v):{'+' if sign else ''}.{digits}f}{suffix}"
+
+
+def fmt_ci(v: Any, lo: Any, hi: Any, digits: int = 3, sign: bool = False, suffix: str = "") -> str:
+    """``value [low, high]``; without bounds just the value."""
+    main = fmt_num(v, digits, sign, suffix)
+    if is_missing(lo) or is_missing(hi):
+        return main
+    return f"{main} [{fmt_num(lo, digits, sign, suffix)}, {fmt_num(hi, digits, sign, suffix)}]"
+
+
+def fmt_generic(v: Any) -> str:
+    """A cell of an arbitrary CSV: integers as such, floats to 4 significant digits."""
+    if is_missing(v):
+        return "—"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v)}"
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if f.is_integer() and abs(f) < 1e15:
+            return f"{int(f)}"
+        if abs(f) >= 1000:
+            return f"{f:,.1f}"
+        return f"{f:.4g}"
+    return str(v)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def generic_table(df: pd.DataFrame, id: str, caption: str, link: str = "", max_rows: int = MAX_ROWS) -> Table:
+    """Any DataFrame as a table, the first ``max_rows`` rows, numbers right-aligned."""
+    shown = df.head(max_rows)
+    rows = []
+    for rec in shown.itertuples(index=False):
+        rows.append([(fmt_generic(v), "num" if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else "") for v in rec])
+    note = f"First {len(shown)} of {len(df)} rows; the full table is linked." if len(df) > len(shown) else ""
+    return Table(id=id, caption=caption, columns=[str(c) for c in df.columns], rows=rows, note=note, link=link)
+
+
+def efficiency_column(df: pd.DataFrame) -> tuple[str, str]:
+    """(column, axis label): latency where every row has it, else the response-length proxy."""
+    if "avg_latency_s" in df and df["avg_latency_s"].notna().all() and len(df):
+        return "avg_latency_s", LATENCY_LABEL
+    return "avg_response_chars", PROXY_LABEL
+
+
+# --------------------------------------------------------------------------- results tables
+
+
+def best_single_model(df: pd.DataFrame) -> str:
+    """The model of the ``best_single`` row (from the ``model`` column); a phrase if there is none."""
+    row = df[df["kind"] == "best_single"]
+    if row.empty:
+        return "the best single model"
+    return str(row["model"].iloc[0])
+
+
+def main_table(df: pd.DataFrame, id: str = "", caption: str = "", link: str = "") -> Table:
+    """The seed's main table for one pool, sorted by quality (ties keep file order)."""
+    col, label = efficiency_column(df)
+    latency = col == "avg_latency_s"
+    rows = []
+    for r in df.sort_values("avg_quality", ascending=False, kind="mergesort").itertuples(index=False):
+        eff = getattr(r, col)
+        # The proxy is a character count: never given a time unit.
+        eff_text = fmt_num(eff, 2, suffix=" s") if latency else ("—" if is_missing(eff) else f"{float(eff):,.0f}")
+        rows.append([
+            (str(r.strategy), f"name kind-{r.kind}"),
+            (fmt_ci(r.avg_quality, getattr(r, "avg_quality_ci_low", np.nan), getattr(r, "avg_quality_ci_high", np.nan)), "num"),
+            (eff_text, "num eff " + ("latency" if latency else "proxy")),
+            (fmt_num(r.best_model_pct, 1, suffix="%"), "num"),
+            (fmt_ci(getattr(r, "uplift_vs_best_single", np.nan), getattr(r, "uplift_vs_best_single_ci_low", np.nan),
+                    getattr(r, "uplift_vs_best_single_ci_high", np.nan), sign=True), "num"),
+        ])
+    columns = ["Strategy", "Avg Quality [95% CI]", LATENCY_LABEL if latency else PROXY_LABEL, "Best Model %", "vs best single [95% CI]"]
+    return Table(id=id, caption=caption, columns=columns, rows=rows, link=link)
+
+
+def benefit_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Selector (and tuned) rows, best first."""
+    sel = df[df["kind"].isin(["selector", "tuned"])]
+    return sel.sort_values("avg_quality", ascending=False, kind="mergesort")
+
+
+def benefit_table(df: pd.DataFrame, id: str = "", caption: str = "", link: str = "") -> Table:
+    """The seed's "ML routing benefit over random" table, with uplift over the best single model and gap closed."""
+    rows = []
+    for r in benefit_rows(df).itertuples(index=False):
+        x = getattr(r, "best_model_x_vs_random", np.nan)
+        rows.append([
+            (str(r.strategy), "name"),
+            (fmt_ci(r.uplift_vs_random_pct, r.uplift_vs_random_pct_ci_low, r.uplift_vs_random_pct_ci_high, 1, True, "%"), "num"),
+            ("—" if is_missing(x) else f"{float(x):.2f}x more often", "num"),
+            (fmt_ci(r.uplift_vs_best_single, r.uplift_vs_best_single_ci_low, r.uplift_vs_best_single_ci_high, 3, True), "num"),
+            (fmt_ci(r.gap_closed_pct, getattr(r, "gap_closed_pct_ci_low", np.nan), getattr(r, "gap_closed_pct_ci_high", np.nan), 1, False, "%"), "num"),
+        ])
+    columns = ["Algorithm", "Quality improvement over random [95% CI]", "Best Model Selection",
+               f"Uplift over best single ({best_single_model(df)}) [95% CI]", "Random → oracle gap closed [95% CI]"]
+    return Table(id=id, caption=caption, columns=columns, rows=rows, link=link)
+
+
+def verdicts(df: pd.DataFrame) -> list[str]:
+    """One sentence per selector, generated from the CIs: does it beat the best single model and random?"""
+    best = best_single_model(df)
+    out = []
+    for r in benefit_rows(df).itertuples(index=False):
+        d, lo, hi = r.uplift_vs_best_single, r.uplift_vs_best_single_ci_low, r.uplift_vs_best_single_ci_high
+        ci = f"{fmt_num(d, 3, True)} quality, 95% CI [{fmt_num(lo, 3, True)}, {fmt_num(hi, 3, True)}]"
+        if not is_missing(lo) and lo > 0:
+            s = f"{r.strategy} beats the best single model ({best}): {ci}; the whole interval is above 0."
+        elif not is_missing(hi) and hi < 0:
+            s = f"{r.strategy} does not beat the best single model ({best}); it is worse: {ci}; the whole interval is below 0."
+        else:
+            s = f"{r.strategy} does not beat the best single model ({best}): {ci}; the interval includes 0, so no difference is shown."
+        rlo = r.uplift_vs_random_pct_ci_low
+        if not is_missing(rlo) and rlo > 0:
+            s += f" It beats random selection ({fmt_num(r.uplift_vs_random_pct, 1, True, '%')} quality)"
+        else:
+            s += f" It does not clearly beat random selection ({fmt_num(r.uplift_vs_random_pct, 1, True, '%')} quality, CI lower bound {fmt_num(rlo, 1, True, '%')})"
+        s += f" and closes {fmt_num(getattr(r, 'gap_closed_pct', np.nan), 1, suffix='%')} of the random → oracle gap."
+        out.append(s)
+    return out
+
+
+def read_table(tables: Path, name: str) -> pd.DataFrame | None:
+    p = tables / name
+    if not p.is_file():
+        return None
+    try:
+        return pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def table_markdown(table: Table) -> list[str]:
+    """A :class:`Table` as markdown lines: header, separator, one line per row (cell texts; CSS classes dropped)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(table.columns), "|" + "---|" * len(table.columns)] + [line([text for text, _ in row]) for row in table.rows]
+
+
+def seed_tables_markdown(results: pd.DataFrame) -> str:
+    """``seed_tables.md``: per pool, the seed's main table and its "ML routing benefit over random" table, with CIs."""
+    out = []
+    for pool, df in results.groupby("pool", sort=False):
+        out.append(f"### Pool `{pool}` — {int(df['n_queries'].iloc[0])} held-out queries\n")
+        out += table_markdown(main_table(df))
+        out.append("\n**ML routing benefit over random (expected)**\n")
+        out += table_markdown(benefit_table(df))
+        out.append("")
+    return "\n".join(out)
+
+
+def _routing_table(ev: Any) -> Table:
+    """Decision, priority, categories, algorithm, modelRefs and routed test queries of a router config evaluation."""
+    rows = []
+    for info in ev.decisions:
+        d = info.decision
+        if d is None:
+            if info.n_test:
+                cells = [info.name, "-", "(no decision matches)", f"best single on train ({ev.best_single_model})", "all", str(info.n_test)]
+                rows.append([(c, "") for c in cells])
+            continue
+        cells = [info.name, str(d.priority), ", ".join(d.categories), f"{d.algorithm} ({d.params_text()})", ", ".join(d.model_refs),
+                 str(info.n_test)]
+        rows.append([(c, "") for c in cells])
+    return Table("", "", ["Decision", "Priority", "Categories", "Algorithm", "modelRefs", "Test queries"], rows)
+
+
+def router_config_markdown(ev: Any) -> str:
+    """``router_config_results.md`` of a :class:`mlsel.deploy.router_config.RouterConfigEvaluation`.
+
+    The routing table, the overall table (with the router config against the
+    best single-algorithm configuration, paired) and one table per decision.
+    """
+    cfg, res = ev.config, ev.result
+    out = [f"## Router config `{Path(cfg.path).name}` on the held-out queries\n"] + table_markdown(_routing_table(ev))
+    rule = (f"they go to `default_decision` {cfg.default_decision!r}" if cfg.default_decision
+            else f"they go to the best single model on train among all models ({ev.best_single_model})")
+    out.append(f"\nTest queries no decision matches: {ev.n_unmatched}; {rule}.\n")
+    ov = res[res["decision"] == "overall"]
+    out.append(f"### Overall — {int(ov['n_queries'].iloc[0])} held-out queries, all models\n")
+    out += table_markdown(main_table(ov))
+    out.append(f"\nBest single-algorithm configuration: **{ev.best_single_algorithm}**. Router config minus it: "
+               f"{fmt_ci(*ev.difference, digits=3, sign=True)} avg quality (paired bootstrap, 95% CI).\n")
+    for info in ev.decisions:
+        if not info.n_test:
+            continue
+        d = info.decision
+        df = res[(res["decision"] == info.name) & (res["scope"] == "decision")]
+        what = f"{d.algorithm} ({d.params_text()}), categories: {', '.join(d.categories)}" if d else "unmatched queries, best single on train"
+        out.append(f"### Decision `{info.name}` — {info.n_test} held-out queries; {what}; candidates: {', '.join(df['model_refs'].iloc[0].split(';'))}\n")
+        out += table_markdown(main_table(df))
+        out.append("")
+    return "\n".join(out)
