@@ -1,8 +1,8 @@
 """Benchmark-runner throughput against a local LLM at concurrency 1, 2 and 4.
 
 Starts SmolLM2-135M-Instruct (Q4_1 GGUF) with ``llama_cpp.server`` through
-:func:`mlsel.llm.benchmark.local_llm_server`, writes N real MMLU-Pro questions
-with :func:`mlsel.llm.benchmark.write_mmlu_pro_queries`, and runs
+``local_llm_server`` of tests/llm_server.py, writes N real MMLU-Pro questions
+with :func:`mlsel.llm.queries.write_mmlu_pro_queries`, and runs
 :func:`mlsel.llm.benchmark.run_benchmark` once per concurrency level (fresh
 output file each time). Writes benchmarks/results/concurrency.json and
 concurrency.md. Run:
@@ -24,8 +24,12 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from mlsel.llm.benchmark import local_llm_server, run_benchmark, write_mmlu_pro_queries
 
+from mlsel.llm.benchmark import run_benchmark
+from mlsel.llm.queries import write_mmlu_pro_queries
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from llm_server import local_llm_server  # noqa: E402  (a test helper: tests/llm_server.py)
 
 OUT = Path(__file__).resolve().parent / "results"
 LEVELS = (1, 2, 4)

@@ -1,4 +1,4 @@
-"""mlsel.benchmark against a misbehaving loopback server: retries, failures, resume, config, secrets.
+"""mlsel.llm.benchmark against a misbehaving loopback server: retries, failures, resume, config, secrets.
 
 The server decides its behaviour from the requested model id:
 
@@ -32,8 +32,10 @@ from pathlib import Path
 
 import pytest
 
-from mlsel.llm.benchmark import BenchmarkError, run_benchmark
-from mlsel.llm.benchmark import add_cli, load_model_config, load_queries
+from mlsel.llm.benchmark import run_benchmark
+from mlsel.llm.client import BenchmarkError, load_model_config
+from mlsel.llm.commands import add_cli
+from mlsel.llm.queries import load_queries
 
 SECRET = "sk-FAKE-0123456789-secret"
 HDR_SECRET = "hdr-FAKE-abcdef-secret"

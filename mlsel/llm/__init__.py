@@ -1,1 +1,1 @@
-"""Benchmarking LLM endpoints: the OpenAI-compatible client, answer scoring, the code sandbox, the benchmark run."""
+"""Benchmarking LLM endpoints: ``client`` (OpenAI-compatible calls, models.yaml), ``queries``, ``scoring`` and ``answers``, the code ``sandbox``, the ``benchmark`` run and its CLI ``commands``."""
