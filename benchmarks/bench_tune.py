@@ -36,13 +36,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+
 from mlsel import stages
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
 from mlsel.metrics.frontier import aiq
 from mlsel.params import apply_overrides, load_params, stage_params
 from mlsel.paths import read_manifest, run_paths
-from mlsel.tuning import selector_label, tune_selectors
-
+from mlsel.selection.registry import label
+from mlsel.tuning import tune_selectors
 
 OUT = Path(__file__).resolve().parent / "results"
 RUN_DIR = "runs/bench-tune"
@@ -68,14 +69,14 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse the prepared and trained run folder")
     args = ap.parse_args()
     params = apply_overrides(load_params(), {"run_dir": RUN_DIR, "max_queries": 0, "tune_grid": "default"})
-    run_dir = params["base"]["run_dir"]
+    run_dir = params.base.run_dir
     if not (args.reuse and (run_paths(run_dir)["data"] / "queries.csv").is_file()):
-        stages.prepare_data(**stage_params(params, "prepare"))
-        stages.train_selectors(**stage_params(params, "train"))
+        stages.prepare_data(stage_params(params, "prepare"))
+        stages.train_selectors(stage_params(params, "train"))
     tp = stage_params(params, "tune")
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    tuned = tune_selectors(**tp)
+    tuned = tune_selectors(tp)
     seconds = time.perf_counter() - t0
     load_after = os.getloadavg()
     paths = run_paths(run_dir)
@@ -87,7 +88,7 @@ def main() -> None:
     # (a) small4: the selector chosen on CV.
     ch = cv[(cv["pool"] == "small4") & cv["chosen"]].sort_values("cv_utility_mean", ascending=False)
     pick_a = ch.iloc[0]["selector"]
-    ra = tuned[(tuned["pool"] == "small4") & (tuned["strategy"] == selector_label(pick_a))].iloc[0]
+    ra = tuned[(tuned["pool"] == "small4") & (tuned["strategy"] == label(pick_a, tuned=True))].iloc[0]
     a = {
         "selector_chosen_on_cv": pick_a, "cv_quality": float(ch.iloc[0]["cv_quality_mean"]),
         "test_quality": float(ra["avg_quality"]),
@@ -117,7 +118,7 @@ def main() -> None:
             "quality_minus_best_single": float(row["uplift_vs_best_single"]),
             "quality_minus_best_single_ci": [float(row["uplift_vs_best_single_ci_low"]), float(row["uplift_vs_best_single_ci_high"])],
         })
-    cv_aiq = _cv_aiq(run_dir, "all5", params["base"]["pools"]["all5"])
+    cv_aiq = _cv_aiq(run_dir, "all5", params.base.pools["all5"])
     routers_only = {k: v for k, v in cv_aiq.items() if k != "Zero router"}
     pick_aiq = max(routers_only, key=routers_only.get)
     ar = aiq[(aiq["pool"] == "all5") & (aiq["router"] == pick_aiq)].iloc[0]
@@ -135,8 +136,8 @@ def main() -> None:
     result = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU", "date": date.today().isoformat(),
         "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        "run_dir": RUN_DIR, "grid": "default", "tune_n_folds": tp["tune_n_folds"], "tune_n_seeds": tp["tune_n_seeds"],
-        "tune_n_jobs": tp["tune_n_jobs"], "n_cv_fits": manifest["n_cv_fits"], "tune_seconds": round(seconds, 1),
+        "run_dir": RUN_DIR, "grid": "default", "tune_n_folds": tp.tune_n_folds, "tune_n_seeds": tp.tune_n_seeds,
+        "tune_n_jobs": tp.tune_n_jobs, "n_cv_fits": manifest["n_cv_fits"], "tune_seconds": round(seconds, 1),
         "cv_seconds": manifest["cv_seconds"], "cv_cpu_seconds_summed_over_tasks": manifest["cv_cpu_seconds"], "n_test_queries": int(tuned["n_queries"].iloc[0]),
         "chosen": manifest["chosen"], "target_a_small4": a, "target_b_all5": b,
         "tuned_results": tuned[["pool", "strategy", "avg_quality", "avg_quality_ci_low", "avg_quality_ci_high", "avg_response_chars",
@@ -155,10 +156,10 @@ def main() -> None:
         f"{result['load_average_1min_before_after'][1]} after; the machine was shared). Full MMLU-Pro mirror, both pools, "
         f"{result['n_test_queries']} held-out test queries; MiniLM embeddings (cached).",
         "",
-        f"- `tune_selectors`, grid `default`, {tp['tune_n_folds']}-fold x {tp['tune_n_seeds']} seed CV inside the training split, "
-        f"n_jobs={tp['tune_n_jobs']}: **{result['tune_seconds']} s** in total ({result['cv_seconds']} s CV, {result['n_cv_fits']} CV fits; "
+        f"- `tune_selectors`, grid `default`, {tp.tune_n_folds}-fold x {tp.tune_n_seeds} seed CV inside the training split, "
+        f"n_jobs={tp.tune_n_jobs}: **{result['tune_seconds']} s** in total ({result['cv_seconds']} s CV, {result['n_cv_fits']} CV fits; "
         f"the CV tasks used {result['cv_cpu_seconds_summed_over_tasks']} CPU-seconds in total, i.e. about "
-        f"{result['cv_cpu_seconds_summed_over_tasks'] / max(1, tp['tune_n_jobs']):.0f} s of wall time on {tp['tune_n_jobs']} otherwise idle cores).",
+        f"{result['cv_cpu_seconds_summed_over_tasks'] / max(1, tp.tune_n_jobs):.0f} s of wall time on {tp.tune_n_jobs} otherwise idle cores).",
         "",
         "### (a) `small4`: beat the best single model",
         "",

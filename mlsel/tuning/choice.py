@@ -1,0 +1,176 @@
+"""Aggregating the CV runs and choosing: per-combination scores, the heatmap, matched operating points, tuned_params.yaml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlsel.selection.base import utility
+from mlsel.selection.registry import ROUTER_PARAM_KEYS, ROUTERS
+from mlsel.tuning.cv import PoolData
+from mlsel.tuning.grids import CORE_KEYS, HEATMAP_PARAM, params_text
+
+Grids = dict[tuple[str, str], list[dict[str, Any]]]
+Chosen = dict[tuple[str, str], int]
+
+CV_FRONTIER_COLUMNS = ["pool", "router", "cost_lambda", "cv_quality_mean", "cv_avg_latency_s", "cv_avg_response_chars"]
+HEATMAP_COLUMNS = ["pool", "selector", "param", "param_value", "onehot_weight", "cv_quality_mean", "cv_quality_std", "cv_utility_mean"]
+
+
+def _combo_row(pool: str, name: str, i: int, combo: dict[str, Any], r: pd.DataFrame, unit: str | None) -> dict[str, Any]:
+    return {"pool": pool, "selector": name, "combo": i, "params": params_text(combo), **combo, "n_fits": int(len(r)),
+            "cv_quality_mean": r["quality"].mean(), "cv_quality_std": r["quality"].std(ddof=0),
+            "cv_utility_mean": r["utility"].mean(), "cv_utility_std": r["utility"].std(ddof=0),
+            "cv_avg_latency_s": r["cost"].mean() if unit == "latency_s" else np.nan,
+            "cv_avg_response_chars": r["cost"].mean() if unit == "response_chars" else np.nan,
+            "cpu_seconds": r["cpu_s"].sum()}
+
+
+def cv_table(raw: pd.DataFrame, grids: Grids, pools: dict[str, PoolData]) -> tuple[pd.DataFrame, Chosen]:
+    """cv_results.csv (one row per pool x selector x combination) and the chosen combination of each.
+
+    The highest mean CV utility wins; ties go to the first in grid order.
+    """
+    rows, chosen = [], {}
+    all_keys: list[str] = []
+    for (pool, name), combos in grids.items():
+        g = raw[(raw["pool"] == pool) & (raw["selector"] == name)]
+        own = []
+        for i, combo in enumerate(combos):
+            all_keys += [k for k in combo if k not in all_keys]
+            own.append(_combo_row(pool, name, i, combo, g[g["combo"] == i], pools[pool].unit))
+        chosen[(pool, name)] = max(range(len(combos)), key=lambda i: (own[i]["cv_utility_mean"], -i))
+        rows += own
+    table = pd.DataFrame(rows)
+    table["chosen"] = [chosen[(p, s)] == c for p, s, c in zip(table["pool"], table["selector"], table["combo"])]
+    cols = ["pool", "selector", "combo", "params", *all_keys, "n_fits", "cv_quality_mean", "cv_quality_std", "cv_utility_mean",
+            "cv_utility_std", "cv_avg_latency_s", "cv_avg_response_chars", "cpu_seconds", "chosen"]
+    return table[cols], chosen
+
+
+def cv_sweep(raw: pd.DataFrame, grids: Grids, chosen: Chosen, pools: dict[str, PoolData], lambdas: list[float]) -> pd.DataFrame:
+    """cv_frontier.csv: each router's chosen combination swept over the cost weights, CV means."""
+    rows = []
+    for (pool, name) in grids:
+        if name not in ROUTERS:
+            continue
+        unit = pools[pool].unit
+        r = raw[(raw["pool"] == pool) & (raw["selector"] == name) & (raw["combo"] == chosen[(pool, name)])]
+        sq = np.array(r["sweep_quality"].tolist()).mean(axis=0)
+        sc = np.array(r["sweep_cost"].tolist()).mean(axis=0)
+        for lam, q, c in zip(lambdas, sq, sc):
+            rows.append({"pool": pool, "router": name, "cost_lambda": lam, "cv_quality_mean": q,
+                         "cv_avg_latency_s": c if unit == "latency_s" else np.nan,
+                         "cv_avg_response_chars": c if unit == "response_chars" else np.nan})
+    return pd.DataFrame(rows, columns=CV_FRONTIER_COLUMNS)
+
+
+def heatmap_table(cv: pd.DataFrame, grids: Grids) -> pd.DataFrame:
+    """tune_heatmap.csv: per selector's main parameter x one-hot weight, the best CV row over the other keys."""
+    heat = []
+    for (pool, name) in grids:
+        param = HEATMAP_PARAM[name] if name in HEATMAP_PARAM else None
+        s = cv[(cv["pool"] == pool) & (cv["selector"] == name)]
+        if param not in s or s.empty:
+            continue
+        top = s.sort_values("cv_utility_mean", ascending=False).groupby([param, "onehot_weight"], sort=True).head(1)
+        for _, r in top.sort_values([param, "onehot_weight"]).iterrows():
+            heat.append({"pool": pool, "selector": name, "param": param, "param_value": r[param], "onehot_weight": r["onehot_weight"],
+                         "cv_quality_mean": r["cv_quality_mean"], "cv_quality_std": r["cv_quality_std"],
+                         "cv_utility_mean": r["cv_utility_mean"]})
+    return pd.DataFrame(heat, columns=HEATMAP_COLUMNS)
+
+
+def operating_points(pools: dict[str, PoolData], sweep: pd.DataFrame, router_names: list[str], quality_weight: float,
+                     match_ratio: float) -> dict[tuple[str, str], dict[str, Any]]:
+    """Matched operating points, chosen on CV only.
+
+    Per pool and router: the cheapest point of its CV sweep (ties: the larger
+    cost weight) whose CV quality is at least ``match_ratio`` times the best
+    single model's mean training quality (best by training utility).
+    """
+    operating: dict[tuple[str, str], dict[str, Any]] = {}
+    for pool, d in pools.items():
+        tr = d.tr
+        best_j = int(np.argmax(utility(tr.quality, tr.latency_s, quality_weight).mean(axis=0)))  # as BestSingleSelector
+        target = match_ratio * float(tr.quality[:, best_j].mean())
+        for name in router_names:
+            s = sweep[(sweep["pool"] == pool) & (sweep["router"] == name)]
+            ok = s[s["cv_quality_mean"] >= target - 1e-12]
+            if ok.empty or d.unit is None:
+                continue
+            cost_col = f"cv_avg_{d.unit}"
+            pick = ok.sort_values([cost_col, "cost_lambda"], ascending=[True, False]).iloc[0]
+            operating[(pool, name)] = {"cost_lambda": float(pick["cost_lambda"]), "cv_quality_mean": float(pick["cv_quality_mean"]),
+                                       cost_col: float(pick[cost_col]), "target_cv_quality": target,
+                                       "best_single_on_train": d.matrix.models[best_j]}
+    return operating
+
+
+def shared_choice(cv: pd.DataFrame, core: list[str]) -> dict[str, Any]:
+    """One ``train:`` section for all pools.
+
+    The feature setting (embedder, onehot_weight, quality_weight) shared by
+    the core selectors is the one with the highest mean, over pools and core
+    selectors, of each selector's best CV utility at that setting; each
+    selector's own keys are then its best at that setting, averaged over pools.
+    """
+    sub = cv[cv["selector"].isin(core)]
+    if sub.empty:
+        return {}
+    feat = ["embedder", "onehot_weight", "quality_weight"]
+    best_at = sub.groupby(["pool", "selector", *feat], sort=False)["cv_utility_mean"].max().reset_index()
+    setting = best_at.groupby(feat, sort=False)["cv_utility_mean"].mean().idxmax()
+    out: dict[str, Any] = dict(zip(feat, setting))
+    at = sub[(sub["embedder"] == setting[0]) & (sub["onehot_weight"] == setting[1]) & (sub["quality_weight"] == setting[2])]
+    for name in core:
+        s = at[at["selector"] == name]
+        if s.empty:
+            continue
+        mean = s.groupby("params", sort=False)["cv_utility_mean"].mean()
+        row = s[s["params"] == mean.idxmax()].iloc[0]
+        for key in CORE_KEYS:
+            if key in row and pd.notna(row[key]):
+                out[key] = row[key]
+    return out
+
+
+def plain(v: Any) -> Any:
+    """A numpy scalar or tuple as the plain YAML-safe Python value."""
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def tuned_params_doc(cv: pd.DataFrame, grids: Grids, chosen: Chosen, operating: dict[tuple[str, str], dict[str, Any]],
+                     pools: dict[str, PoolData], names: list[str], router_names: list[str]) -> dict[str, Any]:
+    """tuned_params.yaml's content: ``base`` (if latency was measured), ``train``, ``tune`` and ``pools``."""
+    shared = {k: plain(v) for k, v in shared_choice(cv, [n for n in names if n not in ROUTERS]).items()}
+    doc: dict[str, Any] = {}
+    if any(d.matrix.latency_s is not None for d in pools.values()) and "quality_weight" in shared:
+        doc["base"] = {"quality_weight": shared["quality_weight"]}
+    shared.pop("quality_weight", None)
+    doc["train"] = shared
+    first_pool = next(iter(pools))
+    doc["tune"] = {}
+    for name in router_names:
+        combo = grids[(first_pool, name)][chosen[(first_pool, name)]]
+        doc["tune"].update({k: plain(v) for k, v in combo.items() if k in ROUTER_PARAM_KEYS[name]})
+    doc["pools"] = {}
+    for (pool, name), combos in grids.items():
+        i = chosen[(pool, name)]
+        r = cv[(cv["pool"] == pool) & (cv["selector"] == name) & (cv["combo"] == i)].iloc[0]
+        entry = {k: plain(v) for k, v in combos[i].items()}
+        entry.update({"cv_quality_mean": round(float(r["cv_quality_mean"]), 6), "cv_quality_std": round(float(r["cv_quality_std"]), 6)})
+        doc["pools"].setdefault(pool, {"selectors": {}, "operating_points": {}})["selectors"][name] = entry
+    for (pool, name), op in operating.items():
+        doc["pools"][pool]["operating_points"][name] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in op.items()}
+    return doc

@@ -1,0 +1,200 @@
+"""Cross-validation inside the training split: pools, folds, features, tasks and their parallel run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from mlsel.data.outcomes import (
+    OutcomeMatrix,
+    kfold_queries,
+    load_prepared,
+    pool_matrix,
+    split_masks,
+)
+from mlsel.features import Embedder, build_features
+from mlsel.selection.base import Selector, utility
+from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
+from mlsel.selection.registry import make_selector
+from mlsel.tuning.grids import combo_params, selector_grid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PoolData:
+    """One pool's outcomes split into training (``tr``, all the CV sees) and test (``te``) queries."""
+
+    name: str
+    models: list[str]
+    matrix: OutcomeMatrix
+    tr: OutcomeMatrix
+    te: OutcomeMatrix
+    unit: str | None
+    """Cost unit of the training split: ``latency_s``, ``response_chars`` or None."""
+
+
+@dataclass
+class TunePlan:
+    """What the tune stage searches, derived from its parameter object."""
+
+    names: list[str]
+    """``selector_names`` then ``tune_router_names``, without repeats."""
+    router_names: list[str]
+    embedders: list[str]
+    lambdas: list[float]
+
+
+class CVTask(NamedTuple):
+    """One (pool, selector, feature setting, fold): every combination of the group is fitted and scored."""
+
+    X: np.ndarray
+    quality: np.ndarray
+    latency: np.ndarray | None
+    cost: np.ndarray | None
+    models: list[str]
+    fit_idx: np.ndarray
+    valid_idx: np.ndarray
+    name: str
+    combos: list[tuple[int, dict[str, Any]]]
+    values: dict[str, Any]
+    lambdas: list[float]
+    user_qw: float
+    meta: dict[str, Any]
+
+
+def cost_matrix(m: OutcomeMatrix) -> tuple[np.ndarray | None, str | None]:
+    """Measured latency where the data has it, else the response-length proxy; with neither, None."""
+    if m.latency_s is not None:
+        return m.latency_s, "latency_s"
+    if m.response_chars is not None:
+        return m.response_chars, "response_chars"
+    return None, None
+
+
+def load_pools(run_dir: str, pools: dict[str, list[str]]) -> dict[str, PoolData]:
+    """Each pool's outcome matrix of the prepared run, split by the prepared train/test labels."""
+    queries, outcomes = load_prepared(run_dir)
+    out = {}
+    for pool, models in pools.items():
+        matrix = pool_matrix(queries, outcomes, list(models))
+        train, test = split_masks(queries, matrix)
+        tr = matrix.subset(train)  # the CV never sees any other row
+        out[pool] = PoolData(pool, list(models), matrix, tr, matrix.subset(test), cost_matrix(tr)[1])
+    return out
+
+
+class FeatureCache:
+    """Features per (matrix, embedder, one-hot weight); each text is embedded once per embedder."""
+
+    def __init__(self, batch_size: int, device: str) -> None:
+        self.batch_size = batch_size
+        self.device = device
+        self._store: dict[str, dict[str, np.ndarray]] = {}
+
+    def __call__(self, m: OutcomeMatrix, emb_id: str, ow: float) -> np.ndarray:
+        store = self._store.setdefault(emb_id, {})
+        missing = [t for t in dict.fromkeys(m.queries) if t not in store]
+        if missing:
+            vecs = Embedder(emb_id, batch_size=self.batch_size, device=self.device).embed(missing)
+            store.update(zip(missing, vecs))
+        return build_features(np.stack([store[t] for t in m.queries]), m.categories, ow)
+
+
+def cv_folds(pool: PoolData, n_folds: int, n_seeds: int, seed: int) -> tuple[list[tuple], pd.DataFrame]:
+    """``(seed offset, fold, fit_idx, valid_idx)`` over seeds ``seed, seed + 1, ...`` and the cv_folds.csv rows."""
+    tr, folds, frames = pool.tr, [], []
+    for s in range(n_seeds):
+        for f, (fit_idx, valid_idx) in enumerate(kfold_queries(tr.query_ids, tr.categories, n_folds, seed + s)):
+            folds.append((s, f, fit_idx, valid_idx))
+            frames.append(pd.DataFrame({"pool": pool.name, "query_id": tr.query_ids[valid_idx], "cv_seed": seed + s, "fold": f}))
+    return folds, pd.concat(frames, ignore_index=True)
+
+
+def _by_features(combos: list[dict[str, Any]]) -> dict[tuple[str, float], list[tuple[int, dict[str, Any]]]]:
+    groups: dict[tuple[str, float], list[tuple[int, dict[str, Any]]]] = {}
+    for i, combo in enumerate(combos):
+        groups.setdefault((combo["embedder"], float(combo["onehot_weight"])), []).append((i, combo))
+    return groups
+
+
+def build_cv_tasks(p: Any, plan: TunePlan, pools: dict[str, PoolData], features: FeatureCache
+                   ) -> tuple[list[CVTask], dict[tuple[str, str], list[dict[str, Any]]], pd.DataFrame]:
+    """The CV tasks, every (pool, selector)'s combinations (grid order) and the cv_folds.csv table."""
+    values = p.model_dump()
+    tasks, grids, fold_tables = [], {}, []
+    for pool in pools.values():
+        tr = pool.tr
+        cost_tr, _ = cost_matrix(tr)
+        folds, fold_table = cv_folds(pool, p.tune_n_folds, p.tune_n_seeds, p.seed)
+        fold_tables.append(fold_table)
+        for name in plan.names:
+            combos = selector_grid(p.tune_grid, name, plan.embedders, tr.latency_s is not None, p.quality_weight)
+            grids[(pool.name, name)] = combos
+            for (emb_id, ow), group in _by_features(combos).items():
+                X = features(tr, emb_id, ow)
+                for s, f, fit_idx, valid_idx in folds:
+                    meta = {"pool": pool.name, "cv_seed": p.seed + s, "fold": f}
+                    tasks.append(CVTask(X, tr.quality, tr.latency_s, cost_tr, list(pool.models), fit_idx, valid_idx, name, group,
+                                        values, plan.lambdas, p.quality_weight, meta))
+    return tasks, grids, pd.concat(fold_tables, ignore_index=True)
+
+
+def _fit_or_share(t: CVTask, combo: dict[str, Any], fitted: dict[tuple, Selector]) -> Selector:
+    sel = make_selector(t.name, combo_params(t.values, combo))
+    # Combinations that differ only in prediction-time parameters share one fit.
+    predict_only = getattr(type(sel), "PREDICT_PARAMS", ())
+    key = tuple(sorted((k, repr(v)) for k, v in sel.get_params().items() if k not in predict_only))
+    if key in fitted:
+        return fitted[key].set_params(**{k: getattr(sel, k) for k in predict_only})
+    fi = t.fit_idx
+    fit_selector(sel, t.X[fi], t.quality[fi], None if t.latency is None else t.latency[fi], t.models,
+                 None if t.cost is None else t.cost[fi])
+    fitted[key] = sel
+    return sel
+
+
+def cv_task(t: CVTask) -> list[dict[str, Any]]:
+    """Fit every combination on ``fit_idx`` and score it on ``valid_idx`` (both training-split rows)."""
+    rows = []
+    vi = t.valid_idx
+    qv = t.quality[vi]
+    uv = utility(qv, None if t.latency is None else t.latency[vi], t.user_qw)
+    cv = None if t.cost is None else np.nan_to_num(t.cost[vi], nan=float(np.nanmean(t.cost)))
+    ar = np.arange(len(vi))
+    fitted: dict[tuple, Selector] = {}
+    for combo_id, combo in t.combos:
+        cpu0 = time.process_time()
+        sel = _fit_or_share(t, combo, fitted)
+        if isinstance(sel, CostAwareRouter):
+            sweep = sel.predict_index_sweep(t.X[vi], [float(sel.cost_lambda), *t.lambdas])
+            idx, sweep = sweep[0], sweep[1:]
+        else:
+            idx, sweep = sel.predict_index(t.X[vi]), None
+        row = {**t.meta, "selector": t.name, "combo": combo_id, "quality": float(qv[ar, idx].mean()),
+               "utility": float(uv[ar, idx].mean()), "cost": float(cv[ar, idx].mean()) if cv is not None else np.nan,
+               "cpu_s": time.process_time() - cpu0}
+        if sweep is not None:
+            row["sweep_quality"] = [float(qv[ar, s].mean()) for s in sweep]
+            row["sweep_cost"] = [float(cv[ar, s].mean()) if cv is not None else np.nan for s in sweep]
+        rows.append(row)
+    return rows
+
+
+def run_cv_tasks(tasks: list[CVTask], n_jobs: int) -> pd.DataFrame:
+    """Run the tasks with joblib behind a tqdm bar; one row per (task, combination), in completion order."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    out: list[dict[str, Any]] = []
+    par = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+    with tqdm(total=len(tasks), desc="tune CV", unit="task") as bar:
+        for rows in par(delayed(cv_task)(t) for t in tasks):
+            out.extend(rows)
+            bar.update(1)
+    return pd.DataFrame(out)

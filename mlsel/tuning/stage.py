@@ -1,0 +1,119 @@
+"""The tune stage: :func:`tune_selectors` wires CV, choice, outputs and the final evaluation together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from mlsel.data.outcomes import data_hash
+from mlsel.paths import ConfigError, params_hash, run_paths, update_manifest, write_csv
+from mlsel.tuning.choice import (
+    cv_sweep,
+    cv_table,
+    heatmap_table,
+    operating_points,
+    tuned_params_doc,
+)
+from mlsel.tuning.cv import (
+    FeatureCache,
+    PoolData,
+    TunePlan,
+    build_cv_tasks,
+    load_pools,
+    run_cv_tasks,
+)
+from mlsel.tuning.final import final_tables, fit_final
+from mlsel.tuning.grids import GRIDS, check_grid, params_text
+
+log = logging.getLogger(__name__)
+
+
+def tune_plan(p: Any) -> TunePlan:
+    """Validate the tune-specific values of ``p`` and derive what is searched."""
+    if p.tune_n_folds < 2 or p.tune_n_seeds < 1:
+        raise ConfigError(f"tune_n_folds must be >= 2 and tune_n_seeds >= 1, got {p.tune_n_folds}, {p.tune_n_seeds}")
+    check_grid(p.tune_grid)
+    router_names = list(p.tune_router_names)
+    return TunePlan(
+        names=list(dict.fromkeys([*p.selector_names, *router_names])),
+        router_names=router_names,
+        embedders=list(p.tune_embedders or [p.embedder]),
+        lambdas=[float(x) for x in p.tune_cost_lambdas],
+    )
+
+
+def tuned_params_text(doc: dict[str, Any], p: Any, root: Path) -> str:
+    """tuned_params.yaml: a comment header, then ``doc``."""
+    header = (f"# Chosen by mlsel.tuning: grid {p.tune_grid!r}, {p.tune_n_folds}-fold x {p.tune_n_seeds} seed(s) CV by query inside the\n"
+              f"# training split of {root}. train/tune: one setting for all pools (paste into params.yaml\n"
+              f"# if you want it); pools: the per-pool choices the tuned evaluation used. Not params.yaml itself.\n")
+    return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def manifest_entry(p: Any, plan: TunePlan, pools: dict[str, PoolData], chosen_combos: dict[tuple[str, str], dict[str, Any]],
+                   operating: dict[tuple[str, str], dict[str, Any]], raw: pd.DataFrame, n_tasks: int, cv_seconds: float,
+                   total_seconds: float) -> dict[str, Any]:
+    """The tune stage's manifest.json entry."""
+    values = p.model_dump()
+    return {
+        "params": values, "params_hash": params_hash(values), "data_hash": data_hash(p.run_dir),
+        "grid": p.tune_grid, "grid_spec": GRIDS[p.tune_grid], "selectors": plan.names, "embedders": plan.embedders,
+        "cost_lambdas": plan.lambdas, "cost_unit": {pool: d.unit for pool, d in pools.items()}, "n_cv_tasks": n_tasks,
+        "n_cv_fits": int(len(raw)), "cv_seconds": round(cv_seconds, 1), "cv_cpu_seconds": round(float(raw["cpu_s"].sum()), 1),
+        "total_seconds": round(total_seconds, 1),
+        "chosen": {f"{pool}/{n}": params_text(combo) for (pool, n), combo in chosen_combos.items()},
+        "operating_points": {f"{pool}/{n}": op for (pool, n), op in operating.items()},
+        "test_split_used_by": "final evaluation only (tuned_results, frontier, aiq)",
+    }
+
+
+def tune_selectors(p: Any) -> pd.DataFrame:
+    """Tune every selector and router by CV inside the training split; evaluate the tuned ones once on test.
+
+    ``p`` is the validated tune-stage parameter object (``stage_params(params,
+    "tune")``, an instance of ``STAGE_MODELS["tune"]``). Returns the
+    ``tuned_results.csv`` table (one row per pool x strategy). See
+    :mod:`mlsel.tuning` for every file written.
+    """
+    t_start = time.perf_counter()
+    plan = tune_plan(p)
+    pools = load_pools(p.run_dir, p.pools)
+    paths = run_paths(p.run_dir)
+    features = FeatureCache(p.embed_batch_size, p.device)
+
+    # CV inside the training split.
+    tasks, grids, folds = build_cv_tasks(p, plan, pools, features)
+    log.info("tune: %d CV tasks (%s grid, %d folds x %d seeds, %d pools, selectors %s)", len(tasks), p.tune_grid,
+             p.tune_n_folds, p.tune_n_seeds, len(pools), plan.names)
+    t_cv = time.perf_counter()
+    raw = run_cv_tasks(tasks, p.tune_n_jobs)
+    cv_seconds = time.perf_counter() - t_cv
+
+    # Aggregate and choose, on CV only.
+    cv, chosen = cv_table(raw, grids, pools)
+    sweep = cv_sweep(raw, grids, chosen, pools, plan.lambdas)
+    operating = operating_points(pools, sweep, plan.router_names, p.quality_weight, p.tune_match_quality_ratio)
+    chosen_combos = {key: grids[key][i] for key, i in chosen.items()}
+    write_csv(cv, paths["tune"] / "cv_results.csv")
+    write_csv(sweep, paths["tune"] / "cv_frontier.csv")
+    write_csv(folds, paths["tune"] / "cv_folds.csv")
+    write_csv(heatmap_table(cv, grids), paths["tables"] / "tune_heatmap.csv")
+    doc = tuned_params_doc(cv, grids, chosen, operating, pools, plan.names, plan.router_names)
+    (paths["tune"] / "tuned_params.yaml").write_text(tuned_params_text(doc, p, paths["root"]))
+
+    # Final evaluation: the only use of the test split.
+    fitted = fit_final(p.model_dump(), plan, pools, chosen_combos, operating, features, p.tune_n_jobs)
+    tuned, front, aiq = final_tables(p, plan, pools, fitted, operating)
+    write_csv(tuned, paths["tables"] / "tuned_results.csv")
+    write_csv(front, paths["tables"] / "frontier.csv")
+    write_csv(aiq, paths["tables"] / "aiq.csv")
+
+    total = time.perf_counter() - t_start
+    update_manifest(p.run_dir, "tune", manifest_entry(p, plan, pools, chosen_combos, operating, raw, len(tasks), cv_seconds, total))
+    log.info("tune: done in %.1f s (CV %.1f s)", total, cv_seconds)
+    return tuned
