@@ -1,36 +1,24 @@
-"""The parameter model: the one definition of every parameter (default, type, allowed values, doc).
+"""The parameter model: every params.yaml section as a pydantic model, and one flat model per stage.
 
-Each ``params.yaml`` section is a pydantic model below; a field's default, type
-and description are the only place that parameter is defined. ``params.yaml``
-is rendered from these models (:func:`render_params_yaml`; a test keeps the
-committed file equal to it), the notebooks' parameters cells are checked
-against them, the CLI's ``-p key=value`` is validated by them, and the stage
-functions, selectors and routers read their values as attributes of a
-validated model, never by string with a fallback.
-
-A parameter file may list only the keys it changes; every key it names must
-exist, and wrong types are errors naming the file and the key. Key names are
-unique across sections, so an override can name a key alone (``knn_k=7``) or
-with its section (``train.knn_k=7``).
+A field's default, type, constraints and description are the only definition of that
+parameter; everything else (params.yaml, the notebooks' parameters cells, the CLI, the
+stage functions, the selectors' and routers' constructors) takes its value from here.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from mlsel.paths import STAGES, ConfigError, params_path, read_yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 SELECTOR_NAMES = ("knn", "kmeans", "svm")
 """The reference's three selector algorithms."""
 
+
 ROUTER_NAMES = ("knn_reg", "mlp", "logreg", "scoreboard")
 """The cost-aware routers (:mod:`mlsel.selection.cost_aware`)."""
+
 
 _POOLS = {
     "small4": ["Phi-3-mini-4k-instruct", "Mistral-7B-Instruct-v0.2", "Meta-Llama-3.1-8B-Instruct", "Qwen1.5-7B-Chat"],
@@ -167,11 +155,13 @@ SECTIONS: dict[str, type[Section]] = {
 }
 """params.yaml's sections, in file order."""
 
+
 SMOKE: dict[str, Any] = {
     "run_dir": "runs/smoke", "report_dir": "runs/smoke/report", "tune_grid": "small", "export_pools": ["small4"],
     "max_queries": 600, "n_bootstrap": 200,
 }
 """The smoke profile: small, fast values (the notebooks' own defaults and the tests' runs)."""
+
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("prepare",),
@@ -202,8 +192,10 @@ def default(section: type[Section], key: str) -> Any:
     raise KeyError(f"{section.__name__} has no key {key!r}")
 
 
-_OWNER: dict[str, str] = {k: s for s, cls in SECTIONS.items() for k in keys_of(cls)}
-assert len(_OWNER) == sum(len(keys_of(c)) for c in SECTIONS.values()), "parameter names must be unique across sections"
+KEY_SECTION: dict[str, str] = {k: s for s, cls in SECTIONS.items() for k in keys_of(cls)}
+
+
+assert len(KEY_SECTION) == sum(len(keys_of(c)) for c in SECTIONS.values()), "parameter names must be unique across sections"
 
 
 class _Stage(Section):
@@ -242,18 +234,6 @@ STAGE_MODELS: dict[str, type[Section]] = {
 """One flat model per stage (base + the sections it reads): what its notebook takes and its stage function reads."""
 
 
-
-def _explain(exc: ValidationError, where: str, section: str | None = None) -> ConfigError:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        if section and not loc.startswith(section):
-            loc = f"{section}.{loc}" if loc else section
-        what = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{loc}: {what} (got {err.get('input')!r})" if err["type"] != "extra_forbidden" else f"{loc}: {what}")
-    return ConfigError(f"{where}: " + "; ".join(parts))
-
-
 class Params(BaseModel):
     """All of params.yaml, validated."""
 
@@ -278,157 +258,7 @@ class Params(BaseModel):
         return out
 
 
-def _validate(raw: Mapping[str, Any], where: str) -> Params:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of sections ({', '.join(SECTIONS)}, smoke)")
-    for section, values in raw.items():
-        if section not in (*SECTIONS, "smoke"):
-            raise ConfigError(f"{where}: unknown section {section!r}; expected base, smoke or one of {STAGES}")
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where}: section {section!r} must be a mapping")
-        for key in values:
-            if section != "smoke" and key in _OWNER and _OWNER[key] != section:
-                raise ConfigError(f"{where}: key {key!r} belongs in section {_OWNER[key]!r}, not {section!r}")
-    try:
-        params = Params.model_validate({k: dict(v) for k, v in raw.items()})
-    except ValidationError as exc:
-        raise _explain(exc, where) from None
-    if "smoke" in raw:
-        apply_overrides(params, params.smoke, where=f"{where}: smoke")
-    return params
-
-
-def load_params(path: str | os.PathLike[str] | None = None) -> Params:
-    """Read and validate a parameter file (default: params.yaml at the project root).
-
-    Keys it leaves out take the model's defaults; unknown sections or keys and
-    wrong types raise :class:`~mlsel.paths.ConfigError` naming the file and the key.
-    """
-    p = Path(path) if path else params_path()
-    raw = read_yaml(p, "the parameter file")
-    return _validate(raw if raw is not None else {}, str(p))
-
-
-def _parse_overrides(overrides: Mapping[str, Any] | list[str]) -> list[tuple[str, Any]]:
-    if isinstance(overrides, Mapping):
-        return list(overrides.items())
-    items = []
-    for text in overrides:
-        if "=" not in text:
-            raise ConfigError(f"override {text!r}: expected key=value")
-        key, value = text.split("=", 1)
-        items.append((key.strip(), yaml.safe_load(value)))
-    return items
-
-
-def apply_overrides(params: Params, overrides: Mapping[str, Any] | list[str] | None, where: str = "override") -> Params:
-    """Return a copy of ``params`` with overrides applied and validated.
-
-    ``overrides`` is a mapping or a list of ``"key=value"`` /
-    ``"section.key=value"`` strings; values are parsed as YAML
-    (``7`` -> int, ``true`` -> bool, ``[a, b]`` -> list), then checked by the model.
-    """
-    data = params.as_dict()
-    for key, value in _parse_overrides(overrides or []):
-        section, name = key.split(".", 1) if "." in key else (_OWNER.get(key), key)
-        if section is None or section not in SECTIONS or _OWNER.get(name) != section:
-            raise ConfigError(f"{where} {key!r}: unknown parameter {key!r}")
-        data[section][name] = value
-    try:
-        return Params.model_validate(data)
-    except ValidationError as exc:
-        raise _explain(exc, where) from None
-
-
-def apply_smoke(params: Params) -> Params:
-    """Apply the ``smoke`` profile (small, fast values) on top of ``params``."""
-    return apply_overrides(params, params.smoke, where="smoke profile")
-
-
-def stage_params(params: Params, stage: str) -> Section:
-    """The flat, validated parameters of one stage (base + the sections it reads)."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    values: dict[str, Any] = {}
-    for section in ("base", *STAGE_SECTIONS[stage]):
-        values.update(params.section_values(section))
-    return STAGE_MODELS[stage].model_validate(values)
-
-
-def stage_values(params: Params, stage: str) -> dict[str, Any]:
-    """A stage's parameters as a plain ``{key: value}`` dict, in params.yaml order (papermill's injection)."""
-    return stage_params(params, stage).model_dump(by_alias=True)
-
-
-def for_stage(stage: str, values: Mapping[str, Any], where: str = "stage parameters") -> Section:
-    """Validate one stage's values (e.g. a notebook's parameters) into its model.
-
-    Missing keys take their defaults; unknown keys and wrong types are errors naming the key.
-    """
-    if stage not in STAGE_MODELS:
-        raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    try:
-        return STAGE_MODELS[stage].model_validate(dict(values))
-    except ValidationError as exc:
-        raise _explain(exc, where) from None
-
-
-def from_notebook(stage: str, namespace: Mapping[str, Any]) -> Section:
-    """A stage's parameters from a notebook's variables (its parameters cell, after papermill's injection)."""
-    keys = keys_of(STAGE_MODELS[stage])
-    missing = [k for k in keys if k not in namespace]
-    if missing:
-        raise ConfigError(f"notebook of stage {stage}: parameters {missing} are not defined; the parameters cell must define them")
-    return for_stage(stage, {k: namespace[k] for k in keys}, where=f"notebook of stage {stage}")
-
-
 def describe(section: type[Section]) -> list[tuple[str, Any, str]]:
     """``(key, default, description)`` of every key of a section."""
     return [(_key_name(section, f), info.get_default(call_default_factory=True), info.description or "")
             for f, info in section.model_fields.items()]
-
-
-def _yaml_value(value: Any) -> str:
-    if value == "":
-        return '""'
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix("...").strip()
-
-
-def render_params_yaml() -> str:
-    """params.yaml as the model defines it: every key with its default and its description."""
-    lines = [
-        "# The parameters of the default run, rendered from mlsel/params.py (the one definition of",
-        "# every parameter: default, type, allowed values, description): `python -m mlsel.params > params.yaml`.",
-        "# `base` is shared by every stage; each other section belongs to one stage. Every key is also",
-        "# the notebook parameter name (unique across the file), so `mlsel run -p knn_k=7` or",
-        "# `-p train.knn_k=7`. A parameter file of your own (`mlsel run --params my.yaml`) may list",
-        "# only the keys it changes. Paths are relative to this folder.",
-    ]
-    for section, cls in SECTIONS.items():
-        lines += ["", f"{section}:"]
-        for key, value, doc in describe(cls):
-            if key == "pools":
-                lines.append(f"  {key}:{'':<25}# {doc}")
-                lines += [f"    {pool}: {_yaml_value(models)}" for pool, models in value.items()]
-                continue
-            text = f"  {key}: {_yaml_value(value)}"
-            lines.append(f"{text:<33}# {doc}" if len(text) < 33 else f"{text}   # {doc}")
-    lines += ["", "# Small, fast values: the notebooks' own defaults (they run top to bottom as",
-              "# they are) and the smoke runs in the tests.", "smoke:"]
-    lines += [f"  {k}: {_yaml_value(v)}" for k, v in SMOKE.items()]
-    return "\n".join(lines) + "\n"
-
-
-def notebook_parameters_source(stage: str) -> str:
-    """The parameters cell of a stage's notebook: each key with its smoke-profile value, type and description.
-
-    The notebooks run top to bottom with these small values; papermill and
-    ``mlsel run`` replace them. A test keeps every notebook's cell equal to this.
-    """
-    values = stage_values(apply_smoke(Params()), stage)
-    docs = {key: doc for section in ("base", *STAGE_SECTIONS[stage]) for key, _, doc in describe(SECTIONS[section])}
-    return "\n".join(f"{key}: {type(value).__name__} = {value!r}  # {docs[key]}" for key, value in values.items())
-
-
-if __name__ == "__main__":
-    print(render_params_yaml(), end="")

@@ -1,0 +1,132 @@
+"""Reading and validating parameters: parameter files, overrides, the smoke profile, one stage's values.
+
+A parameter file may list only the keys it changes; every key it names must
+exist, and wrong types are errors naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import ValidationError
+
+from mlsel.params.model import KEY_SECTION, SECTIONS, STAGE_MODELS, STAGE_SECTIONS, Params, Section, keys_of
+from mlsel.paths import STAGES, ConfigError, params_path, read_yaml
+
+
+def _explain(exc: ValidationError, where: str, section: str | None = None) -> ConfigError:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        if section and not loc.startswith(section):
+            loc = f"{section}.{loc}" if loc else section
+        what = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {what} (got {err.get('input')!r})" if err["type"] != "extra_forbidden" else f"{loc}: {what}")
+    return ConfigError(f"{where}: " + "; ".join(parts))
+
+
+def _validate(raw: Mapping[str, Any], where: str) -> Params:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of sections ({', '.join(SECTIONS)}, smoke)")
+    for section, values in raw.items():
+        if section not in (*SECTIONS, "smoke"):
+            raise ConfigError(f"{where}: unknown section {section!r}; expected base, smoke or one of {STAGES}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping")
+        for key in values:
+            if section != "smoke" and key in KEY_SECTION and KEY_SECTION[key] != section:
+                raise ConfigError(f"{where}: key {key!r} belongs in section {KEY_SECTION[key]!r}, not {section!r}")
+    try:
+        params = Params.model_validate({k: dict(v) for k, v in raw.items()})
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+    if "smoke" in raw:
+        apply_overrides(params, params.smoke, where=f"{where}: smoke")
+    return params
+
+
+def load_params(path: str | os.PathLike[str] | None = None) -> Params:
+    """Read and validate a parameter file (default: params.yaml at the project root).
+
+    Keys it leaves out take the model's defaults; unknown sections or keys and
+    wrong types raise :class:`~mlsel.paths.ConfigError` naming the file and the key.
+    """
+    p = Path(path) if path else params_path()
+    raw = read_yaml(p, "the parameter file")
+    return _validate(raw if raw is not None else {}, str(p))
+
+
+def _parse_overrides(overrides: Mapping[str, Any] | list[str]) -> list[tuple[str, Any]]:
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    items = []
+    for text in overrides:
+        if "=" not in text:
+            raise ConfigError(f"override {text!r}: expected key=value")
+        key, value = text.split("=", 1)
+        items.append((key.strip(), yaml.safe_load(value)))
+    return items
+
+
+def apply_overrides(params: Params, overrides: Mapping[str, Any] | list[str] | None, where: str = "override") -> Params:
+    """Return a copy of ``params`` with overrides applied and validated.
+
+    ``overrides`` is a mapping or a list of ``"key=value"`` /
+    ``"section.key=value"`` strings; values are parsed as YAML
+    (``7`` -> int, ``true`` -> bool, ``[a, b]`` -> list), then checked by the model.
+    """
+    data = params.as_dict()
+    for key, value in _parse_overrides(overrides or []):
+        section, name = key.split(".", 1) if "." in key else (KEY_SECTION.get(key), key)
+        if section is None or section not in SECTIONS or KEY_SECTION.get(name) != section:
+            raise ConfigError(f"{where} {key!r}: unknown parameter {key!r}")
+        data[section][name] = value
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def apply_smoke(params: Params) -> Params:
+    """Apply the ``smoke`` profile (small, fast values) on top of ``params``."""
+    return apply_overrides(params, params.smoke, where="smoke profile")
+
+
+def stage_params(params: Params, stage: str) -> Section:
+    """The flat, validated parameters of one stage (base + the sections it reads)."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    values: dict[str, Any] = {}
+    for section in ("base", *STAGE_SECTIONS[stage]):
+        values.update(params.section_values(section))
+    return STAGE_MODELS[stage].model_validate(values)
+
+
+def stage_values(params: Params, stage: str) -> dict[str, Any]:
+    """A stage's parameters as a plain ``{key: value}`` dict, in params.yaml order (papermill's injection)."""
+    return stage_params(params, stage).model_dump(by_alias=True)
+
+
+def for_stage(stage: str, values: Mapping[str, Any], where: str = "stage parameters") -> Section:
+    """Validate one stage's values (e.g. a notebook's parameters) into its model.
+
+    Missing keys take their defaults; unknown keys and wrong types are errors naming the key.
+    """
+    if stage not in STAGE_MODELS:
+        raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    try:
+        return STAGE_MODELS[stage].model_validate(dict(values))
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def from_notebook(stage: str, namespace: Mapping[str, Any]) -> Section:
+    """A stage's parameters from a notebook's variables (its parameters cell, after papermill's injection)."""
+    keys = keys_of(STAGE_MODELS[stage])
+    missing = [k for k in keys if k not in namespace]
+    if missing:
+        raise ConfigError(f"notebook of stage {stage}: parameters {missing} are not defined; the parameters cell must define them")
+    return for_stage(stage, {k: namespace[k] for k in keys}, where=f"notebook of stage {stage}")
