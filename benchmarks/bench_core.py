@@ -21,14 +21,14 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+
 from mlsel.data.outcomes import resolve_duplicates, restrict_to_pool, to_matrix
 from mlsel.data.readers import read_mmlu_pro
 from mlsel.data.records import DataLog
 from mlsel.data.sources import MMLU_PRO_MODELS
 from mlsel.features import DEFAULT_EMBEDDER, Embedder, build_features
 from mlsel.paths import data_dir
-from mlsel.selection.registry import make_selector
-
+from mlsel.selection.registry import make_selector, selector_params
 
 OUT = Path(__file__).resolve().parent / "results"
 N_EMBED = 2000  # texts embedded for the cold/warm throughput (a sample keeps the script short)
@@ -65,7 +65,7 @@ def main() -> None:
         n = n or len(X)
         idx = rng.choice(len(X), size=n, replace=False)
         for name in ("knn", "kmeans", "svm"):
-            sel = make_selector(name, {})
+            sel = make_selector(name, selector_params())
             t0 = time.perf_counter()
             sel.fit(X[idx], m.quality[idx], models=pool)
             fit_s = time.perf_counter() - t0

@@ -37,14 +37,7 @@ from mlsel.data.readers import read_source
 from mlsel.data.records import DataLog
 from mlsel.features import features_for
 from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
-from mlsel.paths import (
-    params_hash,
-    resolve_path,
-    run_paths,
-    sha256_file,
-    update_manifest,
-    write_csv,
-)
+from mlsel.paths import params_hash, resolve_path, run_paths, sha256_file, update_manifest, write_csv
 from mlsel.selection.registry import label, load_selector, make_selector, save_selector
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from mlsel.features import Embedder, build_features
 
+from mlsel.features import Embedder, build_features
 
 
 def test_minilm_embeds_offline_and_cache_makes_rerun_free(tmp_path):

@@ -7,14 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mlsel.metrics.frontier import (
-    aiq,
-    aiq_table,
-    cost_to_match,
-    hull_quality,
-    upper_hull,
-    zero_router,
-)
+from mlsel.metrics.frontier import aiq, aiq_table, cost_to_match, hull_quality, upper_hull, zero_router
 
 
 def test_upper_hull_drops_dominated_and_concave_points():

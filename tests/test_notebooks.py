@@ -134,11 +134,7 @@ def test_notebook_namespace_is_checked():
 def test_constructor_defaults_come_from_the_model():
     """Selectors and routers built without arguments agree with params.yaml's defaults."""
     from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
-    from mlsel.selection.cost_aware import (
-        KNNRegressorSelector,
-        LogRegSelector,
-        MLPSelector,
-    )
+    from mlsel.selection.cost_aware import KNNRegressorSelector, LogRegSelector, MLPSelector
     from mlsel.selection.scoreboard import ClusterScoreboardSelector
 
     p = Params()

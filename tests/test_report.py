@@ -17,13 +17,7 @@ import pytest
 from mlsel.params import stage_values
 from mlsel.report.page import build_report, report_sections, tune_heatmap_blocks
 from mlsel.report.provenance import MASK, mask_secrets
-from mlsel.report.tables import (
-    LATENCY_LABEL,
-    PROXY_LABEL,
-    best_single_model,
-    seed_tables_markdown,
-    verdicts,
-)
+from mlsel.report.tables import LATENCY_LABEL, PROXY_LABEL, best_single_model, seed_tables_markdown, verdicts
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,12 +14,7 @@ import yaml
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
 from mlsel.deploy.artifacts import ARTIFACT_BUILDERS, knn_artifact, svm_artifact
 from mlsel.deploy.commands import _cli_evaluate_config, _cli_export, add_cli
-from mlsel.deploy.pretrained import (
-    PRETRAINED_REPO,
-    check_compatible,
-    evaluate_pretrained,
-    load_pretrained,
-)
+from mlsel.deploy.pretrained import PRETRAINED_REPO, check_compatible, evaluate_pretrained, load_pretrained
 from mlsel.deploy.router_config import RouterConfigEvaluation, evaluate_router_config
 from mlsel.deploy.routing import ALGORITHMS, RouterConfigError, load_router_config
 from mlsel.deploy.runtime import (

@@ -9,15 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsel.llm.scoring import (
-    extract_choice_letter,
-    extract_code,
-    last_boxed,
-    parse_assertions,
-    parse_choices,
-    resolve_metric,
-    score,
-)
+from mlsel.llm.scoring import extract_choice_letter, extract_code, last_boxed, parse_assertions, parse_choices, resolve_metric, score
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -42,14 +42,7 @@ from mlsel.data.records import (
     open_text,
     query_id,
 )
-from mlsel.data.sources import (
-    LLMROUTER_SOURCES,
-    MMLU_PRO_MODELS,
-    SEED_HF_FILES,
-    fetch,
-    fetch_seed_hf,
-    mmlu_pro_source,
-)
+from mlsel.data.sources import LLMROUTER_SOURCES, MMLU_PRO_MODELS, SEED_HF_FILES, fetch, fetch_seed_hf, mmlu_pro_source
 from mlsel.paths import ConfigError, sha256_file
 
 log = logging.getLogger(__name__)

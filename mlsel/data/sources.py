@@ -108,8 +108,6 @@ LLMROUTER_SOURCES: dict[str, SourceFile] = {
 }
 
 
-
-
 def fetch(source: SourceFile, data_dir: Path | None = None, cache: Path | None = None) -> Path:
     """Return a verified local path for ``source``.
 

@@ -26,13 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import (
-    OutcomeMatrix,
-    data_hash,
-    load_prepared,
-    pool_matrix,
-    split_masks,
-)
+from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_matrix, split_masks
 from mlsel.deploy.routing import CONFIG_KEYS, Decision, RouterConfig, load_router_config
 from mlsel.features import DEFAULT_EMBEDDER, DEVICE, EMBED_BATCH_SIZE, features_for
 from mlsel.metrics.bootstrap import paired_difference

@@ -162,7 +162,6 @@ def knn_boundary_ties(sel: KNNSelector, X: np.ndarray) -> np.ndarray:
     return dist[:, k - 1] == dist[:, k]
 
 
-
 # --------------------------------------------------------------------------- export
 
 RUNTIME_RULES = {

@@ -51,14 +51,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
-from mlsel.llm.client import (
-    BenchmarkError,
-    ModelSpec,
-    Redactor,
-    RetryPolicy,
-    call_model,
-    model_specs,
-)
+from mlsel.llm.client import BenchmarkError, ModelSpec, Redactor, RetryPolicy, call_model, model_specs
 from mlsel.llm.queries import load_queries, write_mmlu_pro_queries
 from mlsel.llm.scoring import has_ground_truth, resolve_metric, score
 from mlsel.paths import write_atomic

@@ -9,12 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mlsel.report.blocks import Figure
-from mlsel.report.tables import (
-    LATENCY_LABEL,
-    PROXY_LABEL,
-    efficiency_column,
-    is_missing,
-)
+from mlsel.report.tables import LATENCY_LABEL, PROXY_LABEL, efficiency_column, is_missing
 
 DPI = 100
 """Resolution of every figure (pixels per inch)."""

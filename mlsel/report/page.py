@@ -45,13 +45,7 @@ import pandas as pd
 
 from mlsel.paths import resolve_path, run_paths, write_atomic
 from mlsel.report.blocks import Section, Table, Text
-from mlsel.report.figures import (
-    frontier_figure,
-    heatmap_figure,
-    scatter_figure,
-    share_figure,
-    style,
-)
+from mlsel.report.figures import frontier_figure, heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.provenance import provenance_section
 from mlsel.report.tables import (
     benefit_rows,

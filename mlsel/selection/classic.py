@@ -5,16 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlsel.params import TrainParams, default
-from mlsel.selection.base import (
-    QUALITY_WEIGHT,
-    SEED,
-    TIE_TOL,
-    Selector,
-    choose,
-    cluster_means,
-    neighbour_weights,
-    weighted_neighbour_mean,
-)
+from mlsel.selection.base import QUALITY_WEIGHT, SEED, TIE_TOL, Selector, choose, cluster_means, neighbour_weights, weighted_neighbour_mean
 
 
 class KNNSelector(Selector):

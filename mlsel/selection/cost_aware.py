@@ -50,15 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mlsel.params import TuneParams, default
-from mlsel.selection.base import (
-    QUALITY_WEIGHT,
-    SEED,
-    Selector,
-    candidate_mask,
-    choose,
-    neighbour_weights,
-    weighted_neighbour_mean,
-)
+from mlsel.selection.base import QUALITY_WEIGHT, SEED, Selector, candidate_mask, choose, neighbour_weights, weighted_neighbour_mean
 
 COST_LAMBDA: float = default(TuneParams, "cost_lambda")
 

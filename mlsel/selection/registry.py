@@ -13,12 +13,7 @@ import mlsel
 from mlsel.params import for_stage
 from mlsel.selection.base import Selector
 from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
-from mlsel.selection.cost_aware import (
-    CostAwareRouter,
-    KNNRegressorSelector,
-    LogRegSelector,
-    MLPSelector,
-)
+from mlsel.selection.cost_aware import CostAwareRouter, KNNRegressorSelector, LogRegSelector, MLPSelector
 from mlsel.selection.scoreboard import ClusterScoreboardSelector
 
 SELECTORS: dict[str, type[Selector]] = {"knn": KNNSelector, "kmeans": KMeansSelector, "svm": SVMSelector}
@@ -31,7 +26,6 @@ ROUTERS: dict[str, type[CostAwareRouter]] = {
     "scoreboard": ClusterScoreboardSelector,
 }
 """Router names (as in ``selector_names`` / ``tune_router_names``) and their classes."""
-
 
 
 ROUTER_PARAM_KEYS: dict[str, tuple[str, ...]] = {

@@ -81,31 +81,10 @@ Cost is measured latency (s) where the data has it, else the labelled proxy
 ``response_chars``; with neither, frontier and AIQ tables are empty.
 """
 
-from mlsel.tuning.choice import (
-    heatmap_table,
-    operating_points,
-    shared_choice,
-    tuned_params_doc,
-)
-from mlsel.tuning.cv import (
-    FeatureCache,
-    PoolData,
-    TunePlan,
-    build_cv_tasks,
-    cv_task,
-    load_pools,
-    run_cv_tasks,
-)
+from mlsel.tuning.choice import heatmap_table, operating_points, shared_choice, tuned_params_doc
+from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, cv_task, load_pools, run_cv_tasks
 from mlsel.tuning.final import final_tables, fit_final
-from mlsel.tuning.grids import (
-    CORE_KEYS,
-    FEATURE_KEYS,
-    GRIDS,
-    HEATMAP_PARAM,
-    combo_params,
-    params_text,
-    selector_grid,
-)
+from mlsel.tuning.grids import CORE_KEYS, FEATURE_KEYS, GRIDS, HEATMAP_PARAM, combo_params, params_text, selector_grid
 from mlsel.tuning.stage import tune_plan, tune_selectors
 
 __all__ = [

@@ -10,13 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import (
-    OutcomeMatrix,
-    kfold_queries,
-    load_prepared,
-    pool_matrix,
-    split_masks,
-)
+from mlsel.data.outcomes import OutcomeMatrix, kfold_queries, load_prepared, pool_matrix, split_masks
 from mlsel.features import Embedder, build_features
 from mlsel.selection.base import Selector, utility
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector

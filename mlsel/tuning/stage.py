@@ -12,21 +12,8 @@ import yaml
 
 from mlsel.data.outcomes import data_hash
 from mlsel.paths import ConfigError, params_hash, run_paths, update_manifest, write_csv
-from mlsel.tuning.choice import (
-    cv_sweep,
-    cv_table,
-    heatmap_table,
-    operating_points,
-    tuned_params_doc,
-)
-from mlsel.tuning.cv import (
-    FeatureCache,
-    PoolData,
-    TunePlan,
-    build_cv_tasks,
-    load_pools,
-    run_cv_tasks,
-)
+from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_points, tuned_params_doc
+from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, run_cv_tasks
 from mlsel.tuning.final import final_tables, fit_final
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
 
