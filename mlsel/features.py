@@ -162,7 +162,7 @@ def category_onehot(categories: Sequence[str]) -> np.ndarray:
     return out
 
 
-def build_features(embeddings: np.ndarray, categories: Sequence[str], onehot_weight: float = 1.0) -> np.ndarray:
+def build_features(embeddings: np.ndarray, categories: Sequence[str], onehot_weight: float = default(TrainParams, "onehot_weight")) -> np.ndarray:
     """Concatenate embeddings (n, d) with the weighted one-hot (n, 14) -> (n, d + 14)."""
     if len(embeddings) != len(categories):
         raise ValueError(f"{len(embeddings)} embeddings but {len(categories)} categories")

@@ -54,6 +54,7 @@ import pandas as pd
 from mlsel.llm.client import BenchmarkError, ModelSpec, Redactor, RetryPolicy, call_model, model_specs
 from mlsel.llm.queries import load_queries, write_mmlu_pro_queries
 from mlsel.llm.scoring import has_ground_truth, resolve_metric, score
+from mlsel.params import BenchmarkParams, default
 from mlsel.paths import write_atomic
 
 __all__ = ["BenchmarkError", "STATUSES", "SUMMARY_COLUMNS", "load_queries", "run_benchmark", "summarize", "write_mmlu_pro_queries"]
@@ -283,13 +284,13 @@ def run_benchmark(
     output: str | os.PathLike[str],
     model_config: str | os.PathLike[str] | None = None,
     models: Sequence[str] | str | None = None,
-    endpoint: str = "http://localhost:8000/v1",
-    concurrency: int = 4,
+    endpoint: str = default(BenchmarkParams, "endpoint"),
+    concurrency: int = default(BenchmarkParams, "concurrency"),
     limit: int | None = None,
-    max_tokens: int = 1024,
-    temperature: float = 0.0,
-    timeout_s: float = 120.0,
-    max_retries: int = 4,
+    max_tokens: int = default(BenchmarkParams, "max_tokens"),
+    temperature: float = default(BenchmarkParams, "temperature"),
+    timeout_s: float = default(BenchmarkParams, "timeout_s"),
+    max_retries: int = default(BenchmarkParams, "max_retries"),
     enable_code_eval: bool = False,
     progress: bool = True,
     backoff_initial_s: float = 1.0,

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from mlsel.params import BenchmarkParams, default
 from mlsel.paths import read_yaml
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,9 @@ def _spec_from_entry(e: dict[str, Any], where: str) -> ModelSpec:
 
 def load_model_config(
     path: str | os.PathLike[str],
-    endpoint: str = "http://localhost:8000/v1",
-    max_tokens: int = 1024,
-    temperature: float = 0.0,
+    endpoint: str = default(BenchmarkParams, "endpoint"),
+    max_tokens: int = default(BenchmarkParams, "max_tokens"),
+    temperature: float = default(BenchmarkParams, "temperature"),
     env: dict[str, str] | None = None,
 ) -> list[ModelSpec]:
     """Read a ``models.yaml`` into model specs (format in the module docstring).

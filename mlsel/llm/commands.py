@@ -7,6 +7,10 @@ import sys
 
 from mlsel.llm.benchmark import run_benchmark
 from mlsel.llm.client import BenchmarkError
+from mlsel.params import BenchmarkParams
+
+BENCH = BenchmarkParams().model_dump(by_alias=True)
+"""The benchmark parameters' defaults (mlsel.params), shared with ``params.yaml``'s benchmark section."""
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,14 +19,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--queries", required=True, help="input JSONL (query, category, ground_truth, metric, choices, task_name)")
     p.add_argument("--model-config", default=None, help="models.yaml with endpoints, keys (${VAR}) and settings")
     p.add_argument("--models", default=None, help="comma-separated model names at --endpoint (alternative to --model-config)")
-    p.add_argument("--endpoint", default="http://localhost:8000/v1", help="OpenAI-compatible base URL (default: %(default)s)")
+    p.add_argument("--endpoint", default=BENCH["endpoint"], help="OpenAI-compatible base URL (default: %(default)s)")
     p.add_argument("--output", default="benchmark_output.jsonl", help="output JSONL; an existing file is resumed (default: %(default)s)")
-    p.add_argument("--concurrency", type=int, default=4, help="parallel requests (default: %(default)s)")
+    p.add_argument("--concurrency", type=int, default=BENCH["concurrency"], help="parallel requests (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="only the first N unique queries")
-    p.add_argument("--max-tokens", type=int, default=1024, help="default completion limit (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.0, help="default temperature (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=120.0, help="per-attempt timeout in seconds (default: %(default)s)")
-    p.add_argument("--max-retries", type=int, default=4, help="retries after the first attempt (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=BENCH["max_tokens"], help="default completion limit (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=BENCH["temperature"], help="default temperature (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=BENCH["timeout_s"], help="per-attempt timeout in seconds (default: %(default)s)")
+    p.add_argument("--max-retries", type=int, default=BENCH["max_retries"], help="retries after the first attempt (default: %(default)s)")
     p.add_argument("--enable-code-eval", action="store_true", help="execute code_eval assertions in the sandbox")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_main)
