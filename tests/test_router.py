@@ -267,12 +267,23 @@ def test_pretrained_files_are_evaluated_like_our_own(run_dir, smoke_run, exporte
 def test_add_cli_registers_subcommands():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    add_cli(sub)
+    stage = object()
+    add_cli(sub, evaluate_config=stage)
     args = parser.parse_args(["export", "--run-dir", "runs/x", "--pool", "all5", "--export-dir", "out"])
     assert (args.run_dir, args.pool, args.export_dir, args.func) == ("runs/x", "all5", "out", _cli_export)
     args = parser.parse_args(["evaluate-config", "--run-dir", "runs/x", "--config", "c.yaml", "--n-bootstrap", "10"])
-    assert (args.config, args.n_bootstrap, args.func, args.evaluate_config) == ("c.yaml", 10, _cli_evaluate_config, None)
-    stage = object()
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command", required=True), evaluate_config=stage)
-    assert parser.parse_args(["evaluate-config"]).evaluate_config is stage
+    assert (args.config, args.n_bootstrap, args.func) == ("c.yaml", 10, _cli_evaluate_config)
+    assert args.evaluate_config is stage
+
+
+def test_evaluate_config_command_end_to_end(run_dir, capsys):
+    """`mlsel evaluate-config` runs the evaluate stage's routing-config step and prints its markdown."""
+    from mlsel import cli
+
+    tables = run_paths(run_dir)["tables"]
+    for name in ("router_config_results.csv", "router_config_results.md"):
+        (tables / name).unlink(missing_ok=True)
+    assert cli.main(["evaluate-config", "--run-dir", run_dir, "--config", str(SAMPLE), "--n-bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## Router config `router_config.yaml` on the held-out queries")
+    assert (tables / "router_config_results.csv").is_file() and "Router config (router_config.yaml)" in out

@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import Any, Callable
 
-from mlsel.deploy.router_config import evaluate_router_config
 from mlsel.deploy.runtime import ARTIFACT_FILES, export_router_models
 from mlsel.params import for_stage, load_params, stage_params, stage_values
 from mlsel.paths import run_paths
@@ -41,31 +40,24 @@ def _evaluate_config_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cli_evaluate_config(args: argparse.Namespace) -> int:
-    evaluate_config = args.evaluate_config
     values = _evaluate_config_args(args)
     if not values["router_config"]:
         print("no router config: pass --config or set evaluate.router_config in params.yaml", file=sys.stderr)
         return 1
-    tables = run_paths(values["run_dir"])["tables"]
-    if evaluate_config is None:
-        evaluate_router_config(**values)
-        print(f"(tidy table: {tables / 'router_config_results.csv'})")
-        return 0
-    evaluate_config(for_stage("evaluate", values, where="evaluate-config"))
-    md = tables / "router_config_results.md"
+    args.evaluate_config(for_stage("evaluate", values, where="evaluate-config"))
+    md = run_paths(values["run_dir"])["tables"] / "router_config_results.md"
     print(md.read_text())
     print(f"(tidy table: {md.with_suffix('.csv')})")
     return 0
 
 
-def add_cli(subparsers: Any, evaluate_config: Callable[[Any], Any] | None = None) -> None:
+def add_cli(subparsers: Any, evaluate_config: Callable[[Any], Any]) -> None:
     """Register the ``export`` and ``evaluate-config`` subcommands (``args.func(args)`` runs them).
 
     ``evaluate_config`` is the stage function that evaluates the router config
     and writes its CSV and markdown (``mlsel.stages.evaluate_router_config``,
     taking the evaluate stage's validated parameters); the deploy layer cannot
-    import it. Without it, ``evaluate-config`` writes only the CSV and the
-    manifest entry.
+    import it, so the CLI hands it over.
     """
     p = subparsers.add_parser("export", help="write a run's fitted selectors as router model files (knn/kmeans/svm_model.json + manifest.json)")
     p.add_argument("--run-dir", default=None, help="run folder (default: params.yaml run_dir)")

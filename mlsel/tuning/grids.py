@@ -105,8 +105,8 @@ def _model_value(key: str, value: Any) -> Any:
 def combo_params(values: Mapping[str, Any], combo: Mapping[str, Any]) -> Section:
     """The validated tune-stage parameter object: ``values`` (``p.model_dump()``) with one combination's values.
 
-    Plain dicts cross the process boundary (the stage models are built at
-    runtime and do not pickle); each worker validates its own object here.
+    Plain dicts cross the process boundary to the joblib workers; each
+    worker validates its own object here.
     """
     update = {k: _model_value(k, v) for k, v in combo.items()}
     return for_stage("tune", {**values, **update}, where="tune grid combination")
