@@ -36,9 +36,9 @@ from mlsel.data.outcomes import (
 from mlsel.data.readers import read_source
 from mlsel.data.records import DataLog
 from mlsel.features import features_for
-from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
+from mlsel.metrics.evaluate import Strategy, evaluate, saved_selector_strategies
 from mlsel.paths import params_hash, resolve_path, run_paths, sha256_file, update_manifest, write_csv
-from mlsel.selection.registry import label, load_selector, make_selector, save_selector
+from mlsel.selection.registry import make_selector, save_selector
 
 log = logging.getLogger(__name__)
 
@@ -167,20 +167,8 @@ def train_selectors(p: Any) -> pd.DataFrame:
 
 def pool_strategies(p: Any, pool: str, matrix: OutcomeMatrix, train: np.ndarray, test: np.ndarray) -> list[Strategy]:
     """The strategies of one pool on its test queries: oracle, the trained selectors, baselines."""
-    models = p.pools[pool]
-    te = matrix.subset(test)
-    tr = matrix.subset(train)
-    strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
-    feats: dict[tuple[str, float], np.ndarray] = {}
-    for name in p.selector_names:
-        sel, manifest = load_selector(run_paths(p.run_dir)["models"] / pool, name)
-        if manifest["models"] != list(models):
-            raise ValueError(f"selector {pool}/{name} was fitted on models {manifest['models']}, the pool has {models}; rerun train")
-        key = (manifest["embedder"], float(manifest["onehot_weight"]))
-        if key not in feats:
-            feats[key] = features_for(te, key[0], key[1], p.embed_batch_size, p.device)
-        strategies.append(Strategy(label(name), "selector", sel.predict_proba(feats[key])))
-    return strategies + baseline_strategies(tr, len(te), p.quality_weight)
+    return saved_selector_strategies(run_paths(p.run_dir)["models"] / pool, list(p.selector_names), list(p.pools[pool]),
+                                     matrix.subset(test), matrix.subset(train), p.quality_weight, p.embed_batch_size, p.device)
 
 
 def evaluate_selectors(p: Any) -> pd.DataFrame:

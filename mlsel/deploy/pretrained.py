@@ -14,19 +14,17 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from mlsel import paths
-from mlsel.data.outcomes import OutcomeMatrix, load_prepared, pool_matrix, split_masks
+from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
 from mlsel.deploy.router_config import feature_settings, onehot
 from mlsel.deploy.routing import ALGORITHMS
 from mlsel.deploy.runtime import RUNTIME_SELECT, IncompatibleArtifactError
 from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
-from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
+from mlsel.metrics.evaluate import Strategy, evaluate, saved_selector_strategies
 from mlsel.params import BaseParams, default
 from mlsel.paths import run_paths, write_csv
-from mlsel.selection.registry import label, load_selector
 
 PRETRAINED_REPO = "abdallah1008/semantic-router-ml-models"
 """Hugging Face repo of the reference's pretrained model files."""
@@ -118,23 +116,6 @@ def check_compatible(artifact: dict[str, Any], feature_dim: int, models: Sequenc
         raise IncompatibleArtifactError(f"{what}: models {unknown or names} are not among this run's models {list(models)}")
 
 
-def _own_strategies(run_dir: str, pool: str, models: list[str], te: OutcomeMatrix, tr: OutcomeMatrix, quality_weight: float,
-                    embed_batch_size: int, device: str) -> list[Strategy]:
-    """The oracle, the run's fitted selectors of ``pool`` (those the train stage saved) and the baselines."""
-    folder = run_paths(run_dir)["models"] / pool
-    strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
-    feats: dict[tuple[str, float], np.ndarray] = {}
-    for name in [a for a in ALGORITHMS if (folder / f"{a}.manifest.json").is_file()]:
-        sel, manifest = load_selector(folder, name)
-        if manifest["models"] != list(models):
-            raise ValueError(f"selector {pool}/{name} was fitted on models {manifest['models']}, the pool has {models}; rerun train")
-        key = (manifest["embedder"], float(manifest["onehot_weight"]))
-        if key not in feats:
-            feats[key] = features_for(te, key[0], key[1], embed_batch_size, device)
-        strategies.append(Strategy(label(name), "selector", sel.predict_proba(feats[key])))
-    return strategies + baseline_strategies(tr, len(te), quality_weight)
-
-
 def evaluate_pretrained(
     run_dir: str,
     pool: str,
@@ -169,7 +150,8 @@ def evaluate_pretrained(
     Xte = features_for(te, embedder, onehot_weight, embed_batch_size, device)
     for art in artifacts.values():
         check_compatible(art, Xte.shape[1], models, embedder)
-    strategies = _own_strategies(run_dir, pool, models, te, matrix.subset(train), float(quality_weight), embed_batch_size, device)
+    names = [a for a in ALGORITHMS if (folder / f"{a}.manifest.json").is_file()]
+    strategies = saved_selector_strategies(folder, names, models, te, matrix.subset(train), float(quality_weight), embed_batch_size, device)
     for algo, art in artifacts.items():
         chosen = RUNTIME_SELECT[algo](art, Xte)
         strategies.insert(1, Strategy(f"Pretrained {algo.upper()} ({repo_id})", "pretrained", onehot(models, list(chosen))))

@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mlsel.data.outcomes import OutcomeMatrix
+from mlsel.features import features_for
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.selection.baselines import AlwaysSelector, BestSingleSelector, RandomSelector
+from mlsel.selection.registry import label, load_selector
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,27 @@ def baseline_strategies(train: OutcomeMatrix, n_test: int, quality_weight: float
     rnd = RandomSelector(quality_weight=quality_weight).fit(dummy, **fit)
     out.append(Strategy("Random Selection (expected)", "random", rnd.predict_proba(xte)))
     return out
+
+
+def saved_selector_strategies(folder: Path, names: list[str], models: list[str], te: OutcomeMatrix, tr: OutcomeMatrix,
+                              quality_weight: float, embed_batch_size: int, device: str) -> list[Strategy]:
+    """Oracle, the selectors the train stage saved in ``folder`` (``names``) and the baselines, on the test queries ``te``.
+
+    Each selector gets the features its manifest names (embedder, one-hot
+    weight), built once per setting; a selector fitted on other models than
+    ``models`` is an error.
+    """
+    strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
+    feats: dict[tuple[str, float], np.ndarray] = {}
+    for name in names:
+        sel, manifest = load_selector(folder, name)
+        if manifest["models"] != list(models):
+            raise ValueError(f"selector {folder.name}/{name} was fitted on models {manifest['models']}, the pool has {models}; rerun train")
+        key = (manifest["embedder"], float(manifest["onehot_weight"]))
+        if key not in feats:
+            feats[key] = features_for(te, key[0], key[1], embed_batch_size, device)
+        strategies.append(Strategy(label(name), "selector", sel.predict_proba(feats[key])))
+    return strategies + baseline_strategies(tr, len(te), quality_weight)
 
 
 def _results_row(s: Strategy, pool: str, test: OutcomeMatrix, per_q: dict, hit: dict, boot: dict, boot_hit: dict,
