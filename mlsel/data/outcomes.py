@@ -51,6 +51,7 @@ def resolve_duplicates(df: pd.DataFrame, policy: str, dlog: DataLog) -> pd.DataF
             latency_s=("latency_s", "mean"),
             response_chars=("response_chars", "mean"),
             task=("task", "first"),
+            cost_usd=("cost_usd", "mean"),
         )
         return agg.reset_index()[OUTCOME_COLUMNS]
     raise DataError(f"unknown duplicate_policy {policy!r}; expected error, mean or first")
@@ -205,7 +206,7 @@ def subsample_queries(df: pd.DataFrame, max_queries: int, seed: int, dlog: DataL
 QUERY_COLUMNS = ["query_id", "query", "category", "task", "split"]
 
 
-OUTCOME_FILE_COLUMNS = ["query_id", "model", "quality", "latency_s", "response_chars"]
+OUTCOME_FILE_COLUMNS = ["query_id", "model", "quality", "latency_s", "response_chars", "cost_usd"]
 
 
 def load_prepared(run_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -114,6 +114,7 @@ def read_seed_jsonl(
                 check_latency(rec.get("response_time"), where),
                 float(chars) if chars is not None else float("nan"),
                 str(rec.get("task_name") or ""),
+                float("nan"),
             )
         )
     if not rows:
@@ -183,6 +184,7 @@ def read_mmlu_pro(
                     float("nan"),
                     float(len(out)) if isinstance(out, str) else float("nan"),
                     str(rec.get("src") or ""),
+                    float("nan"),
                 )
             )
     df = pd.DataFrame(rows, columns=["question_id", *OUTCOME_COLUMNS[1:]])
@@ -251,6 +253,7 @@ def read_llmrouter(data_dir: Path | None = None, dlog: DataLog | None = None) ->
                         float("nan"),
                         float("nan"),
                         task,
+                        float("nan"),
                     )
                 )
     return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)

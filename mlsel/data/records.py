@@ -10,6 +10,7 @@ An *outcome table* is a DataFrame with one row per (query, model)::
     latency_s       measured response time in seconds, NaN where not measured
     response_chars  length of the model's answer text, NaN where unknown
     task            source task / sub-dataset, "" where unknown
+    cost_usd        real cost of that call in US dollars, NaN where unknown
 
 Category policy
 ---------------
@@ -37,7 +38,7 @@ from mlsel import CATEGORIES
 
 log = logging.getLogger(__name__)
 
-OUTCOME_COLUMNS = ["query_id", "query", "category", "model", "quality", "latency_s", "response_chars", "task"]
+OUTCOME_COLUMNS = ["query_id", "query", "category", "model", "quality", "latency_s", "response_chars", "task", "cost_usd"]
 
 
 class DataError(ValueError):

@@ -119,6 +119,8 @@ class TuneParams(Section):
     tune_n_folds: int = _field(3, "K-fold cross-validation by query inside the training split", ge=2)
     tune_n_seeds: int = _field(1, "repeats of the K-fold over seeds seed, seed+1, ...", ge=1)
     tune_n_jobs: int = _field(2, "joblib workers")
+    tune_dask_scheduler: str = _field(
+        "", "Dask scheduler address (tcp://host:8786): CV and final fits run on that cluster through joblib's dask backend; empty: local joblib")
     tune_grid: Literal["default", "small"] = _field("default", "named search space in mlsel.tuning (default | small)")
     tune_router_names: list[Literal["knn_reg", "mlp", "logreg", "scoreboard"]] = _field(
         list(ROUTER_NAMES), "cost-aware routers tuned besides selector_names (mlsel.selection.cost_aware)")
