@@ -105,7 +105,36 @@ LLMROUTER_SOURCES: dict[str, SourceFile] = {
         f"{_LLMROUTER_BASE}/example_data/query_data/default_query_test.jsonl",
         "0fdf4b4236fb81c1a673a01950fb974e02599c83164b0e7832888aefaa490e27",
     ),
+    "prices": SourceFile(
+        "llmrouter-default-9models/raw/default_llm.json",
+        f"{_LLMROUTER_BASE}/example_data/llm_candidates/default_llm.json",
+        "278f790564efd758ab28a9b6ce141d3fa057219de9bad40b31562c4286549552",
+    ),
 }
+
+
+_ROUTERBENCH_COMMIT = "1963d6874b69c94309ea37a34d7d4cd6f527e7c5"
+"""RouterDC commit that last changed ``datasets/routerbench_zs`` (identical at HEAD 0e63989c, 2025-02-25)."""
+
+
+_ROUTERBENCH_BASE = f"https://raw.githubusercontent.com/shuhao02/RouterDC/{_ROUTERBENCH_COMMIT}/datasets/routerbench_zs"
+
+
+_ROUTERBENCH_SHA = {
+    "arc_challenge_train": "59e044850520be06f74dd9766b9ab4621d783f7fa5269d7dda118b9abb115d78",
+    "arc_challenge_test": "7bffb55faca2e1f9d19f7197c652884780a1e0f7fe14bad5b2b1c6afbe7a6769",
+    "mbpp_train": "2a985adc3a3016b5ae4d62229722cdff9ece58aa1338206a6b12e4957304452b",
+    "mbpp_test": "156fb843b706b765162d74f5fc4928322be5041791b45bd3e1bd732d998c4032",
+    "winograde_train": "f6d54caab59bebb9facf3407c515a07a20faf4e75c639b7e91988ceaf312906a",
+    "winograde_test": "de7c8689d4b682c860b660988808ee2e40366b12076811e7891081facec4a2e1",
+}
+
+
+ROUTERBENCH_SOURCES: dict[str, SourceFile] = {
+    name: SourceFile(f"routerbench-subset-routerdc/raw/{name}.csv.gz", f"{_ROUTERBENCH_BASE}/{name}.csv", sha)
+    for name, sha in _ROUTERBENCH_SHA.items()
+}
+"""RouterBench 0-shot subset as re-split by RouterDC (keys are the file stems; ``winograde`` is upstream's spelling)."""
 
 
 def fetch(source: SourceFile, data_dir: Path | None = None, cache: Path | None = None) -> Path:
