@@ -28,11 +28,11 @@ $(TEST_STAMP): $(BASE_STAMP)
 env: $(BASE_STAMP)
 env-test: $(TEST_STAMP)
 
-## The main job: every stage on the default data (MMLU-Pro), report in reports/.
+## The main job: every stage on every default dataset (MMLU-Pro, LLMRouter, RouterBench), report in reports/.
 run: env
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-0} $(VENV)/bin/mlsel run
 
-## A fast run on a 600-query sample into runs/smoke.
+## A fast run on a 600-query sample of each dataset into runs/smoke.
 smoke: env
 	$(VENV)/bin/mlsel run --smoke
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from mlsel import runner, stages
 from mlsel.deploy.commands import add_cli as add_deploy_cli
@@ -21,19 +22,31 @@ def _run(args: argparse.Namespace) -> int:
                       progress=args.progress, force=args.force)
     for stage, info in done.items():
         status = "up to date, skipped" if info["skipped"] else f"{info['seconds']:.1f} s"
-        print(f"{stage:<9} {status:>20}  {info['notebook']}")
+        print(f"{stage:<28} {status:>20}  {info['notebook']}")
     return 0
 
 
 def _results(args: argparse.Namespace) -> int:
-    run_dir = args.run_dir or load_params(args.params).base.run_dir
-    path = run_paths(run_dir)["tables"] / "seed_tables.md"
-    if not path.is_file():
-        print(f"{path}: not found; run `mlsel run` (or `mlsel run --stage evaluate`) first", file=sys.stderr)
+    """The cross-dataset matrix (``tables/summary.csv``), then each dataset's two seed tables."""
+    import pandas as pd
+
+    from mlsel.report.overview import dataset_title, summary_markdown
+
+    params = load_params(args.params)
+    run_dir = Path(args.run_dir or params.base.run_dir)
+    summary = run_paths(str(run_dir))["tables"] / "summary.csv"
+    seed_tables = {ds: run_paths(str(run_dir / ds))["tables"] / "seed_tables.md" for ds in params.base.datasets}
+    if not summary.is_file() and not any(p.is_file() for p in seed_tables.values()):
+        print(f"{run_dir}: no results (no tables/summary.csv, no <dataset>/tables/seed_tables.md); run `mlsel run` first", file=sys.stderr)
         return 1
-    print(path.read_text())
-    csv = run_paths(run_dir)["tables"] / "selection_results.csv"
-    print(f"(tidy table: {csv})")
+    if summary.is_file():
+        print("## Does routing pay? (held-out queries)\n")
+        print(summary_markdown(pd.read_csv(summary)))
+    for ds, path in seed_tables.items():
+        if path.is_file():
+            print(f"## {dataset_title(ds)}: the reference's two tables\n")
+            print(path.read_text())
+            print(f"(tidy table: {path.with_name('selection_results.csv')})\n")
     return 0
 
 
@@ -51,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun stages that are up to date")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("results", help="print the seed's two tables (held-out results) of a run")
+    p = sub.add_parser("results", help="print the cross-dataset matrix and each dataset's two seed tables (held-out results) of a run")
     p.add_argument("--run-dir", default=None, help="run folder (default: params.yaml run_dir)")
     p.add_argument("--params", default=None)
     p.set_defaults(func=_results)

@@ -10,7 +10,12 @@ the stages themselves add input checksums and dropped-record counts.
 A failed stage stops the run and leaves the partly executed notebook and all
 earlier stages' outputs in place.
 
-Up-to-date stages are skipped, as make or DVC would: ``train``,
+Every stage but the report runs once per dataset (``base.datasets``, each
+defined under ``dataset_defs``) into ``<run_dir>/<dataset>/``, with its own
+manifest and executed notebooks; the report stage then runs once over the
+run folder and builds the cross-dataset page.
+
+Up-to-date stages are skipped (per dataset), as make or DVC would: ``train``,
 ``evaluate`` and ``tune`` rerun only when their fingerprint changes — their
 parameters, the bytes of the files they read in the run folder, their
 notebook, and the ``mlsel`` source. ``prepare``, ``benchmark`` (which resumes
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import mlsel
-from mlsel.params import Params, apply_overrides, apply_smoke, load_params, stage_values
+from mlsel.params import Params, apply_overrides, apply_smoke, dataset_params, load_params, stage_values
 from mlsel.paths import (
     NOTEBOOKS,
     STAGES,
@@ -109,6 +114,37 @@ def _check_no_secrets(stage_params: dict[str, Any], stage: str) -> None:
             )
 
 
+def run_stage(stage: str, params: Params, force: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Run one stage notebook with papermill into ``params``' run folder (skipped when up to date); its record."""
+    import papermill as pm
+
+    root = project_root()
+    layout = run_paths(params.base.run_dir)
+    layout["notebooks"].mkdir(parents=True, exist_ok=True)
+    sp = stage_values(params, stage)
+    _check_no_secrets(sp, stage)
+    nb_in = root / "notebooks" / NOTEBOOKS[stage]
+    nb_out = layout["notebooks"] / NOTEBOOKS[stage]
+    fp = fingerprint(stage, sp, layout["root"], nb_in)
+    previous = read_manifest(params.base.run_dir)["stages"].get(stage, {})
+    if not force and _up_to_date(stage, fp, previous, layout["root"]):
+        log.info("%s: stage %s is up to date (fingerprint %s): skipped", layout["root"], stage, fp)
+        return {"notebook": str(nb_out), "seconds": 0.0, "skipped": True}
+    log.info("stage %s: %s -> %s", stage, nb_in, nb_out)
+    t0 = time.perf_counter()
+    pm.execute_notebook(
+        str(nb_in), str(nb_out), parameters=sp, kernel_name="python3", cwd=str(root / "notebooks"),
+        progress_bar=progress, log_output=False, report_mode=False,
+    )
+    seconds = round(time.perf_counter() - t0, 1)
+    manifest = read_manifest(params.base.run_dir)
+    entry = manifest["stages"].get(stage, {})
+    entry.update({"executed_notebook": str(nb_out), "seconds": seconds, "params": sp, "params_hash": params_hash(sp), "fingerprint": fp})
+    update_manifest(params.base.run_dir, stage, entry)
+    log.info("stage %s done in %.1f s", stage, seconds)
+    return {"notebook": str(nb_out), "seconds": seconds, "skipped": False}
+
+
 def run(
     stages: Iterable[str] | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
@@ -117,50 +153,30 @@ def run(
     progress: bool = False,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Run stages with papermill; returns ``{stage: {"notebook": path, "seconds": t, "skipped": bool}}``.
+    """Run stages with papermill: every stage but the report once per dataset, then the report over all.
+
+    Returns ``{"<dataset>/<stage>" or "report": {"notebook": path, "seconds": t, "skipped": bool}}``.
+    Dataset ``d`` runs into ``<run_dir>/d/`` with the parameters of
+    :func:`mlsel.params.dataset_params`; the report reads every dataset's folder
+    and writes the cross-dataset page.
 
     Parameters
     ----------
     stages : stage names (default: all, see :func:`planned_stages`)
-    overrides : ``{"knn_k": 7}`` or ``["knn_k=7", "train.svm_c=2"]``
+    overrides : ``{"knn_k": 7}`` or ``["knn_k=7", "train.svm_c=2", "datasets=[llmrouter]"]``
     params_file : default ``<project root>/params.yaml``
     smoke : apply the params.yaml ``smoke`` profile (small, fast values) first
     force : rerun stages that are up to date (see the module docstring)
     """
-    import papermill as pm
-
-
-    params = load_params(params_file)
-    if smoke:
-        params = apply_smoke(params)
-    params = apply_overrides(params, overrides)
-    root = project_root()
-    layout = run_paths(params.base.run_dir)
-    layout["notebooks"].mkdir(parents=True, exist_ok=True)
+    file_params = load_params(params_file)
+    top = apply_overrides(apply_smoke(file_params) if smoke else file_params, overrides)
     done: dict[str, Any] = {}
-    for stage in planned_stages(params, stages):
-        sp = stage_values(params, stage)
-        _check_no_secrets(sp, stage)
-        nb_in = root / "notebooks" / NOTEBOOKS[stage]
-        nb_out = layout["notebooks"] / NOTEBOOKS[stage]
-        fp = fingerprint(stage, sp, layout["root"], nb_in)
-        previous = read_manifest(params.base.run_dir)["stages"].get(stage, {})
-        if not force and _up_to_date(stage, fp, previous, layout["root"]):
-            log.info("stage %s is up to date (fingerprint %s): skipped", stage, fp)
-            done[stage] = {"notebook": str(nb_out), "seconds": 0.0, "skipped": True}
-            continue
-        log.info("stage %s: %s -> %s", stage, nb_in, nb_out)
-        t0 = time.perf_counter()
-        pm.execute_notebook(
-            str(nb_in), str(nb_out), parameters=sp, kernel_name="python3", cwd=str(root / "notebooks"),
-            progress_bar=progress, log_output=False, report_mode=False,
-        )
-        seconds = round(time.perf_counter() - t0, 1)
-        done[stage] = {"notebook": str(nb_out), "seconds": seconds, "skipped": False}
-        manifest = read_manifest(params.base.run_dir)
-        entry = manifest["stages"].get(stage, {})
-        entry.update({"executed_notebook": str(nb_out), "seconds": seconds, "params": sp, "params_hash": params_hash(sp),
-                      "fingerprint": fp})
-        update_manifest(params.base.run_dir, stage, entry)
-        log.info("stage %s done in %.1f s", stage, seconds)
+    for name in top.base.datasets:
+        params = dataset_params(file_params, name, smoke, overrides)
+        for stage in planned_stages(params, stages):
+            if stage != "report":
+                log.info("dataset %s: stage %s", name, stage)
+                done[f"{name}/{stage}"] = run_stage(stage, params, force, progress)
+    if "report" in planned_stages(top, stages):
+        done["report"] = run_stage("report", top, force, progress)
     return done

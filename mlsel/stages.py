@@ -23,6 +23,8 @@ from mlsel.data.outcomes import (
     OUTCOME_FILE_COLUMNS,
     QUERY_COLUMNS,
     OutcomeMatrix,
+    apply_missing_quality,
+    assign_split,
     data_hash,
     load_prepared,
     pool_matrix,
@@ -30,7 +32,6 @@ from mlsel.data.outcomes import (
     resolve_duplicates,
     restrict_to_pool,
     split_masks,
-    split_queries,
     subsample_queries,
 )
 from mlsel.data.readers import read_source
@@ -72,15 +73,16 @@ def prepare_data(p: Any) -> pd.DataFrame:
     dlog = DataLog()
     models = pool_models(p.pools)
     df = read_source(p.source, p.source_path, p.data_dir, p.run_dir, models, dlog, p.unknown_category_policy)
+    df = apply_missing_quality(df, p.missing_quality_policy, dlog)
     df = resolve_duplicates(df, p.duplicate_policy, dlog)
     df = restrict_to_pool(df, models, p.incomplete_policy, dlog)
     df = subsample_queries(df, p.max_queries, p.seed, dlog)
     queries = df.drop_duplicates("query_id")[["query_id", "query", "category", "task"]].sort_values("query_id")
-    queries["split"] = queries["query_id"].map(split_queries(queries, p.test_size, p.seed))
+    queries["split"] = assign_split(queries, df, p.split, p.test_size, list(p.test_tasks), p.seed)
     folder = run_paths(p.run_dir)["data"]
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(queries[QUERY_COLUMNS], folder / "queries.csv")
-    write_csv(df[OUTCOME_FILE_COLUMNS].sort_values(["query_id", "model"]), folder / "outcomes.csv")
+    write_csv(df.reindex(columns=OUTCOME_FILE_COLUMNS).sort_values(["query_id", "model"]), folder / "outcomes.csv")
     n_train = int((queries["split"] == "train").sum())
     update_manifest(
         p.run_dir, "prepare",
@@ -240,7 +242,10 @@ def tune_selectors(p: Any) -> pd.DataFrame:
 
 
 def build_report(p: Any) -> Path:
-    """Build the self-contained HTML report of the run into ``report_dir``; returns the page's path."""
-    from mlsel.report.page import build_report as build
+    """Build the self-contained cross-dataset HTML report of the run into ``report_dir``; returns the page's path.
 
-    return build(run_dir=p.run_dir, report_dir=p.report_dir)
+    ``run_dir`` holds one folder per dataset of ``datasets`` (as ``mlsel run`` writes them).
+    """
+    from mlsel.report.overview import build_run_report
+
+    return build_run_report(run_dir=p.run_dir, datasets=list(p.datasets), report_dir=p.report_dir)

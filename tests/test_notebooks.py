@@ -16,6 +16,7 @@ from mlsel.params import (
     TrainParams,
     apply_overrides,
     apply_smoke,
+    dataset_params,
     default,
     from_notebook,
     keys_of,
@@ -54,8 +55,16 @@ def test_notebook_is_committed_clean(path):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_notebook_parameters_match_the_parameter_model(stage):
-    """Same names, same types, and defaults = the model's values with the smoke profile applied."""
-    expected = stage_values(apply_smoke(load_params(ROOT / "params.yaml")), stage)
+    """Same names, same types, and defaults = the first dataset's values with the smoke profile applied
+    (the report notebook: the smoke run of that one dataset)."""
+    params = load_params(ROOT / "params.yaml")
+    first = params.base.datasets[0]
+    if stage == "report":
+        expected = stage_values(apply_overrides(apply_smoke(params), {"datasets": [first]}), stage)
+        assert expected["run_dir"] == "runs/smoke" and expected["datasets"] == ["mmlu_pro"]
+    else:
+        expected = stage_values(dataset_params(params, first, smoke=True), stage)
+        assert expected["run_dir"] == "runs/smoke/mmlu_pro"
     assert list(expected) == keys_of(STAGE_MODELS[stage])
     found = pm.inspect_notebook(str(ROOT / "notebooks" / paths.NOTEBOOKS[stage]))
     assert list(found) == list(expected)

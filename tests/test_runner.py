@@ -25,20 +25,36 @@ def _tables(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def smoke_runner_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runner-smoke")
-    overrides = {"run_dir": str(run_dir), "report_dir": str(run_dir / "report")}
+    overrides = {"run_dir": str(run_dir), "report_dir": str(run_dir / "report"), "datasets": ["mmlu_pro", "routerbench"]}
     done = runner.run(smoke=True, overrides=overrides)
     return run_dir, overrides, done
 
 
-def test_every_stage_runs_through_papermill(smoke_runner_run):
+STAGES = ["prepare", "train", "evaluate", "tune"]
+
+
+def test_every_stage_runs_through_papermill_per_dataset(smoke_runner_run):
     run_dir, _, done = smoke_runner_run
-    assert list(done) == ["prepare", "train", "evaluate", "tune", "report"]
-    for info in done.values():
+    assert list(done) == [f"{ds}/{s}" for ds in ("mmlu_pro", "routerbench") for s in STAGES] + ["report"]
+    for key, info in done.items():
         nb = json.loads(Path(info["notebook"]).read_text())
         assert nb["metadata"]["papermill"]["exception"] is None or nb["metadata"]["papermill"].get("exception") is False
+        assert Path(info["notebook"]).parent == (run_dir / key.split("/")[0] / "notebooks" if "/" in key else run_dir / "notebooks")
     html = (run_dir / "report" / "index.html").read_text()
-    assert "small4" in html and "all5" in html
-    results = pd.read_csv(run_dir / "report" / "tables" / "selection_results.csv")
+    assert "small4" in html and "all5" in html and "all11" in html
+    summary = pd.read_csv(run_dir / "report" / "tables" / "summary.csv")
+    assert summary[["dataset", "pool"]].values.tolist() == [["mmlu_pro", "small4"], ["mmlu_pro", "all5"], ["routerbench", "all11"]]
+    for col in ["dataset", "pool", "n_test", "best_single", "best_single_quality", "oracle_quality", "router", "router_quality",
+                "gain_at_b", "gain_at_b_ci_low", "gain_at_b_ci_high", "gap_closed_pct", "cost_unit", "cost_save_at_b_pct",
+                "cost_save_at_b_ci_low", "cost_save_at_b_ci_high"]:
+        assert col in summary.columns, col
+    assert summary["cost_unit"].tolist() == ["response_chars", "response_chars", "cost_usd"]
+    assert summary["split"].tolist() == ["seeded", "seeded", "source"]
+    assert (summary["oracle_quality"] >= summary["best_single_quality"]).all()
+    assert (summary["router_quality"] - summary["best_single_quality"] - summary["gain_at_b"]).abs().max() < 1e-5
+    rb = pd.read_csv(run_dir / "report" / "tables" / "routerbench" / "selection_results.csv")
+    assert rb["avg_cost_usd"].notna().all() and rb["avg_latency_s"].isna().all()
+    results = pd.read_csv(run_dir / "report" / "tables" / "mmlu_pro" / "selection_results.csv")
     assert set(results["pool"]) == {"small4", "all5"}
     for col in ["pool", "strategy", "n_queries", "avg_quality", "avg_quality_ci_low", "avg_quality_ci_high",
                 "best_model_pct", "uplift_vs_random_pct", "uplift_vs_best_single", "avg_response_chars"]:
@@ -48,25 +64,29 @@ def test_every_stage_runs_through_papermill(smoke_runner_run):
 
 def test_manifest_records_parameters_versions_inputs_and_drops(smoke_runner_run):
     run_dir, _, _ = smoke_runner_run
-    m = json.loads((run_dir / "manifest.json").read_text())
+    m = json.loads((run_dir / "mmlu_pro" / "manifest.json").read_text())
     assert m["git_commit"] and m["package_versions"]["scikit-learn"]
     prep = m["stages"]["prepare"]
     assert prep["params"]["max_queries"] == 600 and len(prep["params_hash"]) == 16
     assert all(len(sha) == 64 for sha in prep["data"]["inputs"].values()) and len(prep["data"]["inputs"]) == 5
     assert prep["data"]["dropped"]["subsampled_out_by_max_queries"] > 0
     assert "duplicate_rows_averaged" in prep["data"]["repaired"]
-    for stage in ("train", "evaluate", "tune", "report"):
+    for stage in ("train", "evaluate", "tune"):
         assert m["stages"][stage]["executed_notebook"].endswith(".ipynb")
+    assert json.loads((run_dir / "manifest.json").read_text())["stages"]["report"]["executed_notebook"].endswith(".ipynb")
+    rb = json.loads((run_dir / "routerbench" / "manifest.json").read_text())["stages"]["prepare"]
+    # RouterBench has empty quality cells: the drop policy removes them and counts them.
+    assert rb["data"]["dropped"]["missing_quality_cell"] > 0
 
 
 def test_rerun_gives_byte_identical_tables(smoke_runner_run):
     run_dir, overrides, _ = smoke_runner_run
-    before = _tables(run_dir / "tables")
-    report_before = _tables(run_dir / "report" / "tables")
-    done = runner.run(smoke=True, overrides=overrides, stages=["prepare", "train", "evaluate", "report"], force=True)
+    before = _tables(run_dir / "mmlu_pro" / "tables")
+    report_before = _tables(run_dir / "report" / "tables" / "mmlu_pro")
+    done = runner.run(smoke=True, overrides={**overrides, "datasets": ["mmlu_pro"]}, stages=["prepare", "train", "evaluate"], force=True)
     assert not any(info["skipped"] for info in done.values())
-    assert _tables(run_dir / "tables") == before
-    assert _tables(run_dir / "report" / "tables") == report_before
+    assert _tables(run_dir / "mmlu_pro" / "tables") == before
+    assert _tables(run_dir / "report" / "tables" / "mmlu_pro") == report_before
 
 
 def test_single_stage_runs_directly_with_papermill_cli(smoke_runner_run, tmp_path):
@@ -74,10 +94,10 @@ def test_single_stage_runs_directly_with_papermill_cli(smoke_runner_run, tmp_pat
     out = tmp_path / "train.ipynb"
     subprocess.run(
         [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "20_train_selectors.ipynb"), str(out),
-         "-p", "run_dir", str(run_dir), "-p", "knn_k", "7", "-y", "selector_names: [knn]", "--cwd", str(ROOT / "notebooks")],
+         "-p", "run_dir", str(run_dir / "mmlu_pro"), "-p", "knn_k", "7", "-y", "selector_names: [knn]", "--cwd", str(ROOT / "notebooks")],
         check=True, capture_output=True, env={**os.environ},
     )
-    manifest = json.loads((run_dir / "models" / "small4" / "knn.manifest.json").read_text())
+    manifest = json.loads((run_dir / "mmlu_pro" / "models" / "small4" / "knn.manifest.json").read_text())
     assert manifest["params"]["k"] == 7
 
 
@@ -92,8 +112,9 @@ def test_failed_stage_keeps_earlier_outputs(smoke_runner_run, tmp_path):
     # ... and a stage that fails while running leaves what earlier stages wrote.
     with pytest.raises(pm.PapermillExecutionError, match="no-such-embedder"):
         runner.run(smoke=True, overrides={"run_dir": str(run_dir), "embedder": "mlsel-tests/no-such-embedder"}, stages=["prepare", "train"])
-    assert (run_dir / "data" / "queries.csv").is_file()
-    assert (run_dir / "notebooks" / "20_train_selectors.ipynb").is_file()  # the partial notebook is kept
+    assert (run_dir / "mmlu_pro" / "data" / "queries.csv").is_file()
+    assert (run_dir / "mmlu_pro" / "notebooks" / "20_train_selectors.ipynb").is_file()  # the partial notebook is kept
+    assert not (run_dir / "llmrouter").exists()  # the run stops at the first failure
 
 
 def test_secret_looking_parameters_are_refused():
@@ -111,12 +132,14 @@ def test_secret_looking_parameters_are_refused():
 def test_up_to_date_stages_are_skipped_and_a_changed_parameter_reruns(smoke_runner_run):
     run_dir, overrides, _ = smoke_runner_run
     runner.run(smoke=True, overrides=overrides)  # up to date after this, whatever earlier tests did
-    before = _tables(run_dir / "tables")
+    before = _tables(run_dir / "mmlu_pro" / "tables")
     done = runner.run(smoke=True, overrides=overrides)
-    assert {s for s, info in done.items() if info["skipped"]} == {"train", "evaluate", "tune"}
-    assert not done["prepare"]["skipped"] and not done["report"]["skipped"]
-    assert _tables(run_dir / "tables") == before
+    assert {s for s, info in done.items() if info["skipped"]} == {f"{ds}/{s}" for ds in ("mmlu_pro", "routerbench")
+                                                                  for s in ("train", "evaluate", "tune")}
+    assert not done["mmlu_pro/prepare"]["skipped"] and not done["report"]["skipped"]
+    assert _tables(run_dir / "mmlu_pro" / "tables") == before
+    # A changed parameter reruns the stages that read it.
     done = runner.run(smoke=True, overrides={**overrides, "knn_k": 9}, stages=["train", "evaluate"])
-    assert not done["train"]["skipped"] and not done["evaluate"]["skipped"]  # evaluate reads the new models
-    knn = json.loads((run_dir / "models" / "small4" / "knn.manifest.json").read_text())
+    assert not done["mmlu_pro/train"]["skipped"] and not done["mmlu_pro/evaluate"]["skipped"]  # evaluate reads the new models
+    knn = json.loads((run_dir / "mmlu_pro" / "models" / "small4" / "knn.manifest.json").read_text())
     assert knn["params"]["k"] == 9

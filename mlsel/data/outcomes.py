@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mlsel.data.records import OUTCOME_COLUMNS, DataError, DataLog
+from mlsel.data.records import DataError, DataLog
 from mlsel.paths import ConfigError, run_paths, sha256_file
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,65 @@ def resolve_duplicates(df: pd.DataFrame, policy: str, dlog: DataLog) -> pd.DataF
     if policy == "mean":
         dlog.repaired["duplicate_rows_averaged"] += n_extra
         keys = ["query_id", "model"]
-        agg = df.groupby(keys, sort=False).agg(
-            query=("query", "first"),
-            category=("category", "first"),
-            quality=("quality", "mean"),
-            latency_s=("latency_s", "mean"),
-            response_chars=("response_chars", "mean"),
-            task=("task", "first"),
-            cost_usd=("cost_usd", "mean"),
-        )
-        return agg.reset_index()[OUTCOME_COLUMNS]
+        numeric = ("quality", "latency_s", "response_chars", "cost_usd", "list_price")
+        how = {c: ("mean" if c in numeric else "first") for c in df.columns if c not in keys}
+        agg = df.groupby(keys, sort=False).agg(how).reset_index()
+        return agg[[c for c in df.columns]]
     raise DataError(f"unknown duplicate_policy {policy!r}; expected error, mean or first")
+
+
+def apply_missing_quality(df: pd.DataFrame, policy: str, dlog: DataLog) -> pd.DataFrame:
+    """Apply ``missing_quality_policy`` to empty (NaN) quality cells.
+
+    ``error``: a :class:`DataError` naming the first such cell's file and row
+    (``source_row`` where the reader records it), model and query. ``drop``:
+    the empty cells are removed, counted as ``dropped.missing_quality_cell``;
+    a query left without a score for some pool model then leaves that pool by
+    ``incomplete_policy`` (counted as ``dropped.incomplete_query``), while a
+    query scored in another record of the source (RouterBench repeats some
+    prompts) keeps that score.
+    """
+    bad = df["quality"].isna()
+    if not bad.any():
+        return df
+    first = df[bad].iloc[0]
+    if policy == "error":
+        where = f"{first['source_row']}: " if "source_row" in df else ""
+        raise DataError(
+            f"{where}model {first['model']!r} has no quality on query {str(first['query'])[:80]!r} ({int(bad.sum())} empty quality "
+            "cells in all); set missing_quality_policy: drop to leave such queries out (counted)"
+        )
+    if policy != "drop":
+        raise DataError(f"unknown missing_quality_policy {policy!r}; expected error or drop")
+    dlog.dropped["missing_quality_cell"] += int(bad.sum())
+    return df[~bad].reset_index(drop=True)
+
+
+def assign_split(queries: pd.DataFrame, df: pd.DataFrame, split: str, test_size: float, test_tasks: list[str], seed: int) -> pd.Series:
+    """``train``/``test`` per query id (a Series indexed like ``queries``), by the ``split`` parameter.
+
+    ``seeded``: :func:`split_queries`. ``source``: the source's own files
+    (the reader's ``source_split`` column; a query in both is a test query).
+    ``by_task``: the queries of ``test_tasks`` are the test split, every other
+    task trains (out-of-distribution: no test task is ever seen in training).
+    """
+    qid = queries["query_id"]
+    if split == "seeded":
+        return qid.map(split_queries(queries, test_size, seed))
+    if split == "source":
+        if "source_split" not in df:
+            raise ConfigError("split: source needs a source with its own train/test files (routerbench); this source has none")
+        per_query = df.groupby("query_id")["source_split"].agg(lambda s: "test" if (s == "test").any() else "train")
+        return qid.map(per_query)
+    if split == "by_task":
+        tasks = sorted(set(queries["task"]))
+        unknown = [t for t in test_tasks if t not in tasks]
+        if not test_tasks or unknown:
+            raise ConfigError(f"split: by_task needs test_tasks from the data's tasks {tasks}; got {list(test_tasks)}")
+        if set(test_tasks) >= set(tasks):
+            raise ConfigError(f"split: by_task: test_tasks {list(test_tasks)} leave no task to train on")
+        return queries["task"].isin(test_tasks).map({True: "test", False: "train"})
+    raise ConfigError(f"unknown split {split!r}; expected seeded, source or by_task")
 
 
 def restrict_to_pool(df: pd.DataFrame, models: list[str], policy: str, dlog: DataLog) -> pd.DataFrame:
@@ -90,6 +138,8 @@ class OutcomeMatrix:
     quality : ndarray of float, shape (n, m), in [0, 1]
     latency_s : ndarray of float, shape (n, m), or None when nothing was measured
     response_chars : ndarray of float, shape (n, m), or None when unknown
+    cost_usd : ndarray of float, shape (n, m), or None when the data has no real cost
+    list_price : ndarray of float, shape (n, m), or None: the model's list price per 1M tokens (a proxy)
     """
 
     query_ids: np.ndarray
@@ -99,6 +149,8 @@ class OutcomeMatrix:
     quality: np.ndarray
     latency_s: np.ndarray | None
     response_chars: np.ndarray | None
+    cost_usd: np.ndarray | None = None
+    list_price: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.query_ids)
@@ -113,6 +165,8 @@ class OutcomeMatrix:
             self.quality[idx],
             None if self.latency_s is None else self.latency_s[idx],
             None if self.response_chars is None else self.response_chars[idx],
+            None if self.cost_usd is None else self.cost_usd[idx],
+            None if self.list_price is None else self.list_price[idx],
         )
 
     def select_models(self, models: list[str]) -> "OutcomeMatrix":
@@ -125,6 +179,8 @@ class OutcomeMatrix:
             self.quality[:, cols],
             None if self.latency_s is None else self.latency_s[:, cols],
             None if self.response_chars is None else self.response_chars[:, cols],
+            None if self.cost_usd is None else self.cost_usd[:, cols],
+            None if self.list_price is None else self.list_price[:, cols],
         )
 
 
@@ -140,6 +196,8 @@ def to_matrix(df: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
         raise DataError("outcome table is incomplete for this pool; run restrict_to_pool first")
     lat = pivot("latency_s")
     chars = pivot("response_chars")
+    usd = pivot("cost_usd") if "cost_usd" in sub else np.full_like(quality, np.nan)
+    price = pivot("list_price") if "list_price" in sub else np.full_like(quality, np.nan)
     return OutcomeMatrix(
         meta.index.to_numpy(dtype=str),
         meta["query"].to_numpy(dtype=str),
@@ -148,7 +206,28 @@ def to_matrix(df: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
         quality,
         None if np.isnan(lat).all() else lat,
         None if np.isnan(chars).all() else chars,
+        None if np.isnan(usd).all() else usd,
+        None if np.isnan(price).all() else price,
     )
+
+
+COST_UNITS: dict[str, str] = {
+    "cost_usd": "cost in USD per query",
+    "latency_s": "latency in seconds",
+    "response_chars": "response length in characters (a proxy, not a price or a time)",
+    "list_price": "the model's list price per 1M tokens (a proxy: equal token counts assumed)",
+}
+"""The cost axes, in order of preference: a pool's cost is the first its data has (see :func:`cost_matrix`)."""
+
+
+def cost_matrix(m: OutcomeMatrix) -> tuple[np.ndarray | None, str | None]:
+    """A pool's cost axis and its unit: real USD where the data has it, else measured latency, else the
+    response-length proxy; ``(None, None)`` with none of them."""
+    for unit in COST_UNITS:
+        values = getattr(m, unit)
+        if values is not None:
+            return values, unit
+    return None, None
 
 
 def split_queries(queries: pd.DataFrame, test_size: float, seed: int) -> pd.Series:
@@ -206,7 +285,7 @@ def subsample_queries(df: pd.DataFrame, max_queries: int, seed: int, dlog: DataL
 QUERY_COLUMNS = ["query_id", "query", "category", "task", "split"]
 
 
-OUTCOME_FILE_COLUMNS = ["query_id", "model", "quality", "latency_s", "response_chars", "cost_usd"]
+OUTCOME_FILE_COLUMNS = ["query_id", "model", "quality", "latency_s", "response_chars", "cost_usd", "list_price"]
 
 
 def load_prepared(run_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -216,7 +295,8 @@ def load_prepared(run_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not qpath.is_file() or not opath.is_file():
         raise FileNotFoundError(f"{paths['data']}: no prepared data; run the prepare stage (00_prepare_data) first")
     queries = pd.read_csv(qpath, dtype={"query_id": str, "task": str}, keep_default_na=False)
-    outcomes = pd.read_csv(opath, dtype={"query_id": str, "latency_s": float, "response_chars": float})
+    outcomes = pd.read_csv(opath, dtype={"query_id": str, "latency_s": float, "response_chars": float, "cost_usd": float,
+                                         "list_price": float})
     return queries, outcomes
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -35,6 +36,7 @@ from mlsel.data.records import (
     OUTCOME_COLUMNS,
     DataError,
     DataLog,
+    check_cost,
     check_latency,
     check_quality,
     iter_jsonl,
@@ -79,8 +81,9 @@ def read_seed_jsonl(
     Required fields: ``query``, ``model_name``, ``performance``, ``category``.
     ``response_time`` (seconds, may be null) becomes ``latency_s``.
     ``response_chars`` is taken from the field of that name or from
-    ``len(response)``. Records with ``status`` other than ``ok`` are dropped and
-    counted as ``dropped.status_<status>``.
+    ``len(response)``. ``cost_usd`` (US dollars, optional, null or a finite
+    number >= 0) becomes ``cost_usd``, NaN where absent. Records with ``status``
+    other than ``ok`` are dropped and counted as ``dropped.status_<status>``.
     """
     dlog = dlog if dlog is not None else DataLog()
     p = Path(path)
@@ -114,7 +117,7 @@ def read_seed_jsonl(
                 check_latency(rec.get("response_time"), where),
                 float(chars) if chars is not None else float("nan"),
                 str(rec.get("task_name") or ""),
-                float("nan"),
+                check_cost(rec.get("cost_usd"), where),
             )
         )
     if not rows:
@@ -204,13 +207,33 @@ def _read_json_any(path: Path) -> Any:
             raise DataError(f"{path}: malformed JSON: {exc.msg} (line {exc.lineno})") from exc
 
 
+def read_list_prices(path: Path) -> dict[str, float]:
+    """LLMRouter's ``default_llm.json``: each model's list price per 1M tokens, the mean of its input and output price.
+
+    Both prices must be numbers >= 0; otherwise a :class:`DataError` naming the file and the model.
+    """
+    data = _read_json_any(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping of model name to its description and prices")
+    prices = {}
+    for model, entry in data.items():
+        values = [entry.get(k) if isinstance(entry, dict) else None for k in ("input_price", "output_price")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values):
+            raise DataError(f"{path}: model {model!r}: input_price and output_price must be numbers >= 0, got {values}")
+        prices[model] = (values[0] + values[1]) / 2
+    return prices
+
+
 def read_llmrouter(data_dir: Path | None = None, dlog: DataLog | None = None) -> pd.DataFrame:
     """Read LLMRouter's default routing data (9 models, 14 tasks) into an outcome table.
 
     The category comes from the task via :data:`LLMROUTER_TASK_CATEGORY`; the
     task (found by exact query-text match in the query files) is kept in
     ``task``. A text listed under two tasks keeps the first one found
-    (``repaired.query_in_two_tasks``).
+    (``repaired.query_in_two_tasks``). The data has no per-query cost: each
+    model's list price (:func:`read_list_prices`) is the cost proxy
+    ``list_price``; a scored model without a price is an error. ``source_split``
+    is the scores file a query comes from (``split: source``).
     """
     dlog = dlog if dlog is not None else DataLog()
     paths = {}
@@ -228,6 +251,7 @@ def read_llmrouter(data_dir: Path | None = None, dlog: DataLog | None = None) ->
                 dlog.repaired["query_in_two_tasks"] += 1
                 continue
             task_of.setdefault(q, task)
+    prices = read_list_prices(paths["prices"])
     rows = []
     for key in ("scores_train", "scores_test"):
         data = _read_json_any(paths[key])
@@ -243,20 +267,12 @@ def read_llmrouter(data_dir: Path | None = None, dlog: DataLog | None = None) ->
             if task not in LLMROUTER_TASK_CATEGORY:
                 raise DataError(f"{where}: task {task!r} has no category mapping")
             for model, score in scores.items():
-                rows.append(
-                    (
-                        query_id(q),
-                        q,
-                        LLMROUTER_TASK_CATEGORY[task],
-                        model,
-                        check_quality(score, f"{where} model {model!r}"),
-                        float("nan"),
-                        float("nan"),
-                        task,
-                        float("nan"),
-                    )
-                )
-    return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+                if model not in prices:
+                    raise DataError(f"{paths['prices']}: no price for model {model!r}, which {where} scores")
+                quality = check_quality(score, f"{where} model {model!r}")
+                rows.append((query_id(q), q, LLMROUTER_TASK_CATEGORY[task], model, quality, float("nan"), float("nan"), task,
+                             float("nan"), prices[model], key.removeprefix("scores_")))
+    return pd.DataFrame(rows, columns=[*OUTCOME_COLUMNS, "list_price", "source_split"])
 
 
 def read_source(source: str, source_path: str, data_dir: str, run_dir: str, models: list[str], dlog: DataLog,
@@ -267,10 +283,14 @@ def read_source(source: str, source_path: str, data_dir: str, run_dir: str, mode
         return read_mmlu_pro(list(models), data_dir=mirror, dlog=dlog)
     if source == "llmrouter":
         return read_llmrouter(data_dir=mirror, dlog=dlog)
+    if source == "routerbench":
+        from mlsel.data.routerbench import read_routerbench
+
+        return read_routerbench(data_dir=mirror, dlog=dlog)
     if source == "seed_jsonl":
         path = fetch_seed_hf(source_path[3:] or SEED_HF_FILES[0]) if source_path.startswith("hf:") else paths.resolve_path(source_path)
         return read_seed_jsonl(path, dlog, unknown_category_policy)
     if source == "benchmark":
         path = paths.resolve_path(source_path) if source_path else paths.run_paths(run_dir)["benchmark"] / "output.jsonl"
         return read_seed_jsonl(path, dlog, unknown_category_policy)
-    raise ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, seed_jsonl or benchmark")
+    raise ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, routerbench, seed_jsonl or benchmark")

@@ -12,6 +12,10 @@ An *outcome table* is a DataFrame with one row per (query, model)::
     task            source task / sub-dataset, "" where unknown
     cost_usd        real cost of that call in US dollars, NaN where unknown
 
+A reader may add ``list_price``: the model's list price per 1M tokens, where
+the data has prices but no per-query cost (LLMRouter). It is a proxy (equal
+token counts across models assumed), never shown as a cost in USD.
+
 Category policy
 ---------------
 Names are lower-cased, stripped, and ``_``/``-`` become spaces, so
@@ -127,3 +131,12 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(rec, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
             yield lineno, rec
+
+
+def check_cost(value: Any, where: str) -> float:
+    """A call's cost in US dollars (finite, >= 0) as float, NaN for null/absent; anything else is a :class:`DataError` naming ``where``."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)) or value < 0:
+        raise DataError(f"{where}: cost_usd must be a finite non-negative number of US dollars or null, got {value!r}")
+    return float(value)

@@ -18,7 +18,16 @@ Modules: :mod:`~mlsel.params.model` (the sections and stage models),
 :mod:`~mlsel.params.render` (params.yaml and the notebooks' parameters cells).
 """
 
-from mlsel.params.files import apply_overrides, apply_smoke, for_stage, from_notebook, load_params, stage_params, stage_values
+from mlsel.params.files import (
+    apply_overrides,
+    apply_smoke,
+    dataset_params,
+    for_stage,
+    from_notebook,
+    load_params,
+    stage_params,
+    stage_values,
+)
 from mlsel.params.model import (
     ROUTER_NAMES,
     SECTIONS,
@@ -44,6 +53,6 @@ from mlsel.params.render import notebook_parameters_source, render_params_yaml
 __all__ = [
     "BaseParams", "BenchmarkParams", "EvaluateParams", "Params", "PrepareParams", "ROUTER_NAMES", "ReportParams", "SECTIONS",
     "SELECTOR_NAMES", "SMOKE", "STAGE_MODELS", "STAGE_SECTIONS", "Section", "TrainParams", "TuneParams", "apply_overrides",
-    "apply_smoke", "default", "describe", "for_stage", "from_notebook", "keys_of", "load_params", "notebook_parameters_source",
+    "apply_smoke", "dataset_params", "default", "describe", "for_stage", "from_notebook", "keys_of", "load_params", "notebook_parameters_source",
     "render_params_yaml", "stage_params", "stage_values",
 ]

@@ -7,6 +7,7 @@ exist, and wrong types are errors naming the file and the key.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,12 +33,12 @@ def _validate(raw: Mapping[str, Any], where: str) -> Params:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping of sections ({', '.join(SECTIONS)}, smoke)")
     for section, values in raw.items():
-        if section not in (*SECTIONS, "smoke"):
-            raise ConfigError(f"{where}: unknown section {section!r}; expected base, smoke or one of {STAGES}")
+        if section not in (*SECTIONS, "smoke", "dataset_defs"):
+            raise ConfigError(f"{where}: unknown section {section!r}; expected base, smoke, dataset_defs or one of {STAGES}")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}: section {section!r} must be a mapping")
         for key in values:
-            if section != "smoke" and key in KEY_SECTION and KEY_SECTION[key] != section:
+            if section not in ("smoke", "dataset_defs") and key in KEY_SECTION and KEY_SECTION[key] != section:
                 raise ConfigError(f"{where}: key {key!r} belongs in section {KEY_SECTION[key]!r}, not {section!r}")
     try:
         params = Params.model_validate({k: dict(v) for k, v in raw.items()})
@@ -45,7 +46,45 @@ def _validate(raw: Mapping[str, Any], where: str) -> Params:
         raise _explain(exc, where) from None
     if "smoke" in raw:
         apply_overrides(params, params.smoke, where=f"{where}: smoke")
+    check_datasets(params, where)
     return params
+
+
+RUN_KEYS = ("run_dir", "datasets", "report_dir")
+"""Keys that belong to the whole run, never to one dataset's definition."""
+
+
+def check_datasets(params: Params, where: str) -> None:
+    """Every dataset named in ``datasets`` is defined; every definition names known keys with valid values."""
+    for name, values in params.dataset_defs.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
+            raise ConfigError(f"{where}: dataset_defs.{name}: a dataset name is lower-case letters, digits and '_' (it names a folder)")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: dataset_defs.{name}: expected a mapping of parameters")
+        for key in values:
+            if key in RUN_KEYS:
+                raise ConfigError(f"{where}: dataset_defs.{name}.{key}: {key} belongs to the whole run, not to one dataset")
+        apply_overrides(params, values, where=f"{where}: dataset_defs.{name}:")
+    missing = [d for d in params.base.datasets if d not in params.dataset_defs]
+    if missing:
+        raise ConfigError(f"{where}: base.datasets names {missing}, not defined under dataset_defs ({sorted(params.dataset_defs)})")
+    if len(set(params.base.datasets)) != len(params.base.datasets):
+        raise ConfigError(f"{where}: base.datasets lists a dataset twice: {params.base.datasets}")
+
+
+def dataset_params(params: Params, name: str, smoke: bool = False, overrides: Mapping[str, Any] | list[str] | None = None) -> Params:
+    """One dataset's parameters: the file's sections, then the smoke profile, then its definition, then ``overrides``.
+
+    ``params`` is the parameter file as loaded (no smoke, no overrides). The
+    dataset's run folder is ``<run_dir>/<name>`` of the run (after the smoke
+    profile and the overrides).
+    """
+    if name not in params.dataset_defs:
+        raise ConfigError(f"dataset {name!r} is not defined under dataset_defs ({sorted(params.dataset_defs)})")
+    run = apply_overrides(apply_smoke(params) if smoke else params, overrides)
+    p = apply_overrides(apply_smoke(params) if smoke else params, params.dataset_defs[name], where=f"dataset_defs.{name}:")
+    p = apply_overrides(p, overrides)
+    return apply_overrides(p, {"run_dir": str(Path(run.base.run_dir) / name)})
 
 
 def load_params(path: str | os.PathLike[str] | None = None) -> Params:

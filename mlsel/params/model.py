@@ -27,6 +27,24 @@ _POOLS = {
 }
 
 
+_LLMROUTER_MODELS = ["qwen2.5-7b-instruct", "llama-3.1-8b-instruct", "mistral-7b-instruct-v0.3", "gemma-2-9b-it", "codegemma-7b",
+                     "llama3-chatqa-1.5-8b", "llama3-chatqa-1.5-70b", "llama-3.1-nemotron-51b-instruct",
+                     "llama-3.3-nemotron-super-49b-v1"]
+_ROUTERBENCH_MODELS = ["gpt-4-1106-preview", "gpt-3.5-turbo-1106", "claude-v1", "claude-v2", "claude-instant-v1",
+                       "meta/llama-2-70b-chat", "meta/code-llama-instruct-34b-chat", "mistralai/mistral-7b-chat",
+                       "mistralai/mixtral-8x7b-chat", "zero-one-ai/Yi-34B-Chat", "WizardLM/WizardLM-13B-V1.2"]
+
+DATASET_DEFS: dict[str, dict[str, Any]] = {
+    "mmlu_pro": {"source": "mmlu_pro", "pools": _POOLS},
+    "llmrouter": {"source": "llmrouter", "pools": {"all9": _LLMROUTER_MODELS}, "router_config": "", "export_pools": []},
+    "llmrouter_by_task": {"source": "llmrouter", "pools": {"all9": _LLMROUTER_MODELS}, "split": "by_task",
+                          "test_tasks": ["gpqa", "human_eval", "commonsense_qa", "agentverse-mgsm"], "router_config": "", "export_pools": []},
+    "routerbench": {"source": "routerbench", "pools": {"all11": _ROUTERBENCH_MODELS}, "split": "source", "missing_quality_policy": "drop",
+                    "router_config": "", "export_pools": []},
+}
+"""The datasets of the default run: each is the parameters it sets differently from the sections."""
+
+
 def _field(default: Any, doc: str, **constraints: Any) -> Any:
     if isinstance(default, (list, dict)):
         return Field(default_factory=lambda: copy.deepcopy(default), description=doc, **constraints)
@@ -45,6 +63,7 @@ class BaseParams(Section):
     run_dir: str = _field("runs/default", "run folder: data, models, tables, executed notebooks, manifest")
     seed: int = _field(42, "every stochastic step (split, KMeans, bootstrap, tuning) takes it")
     data_dir: str = _field("", "local mirror of the source data; MLSEL_DATA_DIR wins; empty: download and cache")
+    datasets: list[str] = _field(list(DATASET_DEFS), "datasets run, each defined under dataset_defs; a one-item list runs one dataset alone")
     pools: dict[str, list[str]] = _field(_POOLS, "model pools evaluated side by side (names as in the data)")
     selector_names: list[Literal["knn", "kmeans", "svm"]] = _field(list(SELECTOR_NAMES), "selectors trained and evaluated")
     quality_weight: float = _field(0.9, "utility: w*quality + (1-w)/(1+latency_s); no effect without measured latency", ge=0.0, le=1.0)
@@ -55,15 +74,20 @@ class BaseParams(Section):
 class PrepareParams(Section):
     """The prepare stage (00_prepare_data): reading, validating and splitting the outcome data."""
 
-    source: Literal["mmlu_pro", "llmrouter", "seed_jsonl", "benchmark"] = _field(
-        "mmlu_pro", "mmlu_pro | llmrouter | seed_jsonl | benchmark")
+    source: Literal["mmlu_pro", "llmrouter", "routerbench", "seed_jsonl", "benchmark"] = _field(
+        "mmlu_pro", "mmlu_pro | llmrouter | routerbench | seed_jsonl | benchmark")
     source_path: str = _field(
         "", "seed_jsonl: a file path or \"hf:<file>\" from the HF dataset; benchmark: default <run_dir>/benchmark/output.jsonl")
     max_queries: int = _field(0, "0: all queries; otherwise a seeded, stratified sample of this many", ge=0)
-    test_size: float = _field(0.2, "share of queries held out for the final evaluation", gt=0.0, lt=1.0)
+    split: Literal["seeded", "source", "by_task"] = _field(
+        "seeded", "seeded: by query, stratified by category | source: the source's own train/test files | by_task: test_tasks held out")
+    test_size: float = _field(0.2, "split seeded: share of queries held out for the final evaluation", gt=0.0, lt=1.0)
+    test_tasks: list[str] = _field([], "split by_task: the tasks whose queries form the test split (no query of them is trained on)")
     duplicate_policy: Literal["error", "mean", "first"] = _field(
         "mean", "repeated (query, model) rows: error | mean | first (MMLU-Pro repeats some question texts)")
     incomplete_policy: Literal["drop", "error"] = _field("drop", "queries not scored by every pool model: drop | error")
+    missing_quality_policy: Literal["error", "drop"] = _field(
+        "error", "empty/NaN quality cells: error (names file and row) | drop (counted; then incomplete_policy)")
     unknown_category_policy: Literal["error", "other"] = _field("error", "category outside the 14: error | other")
 
 
@@ -249,6 +273,7 @@ class Params(BaseModel):
     tune: TuneParams = Field(default_factory=TuneParams)
     report: ReportParams = Field(default_factory=ReportParams)
     smoke: dict[str, Any] = Field(default_factory=lambda: dict(SMOKE))
+    dataset_defs: dict[str, dict[str, Any]] = Field(default_factory=lambda: copy.deepcopy(DATASET_DEFS))
 
     def section_values(self, section: str) -> dict[str, Any]:
         return getattr(self, section).model_dump(by_alias=True)
@@ -257,6 +282,7 @@ class Params(BaseModel):
         """``{section: {key: value}}`` with params.yaml's key names."""
         out = {s: self.section_values(s) for s in SECTIONS}
         out["smoke"] = dict(self.smoke)
+        out["dataset_defs"] = copy.deepcopy(self.dataset_defs)
         return out
 
 
