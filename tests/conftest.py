@@ -57,3 +57,35 @@ def smoke_run(smoke_params):
     stages.train_selectors(stage_params(smoke_params, "train"))
     stages.evaluate_selectors(stage_params(smoke_params, "evaluate"))
     return smoke_params
+
+
+SUMMARY_ROWS = {
+    # Hand-written summary rows (the tune stage writes these; the report only reads them).
+    "a": {"pool": "small4", "split": "seeded", "n_train": 480, "n_test": 120, "best_single": "Meta-Llama-3.1-8B-Instruct",
+          "best_single_quality": 0.45, "oracle_quality": 0.62, "random_quality": 0.35, "router": "KNN_REG (tuned)", "router_quality": 0.50,
+          "gain_at_b": 0.05, "gain_at_b_ci_low": 0.01, "gain_at_b_ci_high": 0.09, "gap_closed_pct": 29.4, "gap_closed_random_pct": 55.6,
+          "cost_unit": "cost_usd", "best_single_cost": 0.002, "cost_router": "knn_reg", "cost_lambda": 0.5, "op_quality": 0.46,
+          "op_cost": 0.001, "cost_save_at_b_pct": 50.0, "cost_save_at_b_ci_low": 40.0, "cost_save_at_b_ci_high": 60.0,
+          "aiq_minus_zero": 0.02, "aiq_minus_zero_ci_low": 0.01, "aiq_minus_zero_ci_high": 0.03},
+    "b": {"pool": "all5", "split": "by_task", "n_train": 480, "n_test": 120, "best_single": "Meta-Llama-3.1-70B-Instruct",
+          "best_single_quality": 0.62, "oracle_quality": 0.75, "random_quality": 0.40, "router": "KMEANS (tuned)", "router_quality": 0.62,
+          "gain_at_b": 0.0, "gain_at_b_ci_low": -0.01, "gain_at_b_ci_high": 0.01, "gap_closed_pct": 0.0, "gap_closed_random_pct": 62.9,
+          "cost_unit": "response_chars"},
+}
+
+
+@pytest.fixture(scope="session")
+def cross_dataset_run(smoke_run, tmp_path_factory):
+    """A run folder of two datasets ``a`` and ``b``: copies of the smoke run's tables and manifest plus a hand-written summary."""
+    import shutil
+
+    import pandas as pd
+
+    from mlsel.tuning.summary import SUMMARY_COLUMNS
+
+    root = tmp_path_factory.mktemp("run-cross")
+    for ds, row in SUMMARY_ROWS.items():
+        shutil.copytree(Path(smoke_run.base.run_dir) / "tables", root / ds / "tables")
+        shutil.copy(Path(smoke_run.base.run_dir) / "manifest.json", root / ds / "manifest.json")
+        pd.DataFrame([row]).reindex(columns=SUMMARY_COLUMNS).to_csv(root / ds / "tables" / "summary.csv", index=False)
+    return root

@@ -1,4 +1,4 @@
-"""One full real-data run of the default pipeline (all 12,032 MMLU-Pro questions)."""
+"""One full real-data run of the default pipeline: every default dataset, all queries."""
 
 from __future__ import annotations
 
@@ -8,22 +8,42 @@ import pandas as pd
 import pytest
 
 from mlsel import runner
+from mlsel.params import load_params
 
 
 @pytest.mark.slow
-def test_default_pipeline_on_full_mmlu_pro(tmp_path):
+def test_default_pipeline_on_every_dataset(tmp_path):
     overrides = {"run_dir": str(tmp_path / "run"), "report_dir": str(tmp_path / "report")}
     done = runner.run(overrides=overrides)
-    assert list(done) == ["prepare", "train", "evaluate", "tune", "report"]
-    res = pd.read_csv(tmp_path / "report" / "tables" / "selection_results.csv")
-    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    datasets = load_params().base.datasets
+    assert datasets == ["mmlu_pro", "llmrouter", "llmrouter_by_task", "routerbench"]
+    assert list(done) == [f"{ds}/{s}" for ds in datasets for s in ("prepare", "train", "evaluate", "tune")] + ["report"]
+
+    # MMLU-Pro: oracle >> best single >> expected random, on held-out queries.
+    res = pd.read_csv(tmp_path / "report" / "tables" / "mmlu_pro" / "selection_results.csv")
+    m = json.loads((tmp_path / "run" / "mmlu_pro" / "manifest.json").read_text())
     n_test = m["stages"]["prepare"]["n_test"]
     assert 2200 < n_test < 2500 and res["n_queries"].eq(n_test).all()
     small = res[res["pool"] == "small4"].set_index("kind")
-    # Oracle >> best single >> expected random, on held-out queries.
     assert small.loc["oracle", "avg_quality"] > 0.6
     assert 0.40 < small.loc["best_single", "avg_quality"] < 0.48
     assert small.loc["random", "avg_quality"] < small.loc["best_single", "avg_quality"]
     big = res[res["pool"] == "all5"]
     assert big[big["kind"] == "best_single"]["model"].tolist() == ["Meta-Llama-3.1-70B-Instruct"]  # the model as data
-    assert (tmp_path / "report" / "index.html").stat().st_size > 10_000
+
+    # The cross-dataset matrix: one row per dataset x pool, each dataset's own cost axis and split.
+    summary = pd.read_csv(tmp_path / "report" / "tables" / "summary.csv")
+    assert summary[["dataset", "pool"]].values.tolist() == [
+        ["mmlu_pro", "small4"], ["mmlu_pro", "all5"], ["llmrouter", "all9"], ["llmrouter_by_task", "all9"], ["routerbench", "all11"]]
+    assert summary["cost_unit"].tolist() == ["response_chars", "response_chars", "list_price", "list_price", "cost_usd"]
+    assert summary["split"].tolist() == ["seeded", "seeded", "seeded", "by_task", "source"]
+    assert ((summary["gain_at_b_ci_low"] <= summary["gain_at_b"]) & (summary["gain_at_b"] <= summary["gain_at_b_ci_high"])).all()
+    assert (summary["oracle_quality"] > summary["best_single_quality"]).all()
+    # LLMRouter: the tuned router beats its best single model (+0.04 with the issue's data; the CI is above 0).
+    assert summary.set_index("dataset").loc["llmrouter", "gain_at_b_ci_low"] > 0
+    # RouterBench: the held-out split is the source's test files (its empty quality cells dropped).
+    rb = json.loads((tmp_path / "run" / "routerbench" / "manifest.json").read_text())["stages"]["prepare"]
+    assert rb["data"]["dropped"]["missing_quality_cell"] == 154  # 14 repeated ARC rows with no score at all (11 models each)
+    assert summary.set_index("dataset").loc["routerbench", "n_test"] == rb["n_test"]
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert html.index('id="overview"') < html.index('id="mmlu_pro-headline"') < html.index('id="routerbench-headline"')

@@ -261,3 +261,40 @@ def test_tune_heatmap_falls_back_to_table():
 def test_mask_secrets_nested():
     out = mask_secrets({"API_KEY": "x", "a": {"token": "y", "b": [{"password": "z"}]}, "empty_key": ""})
     assert out == {"API_KEY": MASK, "a": {"token": MASK, "b": [{"password": MASK}]}, "empty_key": ""}
+
+
+# --------------------------------------------------------------------------- the cross-dataset page
+
+
+def test_cross_dataset_page_opens_with_the_matrix_and_scopes_each_dataset(cross_dataset_run, tmp_path):
+    from mlsel.report.overview import build_run_report
+
+    out = tmp_path / "site"
+    (out / "tables" / "old").mkdir(parents=True)
+    (out / "tables" / "old" / "stale.csv").write_text("x\n1\n")
+    text = build_run_report(str(cross_dataset_run), ["a", "b"], str(out)).read_text()
+    sections = re.findall(r'<section id="([^"]+)">', text)
+    assert sections[0] == "overview" and "a-headline" in sections and "b-headline" in sections
+    assert sections.index("a-headline") < sections.index("b-headline")
+    assert len(set(re.findall(r'id="([^"]+)"', text))) == len(re.findall(r'id="([^"]+)"', text)), "ids are unique"
+    # One verdict per row, from the intervals: a pays (CI above 0, saving above 0), b does not.
+    assert "a, pool small4: routing paid off" in text and "saves 50.0% [40.0%, 60.0%] of the cost in USD" in text
+    assert "b, pool all5: routing did not pay off in quality" in text and "so use Meta-Llama-3.1-70B-Instruct" in text
+    # Every table link resolves to a published file; the stale one is gone.
+    for href in re.findall(r'href="(tables/[^"]+)"', text):
+        assert (out / href).is_file(), href
+    assert 'href="tables/a/selection_results.csv"' in text and 'href="tables/summary.csv"' in text
+    assert not (out / "tables" / "old" / "stale.csv").exists()
+    summary = pd.read_csv(out / "tables" / "summary.csv")
+    assert summary["dataset"].tolist() == ["a", "b"] and summary["gain_at_b"].tolist() == [0.05, 0.0]
+    assert (out / "tables" / "b" / "selection_results.csv").read_bytes() == (cross_dataset_run / "b" / "tables" / "selection_results.csv").read_bytes()
+    # The proxy is named as such in the matrix, never as USD.
+    row_b = re.search(r"<tr><td class=\"name\">b</td>.*?</tr>", text).group(0)
+    assert "response chars (proxy)" in row_b and "USD" not in row_b
+
+
+def test_cross_dataset_page_needs_every_summary(cross_dataset_run, tmp_path):
+    from mlsel.report.overview import build_run_report
+
+    with pytest.raises(FileNotFoundError, match=r"c/tables/summary.csv: not found; run the tune stage of dataset 'c'"):
+        build_run_report(str(cross_dataset_run), ["a", "c"], str(tmp_path / "site"))

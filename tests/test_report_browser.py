@@ -140,3 +140,21 @@ def test_screenshot_is_not_blank(page):
     # Figures bring colour: many distinct colours, not just black text on white.
     colours = len(np.unique(rgb[::4, ::4].reshape(-1, 3), axis=0))
     assert colours > 200, colours
+
+
+def test_cross_dataset_page_in_the_browser(cross_dataset_run, tmp_path):
+    """The published page of a multi-dataset run: matrix, gain figure and every dataset's tables reach the DOM, images decode."""
+    from mlsel.report.overview import build_run_report
+
+    chromium = _chromium()
+    path = build_run_report(str(cross_dataset_run), ["a", "b"], str(tmp_path / "site"))
+    text = path.read_text(encoding="utf-8")
+    source = _parse(text)
+    assert source.tables[0] == "summary-matrix" and source.figures[0] == "fig-gain-at-b"
+    assert {"a-results-main-small4", "b-results-main-small4", "a-prov-inputs", "b-prov-inputs"} <= set(source.tables)
+    dom = _parse(_run_chromium(chromium, tmp_path / "profile", "--dump-dom", path.as_uri()).stdout)
+    assert dom.tables == source.tables and dom.figures == source.figures and dom.imgs == source.imgs
+    probe = path.with_name("probe.html")
+    probe.write_text(text.replace(CSP, CSP + "; script-src 'unsafe-inline'").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    probed = _parse(_run_chromium(chromium, tmp_path / "profile2", "--dump-dom", probe.as_uri()).stdout)
+    assert probed.attrs.get("data-img-ok") == str(source.imgs) == probed.attrs.get("data-img-total")

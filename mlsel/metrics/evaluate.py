@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import OutcomeMatrix
+from mlsel.data.outcomes import OutcomeMatrix, cost_matrix
 from mlsel.features import features_for
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.selection.baselines import AlwaysSelector, BestSingleSelector, RandomSelector
@@ -48,7 +48,7 @@ TIE_TOL = 1e-9
 def oracle_proba(test: OutcomeMatrix) -> np.ndarray:
     """Oracle choice (n, m): best quality, ties to the most efficient, then model order."""
     q = test.quality
-    eff = test.latency_s if test.latency_s is not None else test.response_chars
+    eff, _ = cost_matrix(test)
     tied = q >= q.max(axis=1, keepdims=True) - TIE_TOL
     n, m = q.shape
     key = np.where(tied, eff if eff is not None else np.zeros_like(q), np.inf)
@@ -135,6 +135,8 @@ def _results_row(s: Strategy, pool: str, test: OutcomeMatrix, per_q: dict, hit: 
         "avg_quality_ci_high": ci95(bq)[1],
         "avg_latency_s": float((s.proba * test.latency_s).sum(axis=1).mean()) if test.latency_s is not None else np.nan,
         "avg_response_chars": float((s.proba * test.response_chars).sum(axis=1).mean()) if test.response_chars is not None else np.nan,
+        "avg_cost_usd": float((s.proba * test.cost_usd).sum(axis=1).mean()) if test.cost_usd is not None else np.nan,
+        "avg_list_price": float((s.proba * test.list_price).sum(axis=1).mean()) if test.list_price is not None else np.nan,
         "best_model_pct": 100 * hit_rate,
         "best_model_pct_ci_low": 100 * ci95(boot_hit[s.name])[0],
         "best_model_pct_ci_high": 100 * ci95(boot_hit[s.name])[1],

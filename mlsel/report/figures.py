@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mlsel.report.blocks import Figure
-from mlsel.report.tables import LATENCY_LABEL, PROXY_LABEL, efficiency_column, is_missing
+from mlsel.report.tables import COST_LABELS, efficiency_column, is_missing
 
 DPI = 100
 """Resolution of every figure (pixels per inch)."""
@@ -123,11 +123,13 @@ def scatter_figure(df: pd.DataFrame, pool: str, id: str) -> Figure:
                     capsize=3, elinewidth=1, label="\n= ".join(str(m.strategy) for m in members))
     ax.set_xlabel(label)
     ax.set_ylabel("Avg quality (95% CI)")
-    ax.set_title(f"Pool {pool}: quality vs {'latency' if col == 'avg_latency_s' else 'response length (proxy, not a time)'}")
+    ax.set_title(f"Pool {pool}: quality vs {label[4:].lower()}")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, labelspacing=0.8)
     fig.tight_layout()
-    eff = "its average latency in seconds" if col == "avg_latency_s" else "the average length of the chosen answers in characters (a proxy for cost, not a time)"
+    eff = {"avg_cost_usd": "its average cost per query in US dollars", "avg_latency_s": "its average latency in seconds",
+           "avg_list_price": "the average list price per 1M tokens of the chosen models (a proxy: equal token counts assumed)"}.get(
+        col, "the average length of the chosen answers in characters (a proxy for cost, not a time)")
     return _figure(fig, id, f"Pool {pool}: each strategy's average quality on the held-out queries (bars: 95% CI) against {eff}. "
                    "Strategies that make identical choices share a point; the legend lists them joined by \"=\". "
                    "Markers: star oracle, circle selector, diamond best single, square always-one-model, cross random.",
@@ -152,7 +154,7 @@ def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: 
                 continue
             ax.plot([getattr(r, cost_col)], [r.avg_quality], KIND_MARKERS.get(r.kind, "s"), color="0.25", ms=8 if r.kind == "oracle" else 6)
             ax.annotate(str(r.strategy), (getattr(r, cost_col), r.avg_quality), textcoords="offset points", xytext=(5, 4), fontsize=7, color="0.25")
-    xl = LATENCY_LABEL if cost_col == "avg_latency_s" else (PROXY_LABEL if cost_col == "avg_response_chars" else cost_col)
+    xl = COST_LABELS[cost_col] if cost_col in COST_LABELS else cost_col
     ax.set_xlabel(xl)
     ax.set_ylabel("Avg quality")
     ax.set_title(f"Pool {pool}: cost-quality frontier")
@@ -161,3 +163,22 @@ def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: 
     fig.tight_layout()
     return _figure(fig, id, f"Pool {pool}: every cost-aware router's average quality and {xl.lower()} as its cost weight cost_lambda varies "
                    "(lines), with the single models, random and oracle as grey points.", alt=f"cost-quality frontier, pool {pool}")
+
+
+def gain_figure(summary: pd.DataFrame, labels: list[str], id: str) -> Figure:
+    """Gain@B with its 95% CI per dataset and pool (a forest plot): right of 0, routing beats the best single model."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8.5, 0.55 * len(summary) + 1.6))
+    y = np.arange(len(summary))[::-1]
+    g, lo, hi = (summary[c].to_numpy(dtype=float) for c in ("gain_at_b", "gain_at_b_ci_low", "gain_at_b_ci_high"))
+    colors = ["#2a7f3f" if low > 0 else ("#b03a2e" if high < 0 else "0.35") for low, high in zip(lo, hi)]
+    for yi, gi, l, h, c in zip(y, g, lo, hi, colors):
+        ax.errorbar([gi], [yi], xerr=[[gi - l], [h - gi]], fmt="o", color=c, capsize=4, ms=7)
+    ax.axvline(0.0, color="0.2", lw=1)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("Gain@B: router quality minus the best single model's (95% CI)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _figure(fig, id, "Gain over the best single model per dataset and pool, with 95% paired bootstrap intervals on held-out "
+                   "queries. Green: routing beats the best single model; grey: no difference shown; red: worse.",
+                   alt="Gain over the best single model per dataset and pool")

@@ -94,9 +94,12 @@ def results_blocks(res: pd.DataFrame, prefix: str, file: str, what: str) -> list
         blocks.append(Text(heading=f"Pool {pool} — {n} held-out queries"))
         blocks.append(main_table(df, f"{prefix}-main-{slug(pool)}", f"{what}, pool {pool}: the seed's main table, best quality first.",
                                  f"tables/{file}"))
-        if col != "avg_latency_s":
-            blocks.append(Text(text="No latency was measured for this data, so efficiency is shown as the average length of the chosen "
-                                    "answers in characters: a proxy for cost, not a time."))
+        if col == "avg_response_chars":
+            blocks.append(Text(text="Neither a cost in USD nor latency is in this data, so efficiency is shown as the average length of "
+                                    "the chosen answers in characters: a proxy for cost, not a time."))
+        if col == "avg_list_price":
+            blocks.append(Text(text="This data has no per-query cost, so efficiency is shown as the chosen model's list price per 1M "
+                                    "tokens: a proxy that assumes equal token counts across models, not a cost per query."))
         bt = benefit_table(df, f"{prefix}-benefit-{slug(pool)}", f"{what}, pool {pool}: ML routing benefit over random (expected).",
                            f"tables/{file}")
         if bt.rows:
@@ -188,7 +191,7 @@ def efficiency_section(res: pd.DataFrame) -> Section:
 
 def _frontier_cost_column(fr: pd.DataFrame) -> str | None:
     cands = [c for c in fr.columns if c.startswith("avg_") and c != "avg_quality" and "_ci_" not in c and pd.api.types.is_numeric_dtype(fr[c])]
-    for pref in ("avg_latency_s", "avg_response_chars"):
+    for pref in ("avg_cost_usd", "avg_latency_s", "avg_response_chars", "avg_list_price"):
         if pref in cands and fr[pref].notna().any():
             return pref
     return next((c for c in cands if fr[c].notna().any()), None)
@@ -203,6 +206,9 @@ def frontier_blocks(fr: pd.DataFrame, res: pd.DataFrame | None) -> list[Any]:
             blocks.append(frontier_figure(fr, res, pool, cost, f"fig-frontier-{slug(pool)}"))
         if cost == "avg_response_chars":
             blocks.append(Text(text="Cost here is the average answer length in characters, a proxy, not a time."))
+        if cost == "avg_list_price":
+            blocks.append(Text(text="Cost here is the chosen model's list price per 1M tokens, a proxy (equal token counts assumed), "
+                                    "not a per-query cost."))
     blocks.append(generic_table(fr, "table-frontier", "Cost-quality frontier points.", link="tables/frontier.csv"))
     return blocks
 
@@ -308,8 +314,8 @@ def report_sections(run_dir: str) -> list[str]:
     return [s.title for s in collect(run_dir)]
 
 
-def render(sections: list[Section], run_dir: str, manifest: dict[str, Any]) -> str:
-    """The HTML page for ``sections``."""
+def render(sections: list[Section], run_dir: str, manifest: dict[str, Any], subtitle: str = "") -> str:
+    """The HTML page for ``sections`` (the subtitle from the manifest unless given)."""
     import jinja2
 
     env = jinja2.Environment(
@@ -317,6 +323,7 @@ def render(sections: list[Section], run_dir: str, manifest: dict[str, Any]) -> s
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
+    subtitle_text = subtitle
     res_stage = manifest.get("stages", {})
     subtitle = []
     if "prepare" in res_stage:
@@ -327,7 +334,7 @@ def render(sections: list[Section], run_dir: str, manifest: dict[str, Any]) -> s
     if manifest.get("git_commit"):
         subtitle.append(f"commit {str(manifest['git_commit'])[:12]}")
     return env.get_template(TEMPLATE).render(
-        sections=sections, run_name=Path(str(run_dir)).name, subtitle=" · ".join(subtitle),
+        sections=sections, run_name=Path(str(run_dir)).name, subtitle=subtitle_text or " · ".join(subtitle),
     )
 
 

@@ -26,6 +26,13 @@ MAX_ROWS = 40
 """Rows shown of a long optional table; the full CSV is linked."""
 PROXY_LABEL = "Avg response chars (proxy, not a time)"
 LATENCY_LABEL = "Avg latency (s)"
+USD_LABEL = "Avg cost per query (USD)"
+PRICE_LABEL = "Avg list price per 1M tokens (proxy, equal tokens assumed)"
+COST_LABELS = {"avg_cost_usd": USD_LABEL, "avg_latency_s": LATENCY_LABEL, "avg_response_chars": PROXY_LABEL, "avg_list_price": PRICE_LABEL}
+"""Efficiency columns in order of preference, with their axis labels: real USD, measured latency, the length proxy."""
+UNIT_NAMES = {"cost_usd": "USD", "latency_s": "latency (s)", "response_chars": "response chars (proxy)",
+              "list_price": "list price per 1M tokens (proxy)", "": "none in the data"}
+"""How a summary's ``cost_unit`` is named in the report: a proxy is never shown as USD or seconds."""
 
 
 # --------------------------------------------------------------------------- formatting
@@ -86,10 +93,24 @@ def generic_table(df: pd.DataFrame, id: str, caption: str, link: str = "", max_r
 
 
 def efficiency_column(df: pd.DataFrame) -> tuple[str, str]:
-    """(column, axis label): latency where every row has it, else the response-length proxy."""
-    if "avg_latency_s" in df and df["avg_latency_s"].notna().all() and len(df):
-        return "avg_latency_s", LATENCY_LABEL
+    """(column, axis label): the first of :data:`COST_LABELS` every row has (USD, latency, the length proxy, the price proxy)."""
+    for col, label in COST_LABELS.items():
+        if col in df and len(df) and df[col].notna().all():
+            return col, label
     return "avg_response_chars", PROXY_LABEL
+
+
+def fmt_efficiency(v: Any, col: str) -> str:
+    """An efficiency cell in its own unit: USD with 6 decimals, seconds, or a plain character count (never a unit it is not)."""
+    if is_missing(v):
+        return "—"
+    if col == "avg_cost_usd":
+        return f"${float(v):.6f}"
+    if col == "avg_latency_s":
+        return fmt_num(v, 2, suffix=" s")
+    if col == "avg_list_price":
+        return f"{float(v):.3f} per 1M tok"
+    return f"{float(v):,.0f}"
 
 
 # --------------------------------------------------------------------------- results tables
@@ -106,21 +127,17 @@ def best_single_model(df: pd.DataFrame) -> str:
 def main_table(df: pd.DataFrame, id: str = "", caption: str = "", link: str = "") -> Table:
     """The seed's main table for one pool, sorted by quality (ties keep file order)."""
     col, label = efficiency_column(df)
-    latency = col == "avg_latency_s"
     rows = []
     for r in df.sort_values("avg_quality", ascending=False, kind="mergesort").itertuples(index=False):
-        eff = getattr(r, col)
-        # The proxy is a character count: never given a time unit.
-        eff_text = fmt_num(eff, 2, suffix=" s") if latency else ("—" if is_missing(eff) else f"{float(eff):,.0f}")
         rows.append([
             (str(r.strategy), f"name kind-{r.kind}"),
             (fmt_ci(r.avg_quality, getattr(r, "avg_quality_ci_low", np.nan), getattr(r, "avg_quality_ci_high", np.nan)), "num"),
-            (eff_text, "num eff " + ("latency" if latency else "proxy")),
+            (fmt_efficiency(getattr(r, col, np.nan), col), "num eff " + {"avg_cost_usd": "usd", "avg_latency_s": "latency"}.get(col, "proxy")),
             (fmt_num(r.best_model_pct, 1, suffix="%"), "num"),
             (fmt_ci(getattr(r, "uplift_vs_best_single", np.nan), getattr(r, "uplift_vs_best_single_ci_low", np.nan),
                     getattr(r, "uplift_vs_best_single_ci_high", np.nan), sign=True), "num"),
         ])
-    columns = ["Strategy", "Avg Quality [95% CI]", LATENCY_LABEL if latency else PROXY_LABEL, "Best Model %", "vs best single [95% CI]"]
+    columns = ["Strategy", "Avg Quality [95% CI]", label, "Best Model %", "vs best single [95% CI]"]
     return Table(id=id, caption=caption, columns=columns, rows=rows, link=link)
 
 

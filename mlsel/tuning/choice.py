@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsel.data.outcomes import COST_UNITS
 from mlsel.selection.base import utility
 from mlsel.selection.registry import ROUTER_PARAM_KEYS, ROUTERS
 from mlsel.tuning.cv import PoolData
@@ -15,7 +16,13 @@ from mlsel.tuning.grids import CORE_KEYS, HEATMAP_PARAM, params_text
 Grids = dict[tuple[str, str], list[dict[str, Any]]]
 Chosen = dict[tuple[str, str], int]
 
-CV_FRONTIER_COLUMNS = ["pool", "router", "cost_lambda", "cv_quality_mean", "cv_avg_latency_s", "cv_avg_response_chars"]
+CV_COST_COLUMNS = [f"cv_avg_{unit}" for unit in COST_UNITS]
+CV_FRONTIER_COLUMNS = ["pool", "router", "cost_lambda", "cv_quality_mean", *CV_COST_COLUMNS]
+
+
+def _cost_columns(value: float, unit: str | None) -> dict[str, float]:
+    """``cv_avg_<unit>`` for every cost unit: ``value`` in the pool's own unit, NaN in the others."""
+    return {f"cv_avg_{u}": value if u == unit else np.nan for u in COST_UNITS}
 HEATMAP_COLUMNS = ["pool", "selector", "param", "param_value", "onehot_weight", "cv_quality_mean", "cv_quality_std", "cv_utility_mean"]
 
 
@@ -23,8 +30,7 @@ def _combo_row(pool: str, name: str, i: int, combo: dict[str, Any], r: pd.DataFr
     return {"pool": pool, "selector": name, "combo": i, "params": params_text(combo), **combo, "n_fits": int(len(r)),
             "cv_quality_mean": r["quality"].mean(), "cv_quality_std": r["quality"].std(ddof=0),
             "cv_utility_mean": r["utility"].mean(), "cv_utility_std": r["utility"].std(ddof=0),
-            "cv_avg_latency_s": r["cost"].mean() if unit == "latency_s" else np.nan,
-            "cv_avg_response_chars": r["cost"].mean() if unit == "response_chars" else np.nan,
+            **_cost_columns(r["cost"].mean(), unit),
             "cpu_seconds": r["cpu_s"].sum()}
 
 
@@ -46,7 +52,7 @@ def cv_table(raw: pd.DataFrame, grids: Grids, pools: dict[str, PoolData]) -> tup
     table = pd.DataFrame(rows)
     table["chosen"] = [chosen[(p, s)] == c for p, s, c in zip(table["pool"], table["selector"], table["combo"])]
     cols = ["pool", "selector", "combo", "params", *all_keys, "n_fits", "cv_quality_mean", "cv_quality_std", "cv_utility_mean",
-            "cv_utility_std", "cv_avg_latency_s", "cv_avg_response_chars", "cpu_seconds", "chosen"]
+            "cv_utility_std", *CV_COST_COLUMNS, "cpu_seconds", "chosen"]
     return table[cols], chosen
 
 
@@ -61,9 +67,7 @@ def cv_sweep(raw: pd.DataFrame, grids: Grids, chosen: Chosen, pools: dict[str, P
         sq = np.array(r["sweep_quality"].tolist()).mean(axis=0)
         sc = np.array(r["sweep_cost"].tolist()).mean(axis=0)
         for lam, q, c in zip(lambdas, sq, sc):
-            rows.append({"pool": pool, "router": name, "cost_lambda": lam, "cv_quality_mean": q,
-                         "cv_avg_latency_s": c if unit == "latency_s" else np.nan,
-                         "cv_avg_response_chars": c if unit == "response_chars" else np.nan})
+            rows.append({"pool": pool, "router": name, "cost_lambda": lam, "cv_quality_mean": q, **_cost_columns(c, unit)})
     return pd.DataFrame(rows, columns=CV_FRONTIER_COLUMNS)
 
 

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import OutcomeMatrix, kfold_queries, load_prepared, pool_matrix, split_masks
+from mlsel.data.outcomes import OutcomeMatrix, cost_matrix, kfold_queries, load_prepared, pool_matrix, split_masks
 from mlsel.features import Embedder, build_features
 from mlsel.selection.base import Selector, utility
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
@@ -60,15 +60,6 @@ class CVTask(NamedTuple):
     lambdas: list[float]
     user_qw: float
     meta: dict[str, Any]
-
-
-def cost_matrix(m: OutcomeMatrix) -> tuple[np.ndarray | None, str | None]:
-    """Measured latency where the data has it, else the response-length proxy; with neither, None."""
-    if m.latency_s is not None:
-        return m.latency_s, "latency_s"
-    if m.response_chars is not None:
-        return m.response_chars, "response_chars"
-    return None, None
 
 
 def load_pools(run_dir: str, pools: dict[str, list[str]]) -> dict[str, PoolData]:
@@ -180,15 +171,26 @@ def cv_task(t: CVTask) -> list[dict[str, Any]]:
     return rows
 
 
-def run_cv_tasks(tasks: list[CVTask], n_jobs: int) -> pd.DataFrame:
-    """Run the tasks with joblib behind a tqdm bar; one row per (task, combination), in completion order."""
+def run_cv_tasks(tasks: list[CVTask], n_jobs: int, scheduler: str = "") -> pd.DataFrame:
+    """Run the tasks with joblib behind a tqdm bar: local workers, or the Dask cluster at ``scheduler`` (an address).
+
+    One row per (task, combination), sorted by pool, selector, CV seed, fold
+    and combination: the same table whatever the backend and completion order.
+    """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
+    from mlsel.tuning.parallel import call_with, joblib_backend
+
+    shared = ("X", "quality", "latency", "cost")  # the same arrays in many tasks: sent to a cluster once
     out: list[dict[str, Any]] = []
-    par = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-    with tqdm(total=len(tasks), desc="tune CV", unit="task") as bar:
-        for rows in par(delayed(cv_task)(t) for t in tasks):
+    with joblib_backend(n_jobs, scheduler) as jobs, tqdm(total=len(tasks), desc="tune CV", unit="task") as bar:
+        par = Parallel(n_jobs=jobs, return_as="generator_unordered")
+        for rows in par(delayed(call_with)(cv_task, t._replace(**dict.fromkeys(shared)), **{k: getattr(t, k) for k in shared})
+                        for t in tasks):
             out.extend(rows)
             bar.update(1)
-    return pd.DataFrame(out)
+    if not out:
+        return pd.DataFrame(out)
+    keys = ["pool", "selector", "cv_seed", "fold", "combo"]
+    return pd.DataFrame(out).sort_values(keys, kind="stable").reset_index(drop=True)

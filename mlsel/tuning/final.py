@@ -9,16 +9,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsel.data.outcomes import COST_UNITS, cost_matrix
 from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
 from mlsel.metrics.frontier import aiq_table, zero_router
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
 from mlsel.selection.registry import label, make_selector
-from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, cost_matrix
+from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan
 from mlsel.tuning.grids import combo_params
 
 log = logging.getLogger(__name__)
 
-FRONTIER_COLUMNS = ["pool", "kind", "router", "cost_lambda", "avg_quality", "avg_latency_s", "avg_response_chars"]
+FRONTIER_COLUMNS = ["pool", "kind", "router", "cost_lambda", "avg_quality", *(f"avg_{unit}" for unit in COST_UNITS)]
 AIQ_COLUMNS = ["pool", "router", "cost_unit", "n_points", "aiq", "ci_low", "ci_high", "aiq_minus_zero_router",
                "aiq_minus_zero_router_ci_low", "aiq_minus_zero_router_ci_high", "cost_to_match_best_single",
                "best_single_quality", "cost_min", "cost_max"]
@@ -41,9 +42,15 @@ def final_task(pool: str, name: str, values: dict[str, Any], combo: dict[str, An
 
 
 def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData], chosen_combos: dict[tuple[str, str], dict[str, Any]],
-              operating: dict[tuple[str, str], dict[str, Any]], features: FeatureCache, n_jobs: int) -> dict[tuple[str, str], dict[str, Any]]:
-    """Refit every tuned selector in parallel (features are built here, once per setting); ``{(pool, name): final_task output}``."""
+              operating: dict[tuple[str, str], dict[str, Any]], features: FeatureCache, n_jobs: int,
+              scheduler: str = "") -> dict[tuple[str, str], dict[str, Any]]:
+    """Refit every tuned selector in parallel (features are built here, once per setting); ``{(pool, name): final_task output}``.
+
+    The fits run on local joblib workers, or on the Dask cluster at ``scheduler`` (an address).
+    """
     from joblib import Parallel, delayed
+
+    from mlsel.tuning.parallel import joblib_backend
 
     tasks = []
     for pool, d in pools.items():
@@ -55,12 +62,13 @@ def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData]
             tasks.append((pool, name, values, combo, features(d.tr, emb, ow), features(d.te, emb, ow), d.tr.quality, d.tr.latency_s,
                           cost_tr, list(d.models), plan.lambdas if d.unit else [], op))
     t0 = time.perf_counter()
-    out = {(o["pool"], o["name"]): o for o in Parallel(n_jobs=n_jobs)(delayed(final_task)(*t) for t in tasks)}
+    with joblib_backend(n_jobs, scheduler) as jobs:
+        out = {(o["pool"], o["name"]): o for o in Parallel(n_jobs=jobs)(delayed(final_task)(*t) for t in tasks)}
     log.info("tune: final fits in %.1f s", time.perf_counter() - t0)
     return out
 
 
-def _test_cost(d: PoolData) -> np.ndarray | None:
+def test_cost(d: PoolData) -> np.ndarray | None:
     """Test-split cost; a missing value takes the model's training mean."""
     cost_tr, _ = cost_matrix(d.tr)
     cost_te, _ = cost_matrix(d.te)
@@ -110,7 +118,7 @@ def _single_and_zero_router(d: PoolData, cost_te: np.ndarray) -> list[dict[str, 
 def evaluate_pool(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan,
                   operating: dict[tuple[str, str], dict[str, Any]], p: Any) -> tuple[pd.DataFrame, list[dict[str, Any]], pd.DataFrame | None]:
     """One pool's tuned results table, frontier rows and AIQ table (None without a cost)."""
-    cost_te = _test_cost(d)
+    cost_te = test_cost(d)
     strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(d.te))]
     tuned, front, curves_q, curves_c = _tuned_strategies(d, fitted, plan, operating, cost_te)
     baselines = baseline_strategies(d.tr, len(d.te), p.quality_weight)

@@ -11,11 +11,12 @@ import pandas as pd
 import yaml
 
 from mlsel.data.outcomes import data_hash
-from mlsel.paths import ConfigError, params_hash, run_paths, update_manifest, write_csv
+from mlsel.paths import ConfigError, params_hash, read_manifest, run_paths, update_manifest, write_csv
 from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_points, tuned_params_doc
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, run_cv_tasks
-from mlsel.tuning.final import final_tables, fit_final
+from mlsel.tuning.final import final_tables, fit_final, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
+from mlsel.tuning.summary import cheapest_point, summary_row, summary_table
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,18 @@ def manifest_entry(p: Any, plan: TunePlan, pools: dict[str, PoolData], chosen_co
     }
 
 
+def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: dict[tuple[str, str], dict[str, Any]], cv: pd.DataFrame,
+                   sweep: pd.DataFrame, operating: dict[tuple[str, str], dict[str, Any]], aiq: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`); operating points chosen on CV only."""
+    at_best = operating_points(pools, sweep, plan.router_names, p.quality_weight, 1.0)
+    rows = []
+    for pool, d in pools.items():
+        rows.append(summary_row(d, fitted, plan, cv, cheapest_point(at_best, pool, d.unit), cheapest_point(operating, pool, d.unit),
+                                test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, p.quality_weight, p.tune_n_bootstrap, p.seed))
+    prepared = read_manifest(p.run_dir)["stages"]["prepare"]["params"]
+    return summary_table(rows, prepared["split"] if "split" in prepared else "seeded")
+
+
 def tune_selectors(p: Any) -> pd.DataFrame:
     """Tune every selector and router by CV inside the training split; evaluate the tuned ones once on test.
 
@@ -78,7 +91,7 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     log.info("tune: %d CV tasks (%s grid, %d folds x %d seeds, %d pools, selectors %s)", len(tasks), p.tune_grid,
              p.tune_n_folds, p.tune_n_seeds, len(pools), plan.names)
     t_cv = time.perf_counter()
-    raw = run_cv_tasks(tasks, p.tune_n_jobs)
+    raw = run_cv_tasks(tasks, p.tune_n_jobs, scheduler=p.tune_dask_scheduler)
     cv_seconds = time.perf_counter() - t_cv
 
     # Aggregate and choose, on CV only.
@@ -94,11 +107,13 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     (paths["tune"] / "tuned_params.yaml").write_text(tuned_params_text(doc, p, paths["root"]))
 
     # Final evaluation: the only use of the test split.
-    fitted = fit_final(p.model_dump(), plan, pools, chosen_combos, operating, features, p.tune_n_jobs)
+    fitted = fit_final(p.model_dump(), plan, pools, chosen_combos, operating, features, p.tune_n_jobs,
+                       scheduler=p.tune_dask_scheduler)
     tuned, front, aiq = final_tables(p, plan, pools, fitted, operating)
     write_csv(tuned, paths["tables"] / "tuned_results.csv")
     write_csv(front, paths["tables"] / "frontier.csv")
     write_csv(aiq, paths["tables"] / "aiq.csv")
+    write_csv(pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq), paths["tables"] / "summary.csv")
 
     total = time.perf_counter() - t_start
     update_manifest(p.run_dir, "tune", manifest_entry(p, plan, pools, chosen_combos, operating, raw, len(tasks), cv_seconds, total))

@@ -1,0 +1,180 @@
+"""The cross-dataset report: does routing pay, per dataset and pool, then every dataset's own sections.
+
+:func:`build_run_report` reads a run folder whose datasets each have their own
+folder (``<run_dir>/<dataset>/``, see :mod:`mlsel.runner`). The page opens with
+the headline matrix built from each dataset's ``tables/summary.csv`` (written
+by the tune stage, :mod:`mlsel.tuning.summary`): best single model, oracle, the
+router chosen by CV, Gain@B, Gap@O, CostSave@B and AIQ minus the zero router,
+each with its 95% paired bootstrap CI, and one sentence per row saying whether
+routing paid off there. Each dataset's sections follow (as
+:func:`mlsel.report.page.collect` builds them for one folder), their ids and
+table links scoped by the dataset's name.
+
+Published files: ``<report_dir>/index.html``, ``tables/summary.csv`` (the
+matrix, one row per dataset x pool) and ``tables/<dataset>/*.csv``
+(byte-identical copies of each dataset's tables). The matrix is also written
+into the run folder as ``<run_dir>/tables/summary.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlsel.paths import resolve_path, run_paths, write_atomic, write_csv
+from mlsel.report.blocks import Section, Table, Text
+from mlsel.report.figures import gain_figure, style
+from mlsel.report.tables import UNIT_NAMES, fmt_ci, fmt_num, is_missing, read_table, table_markdown
+
+log = logging.getLogger(__name__)
+
+DATASET_TITLES = {"mmlu_pro": "MMLU-Pro", "llmrouter": "LLMRouter", "llmrouter_by_task": "LLMRouter, unseen tasks",
+                  "routerbench": "RouterBench"}
+"""Display names of the default datasets (any other dataset is shown by its name)."""
+
+
+def dataset_title(name: str) -> str:
+    return DATASET_TITLES[name] if name in DATASET_TITLES else name
+
+
+def read_summary(run_dir: str, datasets: list[str]) -> pd.DataFrame:
+    """Every dataset's ``tables/summary.csv`` with a leading ``dataset`` column; a dataset without one is an error."""
+    parts = []
+    for ds in datasets:
+        table = read_table(run_paths(str(Path(run_dir) / ds))["tables"], "summary.csv")
+        if table is None:
+            raise FileNotFoundError(f"{Path(run_dir) / ds / 'tables' / 'summary.csv'}: not found; run the tune stage of dataset {ds!r} first")
+        table.insert(0, "dataset", ds)
+        parts.append(table)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _pct(v: Any, lo: Any = None, hi: Any = None) -> str:
+    if lo is None:
+        return fmt_num(v, 1, suffix="%")
+    return fmt_ci(v, lo, hi, 1, False, "%")
+
+
+def verdict(r: Any) -> str:
+    """One plain sentence per summary row: did routing pay off here, in quality and in cost?"""
+    where = f"{dataset_title(r.dataset)}, pool {r.pool}"
+    gain = f"{fmt_num(r.gain_at_b, 3, True)} [{fmt_num(r.gain_at_b_ci_low, 3, True)}, {fmt_num(r.gain_at_b_ci_high, 3, True)}]"
+    if not is_missing(r.gain_at_b_ci_low) and r.gain_at_b_ci_low > 0:
+        s = (f"{where}: routing paid off. {r.router} beats always using {r.best_single} by {gain} quality and closes "
+             f"{_pct(r.gap_closed_pct)} of the gap to the oracle.")
+    elif not is_missing(r.gain_at_b_ci_high) and r.gain_at_b_ci_high < 0:
+        s = f"{where}: routing did not pay off. {r.router} is worse than always using {r.best_single}: {gain} quality."
+    else:
+        s = (f"{where}: routing did not pay off in quality. {r.router} is not distinguishable from always using {r.best_single} "
+             f"({gain}; the interval includes 0), so use {r.best_single}.")
+    unit = UNIT_NAMES[r.cost_unit] if isinstance(r.cost_unit, str) and r.cost_unit in UNIT_NAMES else "cost"
+    if is_missing(r.cost_unit) or r.cost_unit == "":
+        return s + " The data has no per-query cost, so no saving is computed."
+    if is_missing(r.cost_save_at_b_pct):
+        return s + f" No cost-aware router reached {r.best_single}'s quality in cross-validation, so no cost saving ({unit}) is claimed."
+    save = _pct(r.cost_save_at_b_pct, r.cost_save_at_b_ci_low, r.cost_save_at_b_ci_high)
+    kept = f"held-out quality {fmt_num(r.op_quality, 3)} against {fmt_num(r.best_single_quality, 3)}"
+    if not is_missing(r.cost_save_at_b_ci_low) and r.cost_save_at_b_ci_low > 0:
+        return s + f" At the operating point chosen on CV to keep its quality, routing saves {save} of the cost in {unit} ({kept})."
+    return s + f" At the operating point chosen on CV to keep its quality, the saving in {unit} is {save}: not shown to be above 0 ({kept})."
+
+
+def summary_table(df: pd.DataFrame) -> Table:
+    """The headline matrix: one row per dataset and pool."""
+    rows = []
+    for r in df.itertuples(index=False):
+        unit = UNIT_NAMES[r.cost_unit] if isinstance(r.cost_unit, str) and r.cost_unit in UNIT_NAMES else UNIT_NAMES[""]
+        rows.append([
+            (dataset_title(r.dataset), "name"), (str(r.pool), "name"), (str(r.split), "name"), (str(int(r.n_test)), "num"),
+            (f"{r.best_single} ({fmt_num(r.best_single_quality, 3)})", "name"), (fmt_num(r.oracle_quality, 3), "num"),
+            (f"{r.router} ({fmt_num(r.router_quality, 3)})", "name"),
+            (fmt_ci(r.gain_at_b, r.gain_at_b_ci_low, r.gain_at_b_ci_high, 3, True), "num"),
+            (_pct(r.gap_closed_pct), "num"), (_pct(r.gap_closed_random_pct), "num"), (unit, "name"),
+            (_pct(r.cost_save_at_b_pct, r.cost_save_at_b_ci_low, r.cost_save_at_b_ci_high), "num"),
+            (fmt_ci(r.aiq_minus_zero, r.aiq_minus_zero_ci_low, r.aiq_minus_zero_ci_high, 3, True), "num"),
+        ])
+    columns = ["Dataset", "Pool", "Split", "Held-out queries", "Best single, chosen on train (quality)", "Oracle",
+               "Router chosen by CV (quality)", "Gain@B [95% CI]", "Gap@O closed", "Random → oracle closed", "Cost unit",
+               "CostSave@B [95% CI]", "AIQ − zero router [95% CI]"]
+    return Table("summary-matrix", "Does routing pay? One row per dataset and pool, on held-out queries.", columns, rows,
+                 link="tables/summary.csv", css="compact")
+
+
+def summary_markdown(df: pd.DataFrame) -> str:
+    """The headline matrix and its verdicts as markdown (``mlsel results``; the README's results section)."""
+    lines = table_markdown(summary_table(df))
+    return "\n".join(lines + [""] + [f"- {verdict(r)}" for r in df.itertuples(index=False)]) + "\n"
+
+
+def overview_section(df: pd.DataFrame) -> Section:
+    sec = Section("overview", "Headline: when does ML routing pay off?")
+    sec.blocks.append(Text(items=[verdict(r) for r in df.itertuples(index=False)]))
+    sec.blocks.append(summary_table(df))
+    sec.blocks.append(Text(text=(
+        "Gain@B: the router's quality minus the best single model's (the best single model and the router are both chosen on the "
+        "training split: the router is the tuned selector with the best cross-validated utility). Gap@O: the share of the best "
+        "single → oracle gap it closes. CostSave@B: the cost saved at the operating point chosen by cross-validation to keep at "
+        "least the best single model's quality. AIQ − zero router: the area under the cost-quality curve minus that of mixing "
+        "single models. Intervals are 95% paired bootstrap intervals over held-out queries; a difference counts only when its "
+        "whole interval is on one side of 0. The cost unit is USD where the data has a real per-query cost; a proxy is named "
+        "as such and never shown as USD or seconds.")))
+    sec.blocks.append(gain_figure(df, [f"{dataset_title(d)} / {p}" for d, p in zip(df["dataset"], df["pool"])], "fig-gain-at-b"))
+    return sec
+
+
+def _scope(sections: list[Section], ds: str) -> list[Section]:
+    """Prefix every id with the dataset and point every table link at ``tables/<ds>/``."""
+    title = dataset_title(ds)
+    for sec in sections:
+        sec.id, sec.title = f"{ds}-{sec.id}", f"{title}: {sec.title}"
+        for b in sec.blocks:
+            if getattr(b, "id", ""):
+                b.id = f"{ds}-{b.id}"
+            if getattr(b, "link", "").startswith("tables/"):
+                b.link = f"tables/{ds}/{b.link[len('tables/'):]}"
+            if b.type == "text" and b.links:
+                b.links = [f"{ds}/{name}" for name in b.links]
+            if b.type == "table":
+                b.rows = [[(f"{ds}/{text}", cls) if cls == "link" else (text, cls) for text, cls in row] for row in b.rows]
+    return sections
+
+
+def _publish_tables(run_dir: str, datasets: list[str], out_tables: Path) -> None:
+    """Copy every dataset's tables to ``<out_tables>/<dataset>/`` and the matrix; remove published CSVs the run does not have."""
+    wanted = {out_tables / "summary.csv": run_paths(run_dir)["tables"] / "summary.csv"}
+    for ds in datasets:
+        src = run_paths(str(Path(run_dir) / ds))["tables"]
+        wanted.update({out_tables / ds / p.name: p for p in sorted(src.glob("*.csv"))})
+    for stale in sorted(out_tables.rglob("*.csv")):
+        if stale not in wanted:
+            log.info("report: removing %s (not in the run)", stale)
+            stale.unlink()
+    for dst, src in wanted.items():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.resolve() != src.resolve():
+            shutil.copyfile(src, dst)
+
+
+def build_run_report(run_dir: str, datasets: list[str], report_dir: str) -> Path:
+    """Build the cross-dataset ``<report_dir>/index.html`` and publish the tables (see the module docstring)."""
+    from mlsel.report.page import collect, render
+
+    style()
+    summary = read_summary(run_dir, datasets)
+    write_csv(summary, run_paths(run_dir)["tables"] / "summary.csv")
+    sections = [overview_section(summary)]
+    for ds in datasets:
+        sections += _scope(collect(str(Path(run_dir) / ds)), ds)
+    subtitle = "datasets " + ", ".join(dataset_title(d) for d in datasets)
+    html = render(sections, run_dir, {"stages": {}}, subtitle=subtitle)
+    out = resolve_path(report_dir)
+    out_tables = out / "tables"
+    out_tables.mkdir(parents=True, exist_ok=True)
+    _publish_tables(run_dir, datasets, out_tables)
+    index = write_atomic(out / "index.html", html)
+    log.info("report: %s (%d sections, %d datasets)", index, len(sections), len(datasets))
+    return index

@@ -1,0 +1,143 @@
+"""Does routing pay on this data? One summary row per pool, everything chosen on the training split.
+
+The cross-dataset metrics (LLMRouterBench, RouterBench), on the held-out queries:
+
+Router
+    The tuned selector or router with the highest mean CV utility inside the
+    training split (never the best on test).
+Gain@B
+    ``Q_router - Q_best_single``: quality minus the best single model's, the
+    best single model chosen on the training split.
+Gap@O
+    ``100 (Q_router - Q_best_single) / (Q_oracle - Q_best_single)``: the share
+    of the best-single -> oracle gap closed (``gap_closed_pct``); the share of
+    the random -> oracle gap is ``gap_closed_random_pct``.
+CostSave@B
+    ``100 (1 - C_op / C_best_single)``: the cost saved at the operating point
+    chosen on CV to keep at least the best single model's quality: over every
+    cost-aware router and cost weight, the cheapest CV point whose CV quality
+    is at least the best single model's mean training quality. Its held-out
+    quality is reported beside it (``op_quality``), since CV can miss.
+Matched point
+    The same choice at ``tune_match_quality_ratio`` of the best single model's
+    quality (``matched_*``): the share of its quality kept and of its cost paid.
+AIQ - zero
+    The AIQ of the cost router (the CostSave@B router, else the cost-aware
+    router with the best CV utility) minus the zero router's, from ``aiq.csv``.
+
+Every interval is a 95% paired bootstrap over the held-out queries (the same
+draws for every quantity of the row); ratios are recomputed on each draw.
+Costs are in the pool's cost unit (``cost_unit``): USD where the data has a
+real per-query cost, otherwise a labelled proxy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlsel.metrics.bootstrap import ci95, resample_indices
+from mlsel.metrics.evaluate import oracle_proba
+from mlsel.selection.base import utility
+from mlsel.selection.registry import label
+from mlsel.tuning.cv import PoolData, TunePlan
+
+SUMMARY_COLUMNS = [
+    "pool", "split", "n_train", "n_test", "best_single", "best_single_quality", "oracle_quality", "random_quality",
+    "router", "router_quality", "gain_at_b", "gain_at_b_ci_low", "gain_at_b_ci_high",
+    "gap_closed_pct", "gap_closed_pct_ci_low", "gap_closed_pct_ci_high", "gap_closed_random_pct",
+    "cost_unit", "best_single_cost", "cost_router", "cost_lambda", "op_quality", "op_cost",
+    "cost_save_at_b_pct", "cost_save_at_b_ci_low", "cost_save_at_b_ci_high",
+    "matched_router", "matched_cost_lambda", "matched_quality_pct", "matched_quality_pct_ci_low", "matched_quality_pct_ci_high",
+    "matched_cost_pct", "matched_cost_pct_ci_low", "matched_cost_pct_ci_high",
+    "aiq_router", "aiq_minus_zero", "aiq_minus_zero_ci_low", "aiq_minus_zero_ci_high",
+]
+
+
+def best_single_index(d: PoolData, quality_weight: float) -> int:
+    """The best single model of the training split (highest mean training utility), as :class:`BestSingleSelector` picks it."""
+    return int(np.argmax(utility(d.tr.quality, d.tr.latency_s, quality_weight).mean(axis=0)))
+
+
+def cv_router(cv: pd.DataFrame, pool: str, names: list[str]) -> str:
+    """The tuned selector or router with the highest mean CV utility (ties: first in ``names``)."""
+    chosen = cv[(cv["pool"] == pool) & cv["chosen"]].set_index("selector")["cv_utility_mean"]
+    return max(names, key=lambda n: (chosen.get(n, -np.inf), -names.index(n)))
+
+
+def cheapest_point(operating: dict[tuple[str, str], dict[str, Any]], pool: str, unit: str | None) -> tuple[str, float] | None:
+    """Among a pool's CV operating points (one per router), the cheapest in CV cost (ties: higher CV quality); None if none."""
+    points = [(name, op) for (p, name), op in operating.items() if p == pool]
+    if not points or unit is None:
+        return None
+    name, op = min(points, key=lambda x: (x[1][f"cv_avg_{unit}"], -x[1]["cv_quality_mean"]))
+    return name, float(op["cost_lambda"])
+
+
+def _op_choice(fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, pool: str, point: tuple[str, float] | None) -> np.ndarray | None:
+    """Test-split model index per query of a router at a cost weight (from its sweep), or None."""
+    if point is None:
+        return None
+    name, lam = point
+    sweep = fitted[(pool, name)]["sweep"]
+    return None if sweep is None else np.asarray(sweep[plan.lambdas.index(lam)])
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> tuple[float, float, float]:
+    """``100 * mean(num) / mean(den)`` and its paired bootstrap CI over the draws ``idx``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = 100 * num[idx].mean(axis=1) / den[idx].mean(axis=1)
+    lo, hi = ci95(np.where(np.isfinite(boot), boot, np.nan))  # a draw with a zero denominator has no ratio
+    return float(100 * num.mean() / den.mean()) if den.mean() else np.nan, lo, hi
+
+
+def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, cv: pd.DataFrame,
+                op_b: tuple[str, float] | None, op_m: tuple[str, float] | None, cost_te: np.ndarray | None,
+                aiq: pd.DataFrame | None, quality_weight: float, n_bootstrap: int, seed: int) -> dict[str, Any]:
+    """One pool's summary row (see the module docstring)."""
+    te, ar = d.te, np.arange(len(d.te))
+    best = best_single_index(d, quality_weight)
+    router = cv_router(cv, d.name, plan.names)
+    q_r = (fitted[(d.name, router)]["proba"] * te.quality).sum(axis=1)
+    q_b, q_o, q_rand = te.quality[:, best], (oracle_proba(te) * te.quality).sum(axis=1), te.quality.mean(axis=1)
+    idx = resample_indices(len(te), n_bootstrap, seed)
+    gain_lo, gain_hi = ci95((q_r - q_b)[idx].mean(axis=1))
+    gap = _ratio(q_r - q_b, q_o - q_b, idx)
+    row: dict[str, Any] = {
+        "pool": d.name, "n_train": len(d.tr), "n_test": len(te), "best_single": d.models[best], "best_single_quality": q_b.mean(),
+        "oracle_quality": q_o.mean(), "random_quality": q_rand.mean(), "router": label(router, tuned=True), "router_quality": q_r.mean(),
+        "gain_at_b": (q_r - q_b).mean(), "gain_at_b_ci_low": gain_lo, "gain_at_b_ci_high": gain_hi,
+        "gap_closed_pct": gap[0], "gap_closed_pct_ci_low": gap[1], "gap_closed_pct_ci_high": gap[2],
+        "gap_closed_random_pct": _ratio(q_r - q_rand, q_o - q_rand, idx)[0], "cost_unit": d.unit or "",
+    }
+    if cost_te is None:
+        return row
+    c_b = cost_te[:, best]
+    row["best_single_cost"] = c_b.mean()
+    choice = _op_choice(fitted, plan, d.name, op_b)
+    if choice is not None:
+        c_op = cost_te[ar, choice]
+        save = _ratio(c_b - c_op, c_b, idx)
+        row.update({"cost_router": op_b[0], "cost_lambda": op_b[1], "op_quality": te.quality[ar, choice].mean(), "op_cost": c_op.mean(),
+                    "cost_save_at_b_pct": save[0], "cost_save_at_b_ci_low": save[1], "cost_save_at_b_ci_high": save[2]})
+    matched = _op_choice(fitted, plan, d.name, op_m)
+    if matched is not None:
+        qm, cm = _ratio(te.quality[ar, matched], q_b, idx), _ratio(cost_te[ar, matched], c_b, idx)
+        row.update({"matched_router": op_m[0], "matched_cost_lambda": op_m[1], "matched_quality_pct": qm[0], "matched_quality_pct_ci_low": qm[1],
+                    "matched_quality_pct_ci_high": qm[2], "matched_cost_pct": cm[0], "matched_cost_pct_ci_low": cm[1],
+                    "matched_cost_pct_ci_high": cm[2]})
+    aiq_router = op_b[0] if choice is not None else cv_router(cv, d.name, plan.router_names) if plan.router_names else None
+    if aiq is not None and aiq_router is not None and (aiq["router"] == aiq_router).any():
+        a = aiq[aiq["router"] == aiq_router].iloc[0]
+        row.update({"aiq_router": aiq_router, "aiq_minus_zero": a["aiq_minus_zero_router"],
+                    "aiq_minus_zero_ci_low": a["aiq_minus_zero_router_ci_low"], "aiq_minus_zero_ci_high": a["aiq_minus_zero_router_ci_high"]})
+    return row
+
+
+def summary_table(rows: list[dict[str, Any]], split: str) -> pd.DataFrame:
+    """summary.csv of one run folder: one row per pool, :data:`SUMMARY_COLUMNS`."""
+    df = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
+    df["split"] = split
+    return df
