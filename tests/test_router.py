@@ -274,6 +274,12 @@ def test_add_cli_registers_subcommands():
     args = parser.parse_args(["evaluate-config", "--run-dir", "runs/x", "--config", "c.yaml", "--n-bootstrap", "10"])
     assert (args.config, args.n_bootstrap, args.func) == ("c.yaml", 10, _cli_evaluate_config)
     assert args.evaluate_config is stage
+    # The default run folder is the dataset's own (the first dataset unless --dataset names one).
+    from mlsel.deploy.commands import _dataset
+
+    args = parser.parse_args(["export", "--dataset", "routerbench"])
+    assert (_dataset(args).base.run_dir, list(_dataset(args).base.pools)) == ("runs/default/routerbench", ["all11"])
+    assert _dataset(parser.parse_args(["evaluate-config"])).base.run_dir == "runs/default/mmlu_pro"
 
 
 def test_evaluate_config_command_end_to_end(run_dir, capsys):

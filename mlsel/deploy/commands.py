@@ -7,7 +7,7 @@ import sys
 from typing import Any, Callable
 
 from mlsel.deploy.runtime import ARTIFACT_FILES, export_router_models
-from mlsel.params import for_stage, load_params, stage_params, stage_values
+from mlsel.params import Params, dataset_params, for_stage, load_params, stage_params, stage_values
 from mlsel.paths import run_paths
 
 
@@ -15,8 +15,14 @@ def _default_pool(pools: dict[str, list[str]]) -> str:
     return max(pools, key=lambda p: len(pools[p]))
 
 
+def _dataset(args: argparse.Namespace) -> Params:
+    """The parameters of ``--dataset`` (default: the first of ``datasets``), run folder ``<run_dir>/<dataset>``."""
+    params = load_params(args.params)
+    return dataset_params(params, args.dataset or params.base.datasets[0])
+
+
 def _cli_export(args: argparse.Namespace) -> int:
-    p = stage_params(load_params(args.params), "evaluate")
+    p = stage_params(_dataset(args), "evaluate")
     run_dir = args.run_dir or p.run_dir
     pool = args.pool or _default_pool(p.pools)
     export_dir = args.export_dir if args.export_dir is not None else p.export_dir
@@ -29,7 +35,7 @@ def _cli_export(args: argparse.Namespace) -> int:
 
 def _evaluate_config_args(args: argparse.Namespace) -> dict[str, Any]:
     """The evaluate stage's parameters with the command line's overrides."""
-    values = stage_values(load_params(args.params), "evaluate")
+    values = stage_values(_dataset(args), "evaluate")
     if args.run_dir:
         values["run_dir"] = args.run_dir
     if args.config:
@@ -60,14 +66,16 @@ def add_cli(subparsers: Any, evaluate_config: Callable[[Any], Any]) -> None:
     import it, so the CLI hands it over.
     """
     p = subparsers.add_parser("export", help="write a run's fitted selectors as router model files (knn/kmeans/svm_model.json + manifest.json)")
-    p.add_argument("--run-dir", default=None, help="run folder (default: params.yaml run_dir)")
-    p.add_argument("--pool", default=None, help="model pool to export (default: the largest pool in params.yaml)")
+    p.add_argument("--dataset", default=None, help="dataset of params.yaml (default: the first of datasets)")
+    p.add_argument("--run-dir", default=None, help="run folder (default: <params.yaml run_dir>/<dataset>)")
+    p.add_argument("--pool", default=None, help="model pool to export (default: the dataset's largest pool)")
     p.add_argument("--export-dir", default=None, help="output folder (default: params.yaml export_dir; empty: <run_dir>/router_models)")
     p.add_argument("--params", default=None, help="parameter file (default: params.yaml at the project root)")
     p.set_defaults(func=_cli_export)
 
     p = subparsers.add_parser("evaluate-config", help="evaluate a router config.yaml (per-decision algorithms) on a run's held-out queries")
-    p.add_argument("--run-dir", default=None, help="run folder (default: params.yaml run_dir)")
+    p.add_argument("--dataset", default=None, help="dataset of params.yaml (default: the first of datasets)")
+    p.add_argument("--run-dir", default=None, help="run folder (default: <params.yaml run_dir>/<dataset>)")
     p.add_argument("--config", default=None, help="router config YAML (default: params.yaml router_config)")
     p.add_argument("--n-bootstrap", type=int, default=None, help="bootstrap draws (default: params.yaml n_bootstrap)")
     p.add_argument("--params", default=None, help="parameter file (default: params.yaml at the project root)")
