@@ -113,22 +113,72 @@ models:
     # complete output above, so it calls the server for nothing.
     from mlsel import runner
 
+    import yaml
+
     run_dir = tmp_path / "run"
-    overrides = {
-        "run_dir": str(run_dir), "report_dir": str(run_dir / "report"), "source": "benchmark",
-        "queries": str(queries), "model_config": str(cfg), "output": str(out), "max_tokens": 64, "concurrency": 2,
-        "source_path": str(out), "pools": {"smollm2": ["smollm2-t0", "smollm2-t07"]}, "max_queries": 0, "test_size": 0.25,
-        "router_config": "", "export_pools": [],
+    local = {  # a dataset of one's own: the benchmark's output
+        "source": "benchmark", "queries": str(queries), "model_config": str(cfg), "output": str(out), "max_tokens": 64,
+        "concurrency": 2, "source_path": str(out), "pools": {"smollm2": ["smollm2-t0", "smollm2-t07"]}, "max_queries": 0,
+        "test_size": 0.25, "router_config": "", "export_pools": [],
     }
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"base": {"datasets": ["local"]}, "dataset_defs": {"local": local}}))
     before = out.read_bytes()
-    done = runner.run(smoke=True, overrides=overrides, stages=["benchmark", "prepare", "train", "evaluate", "report"])
-    assert list(done) == ["benchmark", "prepare", "train", "evaluate", "report"]
+    done = runner.run(smoke=True, params_file=params_file, overrides={"run_dir": str(run_dir), "report_dir": str(run_dir / "report")},
+                      stages=["benchmark", "prepare", "train", "evaluate", "report"])
+    assert list(done) == ["local/benchmark", "local/prepare", "local/train", "local/evaluate", "report"]
     assert out.read_bytes() == before
     import pandas as pd
 
-    res = pd.read_csv(run_dir / "tables" / "selection_results.csv")
+    res = pd.read_csv(run_dir / "local" / "tables" / "selection_results.csv")
     assert set(res["pool"]) == {"smollm2"} and res["n_queries"].eq(5).all()
     # Measured response times: the efficiency column is latency in seconds here.
     assert res["avg_latency_s"].gt(0).all()
     html = (run_dir / "report" / "index.html").read_text()
     assert "smollm2-t07" in html and "Avg latency (s)" in html
+
+
+def test_real_llm_usage_and_cost(llm_endpoint, tmp_path):
+    """The SmolLM2 server's usage becomes prompt/completion tokens and, for a priced model only, cost_usd."""
+    rows = [{"query": f"What is {i} + {i}? Reply with the number.", "category": "math", "ground_truth": str(2 * i)} for i in range(1, 4)]
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tmp_path / "models.yaml"
+    cfg.write_text(
+        f"""
+models:
+  - name: smollm2-priced
+    model: smollm2
+    endpoint: {llm_endpoint}
+    pricing: {{prompt_per_1m: 0.5, completion_per_1m: 1.5}}
+  - name: smollm2-free
+    model: smollm2
+    endpoint: {llm_endpoint}
+"""
+    )
+    out = tmp_path / "out.jsonl"
+    summary = run_benchmark(queries=queries, output=out, model_config=cfg, concurrency=2, max_tokens=16, timeout_s=120.0,
+                            max_retries=2, progress=False)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 6 and all(r["status"] != "failed" for r in recs), [r["error"] for r in recs]
+    priced = [r for r in recs if r["model_name"] == "smollm2-priced"]
+    free = [r for r in recs if r["model_name"] == "smollm2-free"]
+    for r in recs:  # the server's usage, recorded for every model
+        assert isinstance(r["prompt_tokens"], int) and r["prompt_tokens"] > 5
+        assert isinstance(r["completion_tokens"], int) and 0 < r["completion_tokens"] <= 16
+    for r in priced:  # known answer: recomputed by hand from the tokens the server reported
+        assert r["cost_usd"] > 0
+        assert r["cost_usd"] == pytest.approx(r["prompt_tokens"] * 0.5 / 1e6 + r["completion_tokens"] * 1.5 / 1e6, rel=1e-12)
+    assert all(r["cost_usd"] is None for r in free)
+    s = summary.set_index("model")
+    assert s.loc["smollm2-priced", "cost_usd_total"] == pytest.approx(sum(r["cost_usd"] for r in priced), rel=1e-12)
+    assert s.loc["smollm2-priced", "cost_usd_mean"] == pytest.approx(sum(r["cost_usd"] for r in priced) / 3, rel=1e-12)
+    assert s["n_usage_missing"].tolist() == [0, 0]
+    assert s.loc["smollm2-free", ["cost_usd_total", "cost_usd_mean"]].isna().all()
+
+    # the data stage's reader carries the cost into the outcome table (NaN for the unpriced model)
+    out.write_text("".join(json.dumps({**r, "status": "ok", "performance": r["performance"] or 0.0}) + "\n" for r in recs))
+    table = read_seed_jsonl(out).set_index(["query", "model"])
+    for r in priced:
+        assert table.loc[(r["query"], "smollm2-priced"), "cost_usd"] == r["cost_usd"]
+    assert table.xs("smollm2-free", level="model")["cost_usd"].isna().all()

@@ -103,6 +103,23 @@ def test_seed_reader_bad_input_names_file_and_line(tmp_path, bad, message):
     assert message in str(err.value)
 
 
+def test_seed_reader_reads_cost_usd(tmp_path):
+    path = _write_jsonl(tmp_path / "cost.jsonl", [_rec(model="a", cost_usd=0.00105), _rec(model="b", cost_usd=None), _rec(model="c"),
+                                                    _rec(model="d", cost_usd=0)])
+    df = read_seed_jsonl(path)
+    assert df["cost_usd"].iloc[0] == 0.00105 and df["cost_usd"].iloc[3] == 0.0
+    assert df["cost_usd"].iloc[1:3].isna().all()  # null or absent: unknown, never 0
+    assert df["cost_usd"].dtype == float
+
+
+@pytest.mark.parametrize("bad", [-0.01, "0.5", True, float("inf"), float("nan"), [1]])
+def test_seed_reader_bad_cost_names_file_and_line(tmp_path, bad):
+    path = _write_jsonl(tmp_path / "badcost.jsonl", [_rec(model="ok", cost_usd=0.1), _rec(model="x", cost_usd=bad)])
+    with pytest.raises(DataError) as err:
+        read_seed_jsonl(path)
+    assert f"{path}:2: cost_usd must be a finite non-negative number" in str(err.value)
+
+
 def test_unknown_category_policy_other_counts(tmp_path):
     path = _write_jsonl(tmp_path / "c.jsonl", [_rec(cat="astrology")])
     dlog = DataLog()

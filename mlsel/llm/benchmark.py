@@ -15,8 +15,11 @@ One record per (query, model), in the seed's format: ``query``,
 ``category`` (``"other"`` when the input has none), ``model_name``,
 ``response``, ``ground_truth``, ``performance``, ``response_time`` plus
 ``status``, ``error``, ``attempts``, ``metric``, ``task_name``,
-``completion_tokens`` (from the server's ``usage``, may be null) and the
-extra input fields. ``status`` is
+``prompt_tokens`` and ``completion_tokens`` (from the server's ``usage``,
+null where the reply had none), ``cost_usd`` (USD, from the model's
+``pricing`` and those counts, :mod:`mlsel.llm.pricing`; null when the model
+is unpriced or the reply had no usage: never estimated) and the extra input
+fields. ``status`` is
 
 * ``ok``: scored; ``performance`` in [0, 1];
 * ``failed``: no answer after the retries; ``performance`` null and ``error``
@@ -47,11 +50,12 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import pandas as pd
 
 from mlsel.llm.client import BenchmarkError, ModelSpec, Redactor, RetryPolicy, call_model, model_specs
+from mlsel.llm.pricing import cost_summary, cost_usd
 from mlsel.llm.queries import load_queries, write_mmlu_pro_queries
 from mlsel.llm.scoring import has_ground_truth, resolve_metric, score
 from mlsel.params import BenchmarkParams, default
@@ -62,7 +66,10 @@ __all__ = ["BenchmarkError", "STATUSES", "SUMMARY_COLUMNS", "load_queries", "run
 log = logging.getLogger(__name__)
 
 STATUSES: tuple[str, ...] = ("ok", "failed", "unscored", "skipped_code_eval")
-SUMMARY_COLUMNS: list[str] = ["model", "n", "n_ok", "n_failed", "quality_mean", "response_time_s_mean", "share_quality_gt_0"]
+SUMMARY_COLUMNS: list[str] = [
+    "model", "n", "n_ok", "n_failed", "quality_mean", "response_time_s_mean", "share_quality_gt_0",
+    "cost_usd_total", "cost_usd_mean", "n_usage_missing",
+]
 
 Pair = tuple[dict[str, Any], ModelSpec]
 Key = tuple[str, str]
@@ -85,7 +92,9 @@ def _make_record(q: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
         "attempts": 0,
         "metric": q.get("metric") or resolve_metric(q.get("metric"), q.get("choices")),
         "task_name": q.get("task_name"),
+        "prompt_tokens": None,
         "completion_tokens": None,
+        "cost_usd": None,
     }
     for k, v in q.items():
         if k not in rec:
@@ -134,15 +143,22 @@ def _jsonl(rec: dict[str, Any]) -> str:
     return json.dumps(rec, ensure_ascii=False) + "\n"
 
 
-def summarize(records: list[dict[str, Any]], model_order: Sequence[str] | None = None) -> pd.DataFrame:
+def summarize(records: list[dict[str, Any]], model_order: Sequence[str] | None = None, priced: Collection[str] | None = None) -> pd.DataFrame:
     """Per-model summary of output records.
+
+    ``priced`` names the models with a ``pricing``; by default a model is
+    priced when one of its records has a ``cost_usd``.
 
     Returns
     -------
     pandas.DataFrame
         Columns :data:`SUMMARY_COLUMNS`: ``n`` records, ``n_ok`` scored,
         ``n_failed`` failed calls; ``quality_mean``, ``response_time_s_mean``
-        and ``share_quality_gt_0`` over the ``ok`` records only.
+        and ``share_quality_gt_0`` over the ``ok`` records only;
+        ``cost_usd_total`` and ``cost_usd_mean`` over the records with a cost
+        (NaN for an unpriced model) and ``n_usage_missing``, the answers of a
+        priced model whose reply had no usage, so no cost
+        (:func:`mlsel.llm.pricing.cost_summary`).
     """
     order = list(model_order) if model_order else []
     for r in records:
@@ -154,6 +170,7 @@ def summarize(records: list[dict[str, Any]], model_order: Sequence[str] | None =
         ok = [r for r in recs if r.get("status") == "ok"]
         perf = [float(r["performance"]) for r in ok]
         times = [float(r["response_time"]) for r in ok if r.get("response_time") is not None]
+        is_priced = m in priced if priced is not None else any(r.get("cost_usd") is not None for r in recs)
         rows.append(
             {
                 "model": m,
@@ -163,6 +180,7 @@ def summarize(records: list[dict[str, Any]], model_order: Sequence[str] | None =
                 "quality_mean": sum(perf) / len(perf) if perf else float("nan"),
                 "response_time_s_mean": sum(times) / len(times) if times else float("nan"),
                 "share_quality_gt_0": sum(p > 0 for p in perf) / len(perf) if perf else float("nan"),
+                **cost_summary(recs, is_priced),
             }
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -212,7 +230,9 @@ def _call_pair(client: Any, q: dict[str, Any], spec: ModelSpec, policy: RetryPol
         rec["error"] = redact(f"{type(exc).__name__}: {exc}")[:500]
         log.warning("%s failed after %d attempts: %s", spec.name, rec["attempts"], rec["error"])
         return rec
-    rec.update(response=ans.text, response_time=round(ans.response_time, 6), attempts=ans.attempts, completion_tokens=ans.completion_tokens)
+    rec.update(response=ans.text, response_time=round(ans.response_time, 6), attempts=ans.attempts)
+    rec.update(prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens)
+    rec["cost_usd"] = cost_usd(spec.pricing, ans.prompt_tokens, ans.completion_tokens)
     _score_into(rec, q, enable_code_eval, redact)
     return rec
 
@@ -272,8 +292,12 @@ def _finish(out: Path, latest: dict[Key, dict[str, Any]], qs: list[dict[str, Any
     used = {k for k in keys if k in latest}
     ordered = this_run + [rec for k, rec in latest.items() if k not in used]
     write_atomic(out, "".join(_jsonl(rec) for rec in ordered))
-    summary = summarize(this_run, [s.name for s in specs])
+    summary = summarize(this_run, [s.name for s in specs], priced={s.name for s in specs if s.pricing is not None})
     log.info("benchmark summary (%s):\n%s", out, summary.to_string(index=False))
+    missing = {m: int(n) for m, n in zip(summary["model"], summary["n_usage_missing"]) if n}
+    if missing:
+        log.warning("benchmark: %d answers of priced models had no usage in the reply, so no cost_usd (n_usage_missing): %s",
+                    sum(missing.values()), missing)
     counts = {st: sum(r.get("status") == st for r in this_run) for st in STATUSES}
     log.info("benchmark statuses: %s", counts)
     return summary
@@ -330,7 +354,8 @@ def run_benchmark(
     Returns
     -------
     pandas.DataFrame
-        Per-model summary of this run's pairs (:func:`summarize`).
+        Per-model summary of this run's pairs (:func:`summarize`), with the
+        cost columns of the models that have a ``pricing``.
     """
     if int(concurrency) < 1:
         raise BenchmarkError(f"concurrency must be >= 1, got {concurrency}")

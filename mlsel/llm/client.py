@@ -15,6 +15,7 @@ Models, either a list of names (all at one ``endpoint``) or a ``models.yaml``::
         temperature: 0.2
         system_prompt: "Answer briefly."        # optional
         prompt_template: "Question: {query}"    # optional, {query} is replaced
+        pricing: {prompt_per_1m: 0.15, completion_per_1m: 0.6}  # optional, USD per 1M tokens (mlsel.llm.pricing)
 
 Precedence for every setting: the model entry, then the file's ``defaults``,
 then the function arguments / CLI flags. ``${VAR}`` is expanded anywhere
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from mlsel.llm.pricing import Pricing, parse_pricing, usage_tokens
 from mlsel.params import BenchmarkParams, default
 from mlsel.paths import read_yaml
 
@@ -104,6 +106,7 @@ class ModelSpec:
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     system_prompt: str | None = None
     prompt_template: str | None = None
+    pricing: Pricing | None = None
 
     def secrets(self) -> list[str]:
         """The secret strings of this spec (api_key, header values, bare tokens)."""
@@ -118,7 +121,7 @@ class ModelSpec:
         return [s for s in out if len(s) >= 4]
 
 
-_MODEL_KEYS = {"name", "model", "endpoint", "api_key", "headers", "max_tokens", "temperature", "system_prompt", "prompt_template"}
+_MODEL_KEYS = {"name", "model", "endpoint", "api_key", "headers", "max_tokens", "temperature", "system_prompt", "prompt_template", "pricing"}
 
 
 def _expand(value: Any, where: str, env: dict[str, str]) -> Any:
@@ -144,6 +147,7 @@ def _spec_from_entry(e: dict[str, Any], where: str) -> ModelSpec:
     headers = e["headers"] or {}
     if not isinstance(headers, dict):
         raise BenchmarkError(f"{where}: 'headers' must be a mapping")
+    pricing = parse_pricing(e["pricing"], where, BenchmarkError)
     try:
         return ModelSpec(
             name=str(e["name"]),
@@ -155,6 +159,7 @@ def _spec_from_entry(e: dict[str, Any], where: str) -> ModelSpec:
             headers={str(k): str(v) for k, v in headers.items()},
             system_prompt=e["system_prompt"],
             prompt_template=e["prompt_template"],
+            pricing=pricing,
         )
     except (TypeError, ValueError) as exc:
         raise BenchmarkError(f"{where}: bad max_tokens or temperature ({type(exc).__name__})") from None
@@ -187,7 +192,7 @@ def load_model_config(
     ------
     BenchmarkError
         Unreadable file, missing ``models`` list or ``name``, duplicate names,
-        unknown keys, or an unset ``${VAR}`` (the message names file, entry and
+        unknown keys, a bad ``pricing`` block, or an unset ``${VAR}`` (the message names file, entry and
         variable).
     """
     p = Path(path)
@@ -198,7 +203,7 @@ def load_model_config(
     defaults = doc.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise BenchmarkError(f"{p}: 'defaults' must be a mapping")
-    unknown = set(defaults) - (_MODEL_KEYS - {"name", "model"})
+    unknown = set(defaults) - (_MODEL_KEYS - {"name", "model", "pricing"})  # pricing is per model
     if unknown:
         raise BenchmarkError(f"{p}: unknown keys in defaults: {sorted(unknown)}")
     # the function's values, then the file's defaults, then each entry
@@ -269,12 +274,13 @@ class RetryPolicy:
 
 @dataclass
 class Answer:
-    """A successful completion: text, wall-clock of that attempt, attempts used, server-reported tokens."""
+    """A successful completion: text, wall-clock of that attempt, attempts used, server-reported tokens (``usage``)."""
 
     text: str
     response_time: float
     attempts: int
     completion_tokens: int | None
+    prompt_tokens: int | None = None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -312,9 +318,8 @@ def _post_once(client: Any, url: str, body: dict[str, Any], headers: dict[str, s
     if not isinstance(text, str):
         raise MalformedResponseError("malformed reply: message.content is not a string")
     elapsed = time.perf_counter() - t0
-    usage = reply.get("usage") if isinstance(reply, dict) else None
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return Answer(text, elapsed, attempt, tokens if isinstance(tokens, int) else None)
+    prompt_tokens, completion_tokens = usage_tokens(reply)
+    return Answer(text, elapsed, attempt, completion_tokens, prompt_tokens)
 
 
 def _retrying(spec: ModelSpec, policy: RetryPolicy, redact: Redactor) -> Any:
