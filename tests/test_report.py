@@ -293,8 +293,14 @@ def test_cross_dataset_page_opens_with_the_matrix_and_scopes_each_dataset(cross_
     assert "response chars (proxy)" in row_b and "USD" not in row_b
 
 
-def test_cross_dataset_page_needs_every_summary(cross_dataset_run, tmp_path):
+def test_cross_dataset_page_says_which_dataset_has_no_row(cross_dataset_run, tmp_path):
     from mlsel.report.overview import build_run_report
 
-    with pytest.raises(FileNotFoundError, match=r"c/tables/summary.csv: not found; run the tune stage of dataset 'c'"):
+    with pytest.raises(FileNotFoundError, match=r"run-cross\d*/c: no run folder for dataset 'c'"):
         build_run_report(str(cross_dataset_run), ["a", "c"], str(tmp_path / "site"))
+    root = tmp_path / "run"
+    shutil.copytree(cross_dataset_run, root)
+    (root / "b" / "tables" / "summary.csv").unlink()  # b's tune stage has not run
+    text = build_run_report(str(root), ["a", "b"], str(tmp_path / "site2")).read_text()
+    assert "No cross-dataset row for b: its tune stage" in text and 'id="b-headline"' in text
+    assert pd.read_csv(tmp_path / "site2" / "tables" / "summary.csv")["dataset"].tolist() == ["a"]

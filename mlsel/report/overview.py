@@ -41,16 +41,22 @@ def dataset_title(name: str) -> str:
     return DATASET_TITLES[name] if name in DATASET_TITLES else name
 
 
-def read_summary(run_dir: str, datasets: list[str]) -> pd.DataFrame:
-    """Every dataset's ``tables/summary.csv`` with a leading ``dataset`` column; a dataset without one is an error."""
-    parts = []
+def read_summary(run_dir: str, datasets: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Every dataset's ``tables/summary.csv`` with a leading ``dataset`` column, and the datasets that have none
+    (their tune stage has not run). A dataset without a run folder is an error."""
+    parts, missing = [], []
     for ds in datasets:
-        table = read_table(run_paths(str(Path(run_dir) / ds))["tables"], "summary.csv")
+        folder = Path(run_dir) / ds
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no run folder for dataset {ds!r}; run its stages first (mlsel run)")
+        table = read_table(run_paths(str(folder))["tables"], "summary.csv")
         if table is None:
-            raise FileNotFoundError(f"{Path(run_dir) / ds / 'tables' / 'summary.csv'}: not found; run the tune stage of dataset {ds!r} first")
+            missing.append(ds)
+            continue
         table.insert(0, "dataset", ds)
         parts.append(table)
-    return pd.concat(parts, ignore_index=True)
+    summary = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["dataset", "pool"])
+    return summary, missing
 
 
 def _pct(v: Any, lo: Any = None, hi: Any = None) -> str:
@@ -110,8 +116,13 @@ def summary_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines + [""] + [f"- {verdict(r)}" for r in df.itertuples(index=False)]) + "\n"
 
 
-def overview_section(df: pd.DataFrame) -> Section:
+def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Section:
     sec = Section("overview", "Headline: when does ML routing pay off?")
+    if missing:
+        sec.blocks.append(Text(text=f"No cross-dataset row for {', '.join(dataset_title(d) for d in missing)}: its tune stage "
+                                    "(which chooses the router by cross-validation) has not run; its own sections follow."))
+    if df.empty:
+        return sec
     sec.blocks.append(Text(items=[verdict(r) for r in df.itertuples(index=False)]))
     sec.blocks.append(summary_table(df))
     sec.blocks.append(Text(text=(
@@ -164,9 +175,9 @@ def build_run_report(run_dir: str, datasets: list[str], report_dir: str) -> Path
     from mlsel.report.page import collect, render
 
     style()
-    summary = read_summary(run_dir, datasets)
+    summary, missing = read_summary(run_dir, datasets)
     write_csv(summary, run_paths(run_dir)["tables"] / "summary.csv")
-    sections = [overview_section(summary)]
+    sections = [overview_section(summary, missing)]
     for ds in datasets:
         sections += _scope(collect(str(Path(run_dir) / ds)), ds)
     subtitle = "datasets " + ", ".join(dataset_title(d) for d in datasets)
