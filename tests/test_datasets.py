@@ -219,3 +219,14 @@ def test_a_scored_model_without_a_price_is_an_error(data_dir, monkeypatch):
     assert (prices["min"] == prices["max"]).all() and prices.loc["gemma-2-9b-it", "min"] == pytest.approx(0.1)
     assert prices.loc["llama-3.3-nemotron-super-49b-v1", "min"] == pytest.approx(0.9)
     assert df.groupby("source_split")["query_id"].nunique().to_dict()["test"] == 500
+
+
+def test_the_best_single_models_cv_quality_is_scored_on_the_routers_folds():
+    from mlsel.tuning.choice import cv_single_quality
+
+    d = _pool()  # training quality of m0: [1, 1, 1, 0]
+    folds = pd.DataFrame({"pool": "p", "query_id": ["q0", "q1", "q2", "q3"], "cv_seed": 42, "fold": [0, 1, 1, 1]})
+    # Fold means 1.0 and 2/3: their mean is 5/6, not the training mean 3/4.
+    assert cv_single_quality(d, folds, 0) == pytest.approx(5 / 6)
+    assert cv_single_quality(d, None, 0) == pytest.approx(0.75)
+    assert cv_single_quality(d, folds.assign(pool="other"), 0) == pytest.approx(0.75)

@@ -40,7 +40,7 @@ DATASET_DEFS: dict[str, dict[str, Any]] = {
     "llmrouter_by_task": {"source": "llmrouter", "pools": {"all9": _LLMROUTER_MODELS}, "split": "by_task",
                           "test_tasks": ["gpqa", "human_eval", "commonsense_qa", "agentverse-mgsm"], "router_config": "", "export_pools": []},
     "routerbench": {"source": "routerbench", "pools": {"all11": _ROUTERBENCH_MODELS}, "split": "source", "missing_quality_policy": "drop",
-                    "router_config": "", "export_pools": []},
+                    "router_config": "", "export_pools": [], "tune_match_quality_ratio": 0.97},
 }
 """The datasets of the default run: each is the parameters it sets differently from the sections."""
 
@@ -150,7 +150,7 @@ class TuneParams(Section):
         list(ROUTER_NAMES), "cost-aware routers tuned besides selector_names (mlsel.selection.cost_aware)")
     tune_embedders: list[str] = _field([], "embedder ids searched by the tuning; empty: only the train stage's embedder")
     tune_cost_lambdas: list[float] = _field(
-        [0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 100.0],
+        [0.0, 0.01, 0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 100.0],
         "cost weights swept to trace each router's cost-quality curve")
     tune_match_quality_ratio: float = _field(
         0.98, "matched operating point: cheapest cost weight keeping this share of the best single model's CV quality", gt=0.0, le=1.0)

@@ -39,14 +39,14 @@ Outputs (fixed names)
     (``embedder, onehot_weight, quality_weight, knn_k, ...``; empty where the
     selector does not read it), ``n_fits`` (folds x seeds), ``cv_quality_mean,
     cv_quality_std, cv_utility_mean, cv_utility_std`` (std over the folds and
-    seeds), ``cv_avg_latency_s`` or ``cv_avg_response_chars`` (mean cost of the
-    chosen answers; the other is empty), ``cpu_seconds`` (CPU time of its fits
+    seeds), ``cv_avg_<unit>`` for each cost unit (mean cost of the chosen
+    answers in the pool's unit; the others are empty), ``cpu_seconds`` (CPU time of its fits
     and predictions summed over folds; a fit shared by combinations that differ
     only in prediction-time parameters is counted once, in the first),
     ``chosen`` (bool).
 ``<run_dir>/tune/cv_frontier.csv``
     Routers only, their chosen combination: ``pool, router, cost_lambda,
-    cv_quality_mean, cv_avg_latency_s, cv_avg_response_chars``.
+    cv_quality_mean, cv_avg_<unit>`` (one column per cost unit).
 ``<run_dir>/tune/cv_folds.csv``
     ``pool, query_id, cv_seed, fold``: which training query was in which
     validation fold (every id is a training-split query).
@@ -60,14 +60,14 @@ Outputs (fixed names)
     strategies ``"<NAME> (tuned)"`` and, for routers, ``"<NAME> (tuned,
     matched lambda=<x>)"``, beside the baselines.
 ``<run_dir>/tables/frontier.csv``
-    ``pool, kind, router, cost_lambda, avg_quality, avg_latency_s,
-    avg_response_chars`` on the test queries; ``kind`` is ``router`` (one row
+    ``pool, kind, router, cost_lambda, avg_quality, avg_<unit>`` (one column
+    per cost unit) on the test queries; ``kind`` is ``router`` (one row
     per cost weight), ``selector`` (tuned core selectors, one point),
     ``single`` (always one model) or ``zero_router`` (the hull vertices of the
     single models); ``cost_lambda`` is empty for non-routers.
 ``<run_dir>/tables/aiq.csv``
     :func:`mlsel.metrics.frontier.aiq_table` per pool plus ``cost_unit``
-    (``latency_s`` or ``response_chars``): ``pool, router, n_points, aiq,
+    (the pool's cost unit): ``pool, router, n_points, aiq,
     ci_low, ci_high, aiq_minus_zero_router (+ _ci_low, _ci_high),
     cost_to_match_best_single, best_single_quality, cost_min, cost_max``.
 ``<run_dir>/tables/tune_heatmap.csv``
@@ -76,9 +76,14 @@ Outputs (fixed names)
     each selector's main parameter (:data:`HEATMAP_PARAM`, e.g. ``knn_k``) x
     the category one-hot weight, the best CV score over the remaining
     parameters.
+``<run_dir>/tables/summary.csv``
+    Does routing pay on this data: one row per pool (:mod:`mlsel.tuning.summary`):
+    Gain@B, Gap@O, CostSave@B, the matched point and AIQ minus the zero
+    router, with paired 95% CIs, every choice made on CV.
 
-Cost is measured latency (s) where the data has it, else the labelled proxy
-``response_chars``; with neither, frontier and AIQ tables are empty.
+Cost is the pool's cost axis (:data:`mlsel.data.outcomes.COST_UNITS`, in this
+order: ``cost_usd``, ``latency_s``, the proxies ``response_chars`` and
+``list_price``); with none, frontier and AIQ tables are empty.
 """
 
 from mlsel.tuning.choice import heatmap_table, operating_points, shared_choice, tuned_params_doc

@@ -87,19 +87,33 @@ def heatmap_table(cv: pd.DataFrame, grids: Grids) -> pd.DataFrame:
     return pd.DataFrame(heat, columns=HEATMAP_COLUMNS)
 
 
+def cv_single_quality(d: PoolData, folds: pd.DataFrame | None, j: int) -> float:
+    """Model ``j``'s quality as the CV scores a strategy: the mean over the CV folds of its mean on each validation fold.
+
+    Without a fold table (or for a pool not in it), its mean training quality.
+    """
+    q = pd.Series(d.tr.quality[:, j], index=d.tr.query_ids)
+    f = folds[folds["pool"] == d.name] if folds is not None else None
+    if f is None or f.empty:
+        return float(q.mean())
+    per_fold = f.assign(quality=q.reindex(f["query_id"].to_numpy()).to_numpy()).groupby(["cv_seed", "fold"])["quality"].mean()
+    return float(per_fold.mean())
+
+
 def operating_points(pools: dict[str, PoolData], sweep: pd.DataFrame, router_names: list[str], quality_weight: float,
-                     match_ratio: float) -> dict[tuple[str, str], dict[str, Any]]:
+                     match_ratio: float, folds: pd.DataFrame | None = None) -> dict[tuple[str, str], dict[str, Any]]:
     """Matched operating points, chosen on CV only.
 
     Per pool and router: the cheapest point of its CV sweep (ties: the larger
     cost weight) whose CV quality is at least ``match_ratio`` times the best
-    single model's mean training quality (best by training utility).
+    single model's CV quality (best by training utility; scored on the same
+    folds as the routers, :func:`cv_single_quality`).
     """
     operating: dict[tuple[str, str], dict[str, Any]] = {}
     for pool, d in pools.items():
         tr = d.tr
         best_j = int(np.argmax(utility(tr.quality, tr.latency_s, quality_weight).mean(axis=0)))  # as BestSingleSelector
-        target = match_ratio * float(tr.quality[:, best_j].mean())
+        target = match_ratio * cv_single_quality(d, folds, best_j)
         for name in router_names:
             s = sweep[(sweep["pool"] == pool) & (sweep["router"] == name)]
             ok = s[s["cv_quality_mean"] >= target - 1e-12]

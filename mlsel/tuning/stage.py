@@ -61,9 +61,10 @@ def manifest_entry(p: Any, plan: TunePlan, pools: dict[str, PoolData], chosen_co
 
 
 def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: dict[tuple[str, str], dict[str, Any]], cv: pd.DataFrame,
-                   sweep: pd.DataFrame, operating: dict[tuple[str, str], dict[str, Any]], aiq: pd.DataFrame) -> pd.DataFrame:
+                   sweep: pd.DataFrame, operating: dict[tuple[str, str], dict[str, Any]], aiq: pd.DataFrame,
+                   folds: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`); operating points chosen on CV only."""
-    at_best = operating_points(pools, sweep, plan.router_names, p.quality_weight, 1.0)
+    at_best = operating_points(pools, sweep, plan.router_names, p.quality_weight, 1.0, folds)
     rows = []
     for pool, d in pools.items():
         rows.append(summary_row(d, fitted, plan, cv, cheapest_point(at_best, pool, d.unit), cheapest_point(operating, pool, d.unit),
@@ -97,7 +98,7 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     # Aggregate and choose, on CV only.
     cv, chosen = cv_table(raw, grids, pools)
     sweep = cv_sweep(raw, grids, chosen, pools, plan.lambdas)
-    operating = operating_points(pools, sweep, plan.router_names, p.quality_weight, p.tune_match_quality_ratio)
+    operating = operating_points(pools, sweep, plan.router_names, p.quality_weight, p.tune_match_quality_ratio, folds)
     chosen_combos = {key: grids[key][i] for key, i in chosen.items()}
     write_csv(cv, paths["tune"] / "cv_results.csv")
     write_csv(sweep, paths["tune"] / "cv_frontier.csv")
@@ -113,7 +114,7 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     write_csv(tuned, paths["tables"] / "tuned_results.csv")
     write_csv(front, paths["tables"] / "frontier.csv")
     write_csv(aiq, paths["tables"] / "aiq.csv")
-    write_csv(pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq), paths["tables"] / "summary.csv")
+    write_csv(pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds), paths["tables"] / "summary.csv")
 
     total = time.perf_counter() - t_start
     update_manifest(p.run_dir, "tune", manifest_entry(p, plan, pools, chosen_combos, operating, raw, len(tasks), cv_seconds, total))
