@@ -111,9 +111,9 @@ models:
     # The suite trains, evaluates and reports on what it benchmarked: the stage
     # notebooks through the runner. The benchmark stage resumes from the
     # complete output above, so it calls the server for nothing.
-    from mlsel import runner
-
     import yaml
+
+    from mlsel import runner
 
     run_dir = tmp_path / "run"
     local = {  # a dataset of one's own: the benchmark's output

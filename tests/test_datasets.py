@@ -136,7 +136,9 @@ def test_summary_row_known_answers():
     operating = {("p", "knn_reg"): {"cost_lambda": 1.0, "cv_quality_mean": 0.5, "cv_avg_cost_usd": 1.0}}
     point = cheapest_point(operating, "p", d.unit)
     assert point == ("knn_reg", 1.0)
-    row = summary_row(d, fitted, plan, cv, point, point, d.te.cost_usd, None, quality_weight=1.0, n_bootstrap=500, seed=3)
+    row = summary_row(d, fitted, plan, cv, point, point, d.te.cost_usd, None, quality_weight=1.0, n_bootstrap=500, seed=3,
+                      match_ratio=0.97)
+    assert row["matched_target_pct"] == pytest.approx(97.0) and row["matched_router"] == "knn_reg"
     assert set(row) <= set(SUMMARY_COLUMNS)
     # By hand: best single m0 -> [1, 0, 1, 0] = 0.5; oracle [1, 1, 1, 0] = 0.75 (ties to the cheaper m1);
     # router (KNN_REG, highest chosen CV utility) picks [m0, m1, m0, m0] -> [1, 1, 1, 0] = 0.75; random = [.5, .5, 1, 0] = 0.5.
@@ -178,7 +180,7 @@ def _row(**kw) -> pd.Series:
 
 def test_verdicts_follow_the_intervals():
     s = verdict(_row())
-    assert "routing did not pay off in quality" in s and "the interval includes 0" in s and "so use gpt-4" in s
+    assert "routing did not pay off in quality" in s and "the interval includes 0" in s and "for quality alone, gpt-4 does as well" in s
     assert "routing saves 60.0% [50.0%, 70.0%] of the cost in USD" in s
     assert "routing paid off" in verdict(_row(gain_at_b=0.04, gain_at_b_ci_low=0.02, gain_at_b_ci_high=0.06))
     assert "is worse than always using gpt-4" in verdict(_row(gain_at_b=-0.04, gain_at_b_ci_low=-0.06, gain_at_b_ci_high=-0.02))

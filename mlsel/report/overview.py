@@ -76,7 +76,7 @@ def verdict(r: Any) -> str:
         s = f"{where}: routing did not pay off. {r.router} is worse than always using {r.best_single}: {gain} quality."
     else:
         s = (f"{where}: routing did not pay off in quality. {r.router} is not distinguishable from always using {r.best_single} "
-             f"({gain}; the interval includes 0), so use {r.best_single}.")
+             f"({gain}; the interval includes 0): for quality alone, {r.best_single} does as well.")
     unit = UNIT_NAMES[r.cost_unit] if isinstance(r.cost_unit, str) and r.cost_unit in UNIT_NAMES else "cost"
     if is_missing(r.cost_unit) or r.cost_unit == "":
         return s + " The data has no per-query cost, so no saving is computed."
@@ -85,8 +85,19 @@ def verdict(r: Any) -> str:
     save = _pct(r.cost_save_at_b_pct, r.cost_save_at_b_ci_low, r.cost_save_at_b_ci_high)
     kept = f"held-out quality {fmt_num(r.op_quality, 3)} against {fmt_num(r.best_single_quality, 3)}"
     if not is_missing(r.cost_save_at_b_ci_low) and r.cost_save_at_b_ci_low > 0:
-        return s + f" At the operating point chosen on CV to keep its quality, routing saves {save} of the cost in {unit} ({kept})."
-    return s + f" At the operating point chosen on CV to keep its quality, the saving in {unit} is {save}: not shown to be above 0 ({kept})."
+        s += f" At the operating point chosen on CV to keep its quality, routing saves {save} of the cost in {unit} ({kept})."
+    else:
+        s += f" At the operating point chosen on CV to keep its quality, the saving in {unit} is {save}: not shown to be above 0 ({kept})."
+    return s + matched_sentence(r, unit)
+
+
+def matched_sentence(r: Any, unit: str) -> str:
+    """The matched operating point (CV-chosen to keep ``matched_target_pct`` of the best single model's quality), if any."""
+    if is_missing(getattr(r, "matched_quality_pct", None)) or is_missing(getattr(r, "matched_target_pct", None)):
+        return ""
+    return (f" Chosen on CV to keep {fmt_num(r.matched_target_pct, 0)}% of its quality, {r.matched_router} keeps "
+            f"{_pct(r.matched_quality_pct, r.matched_quality_pct_ci_low, r.matched_quality_pct_ci_high)} of it at "
+            f"{_pct(r.matched_cost_pct, r.matched_cost_pct_ci_low, r.matched_cost_pct_ci_high)} of its cost in {unit}.")
 
 
 def summary_table(df: pd.DataFrame) -> Table:
@@ -101,11 +112,13 @@ def summary_table(df: pd.DataFrame) -> Table:
             (fmt_ci(r.gain_at_b, r.gain_at_b_ci_low, r.gain_at_b_ci_high, 3, True), "num"),
             (_pct(r.gap_closed_pct), "num"), (_pct(r.gap_closed_random_pct), "num"), (unit, "name"),
             (_pct(r.cost_save_at_b_pct, r.cost_save_at_b_ci_low, r.cost_save_at_b_ci_high), "num"),
+            ("—" if is_missing(getattr(r, "matched_quality_pct", None)) else
+             f"{fmt_num(r.matched_quality_pct, 1)}% / {fmt_num(r.matched_cost_pct, 1)}%", "num"),
             (fmt_ci(r.aiq_minus_zero, r.aiq_minus_zero_ci_low, r.aiq_minus_zero_ci_high, 3, True), "num"),
         ])
     columns = ["Dataset", "Pool", "Split", "Held-out queries", "Best single, chosen on train (quality)", "Oracle",
                "Router chosen by CV (quality)", "Gain@B [95% CI]", "Gap@O closed", "Random → oracle closed", "Cost unit",
-               "CostSave@B [95% CI]", "AIQ − zero router [95% CI]"]
+               "CostSave@B [95% CI]", "Matched point: quality / cost, % of best single", "AIQ − zero router [95% CI]"]
     return Table("summary-matrix", "Does routing pay? One row per dataset and pool, on held-out queries.", columns, rows,
                  link="tables/summary.csv", css="compact")
 
@@ -129,7 +142,9 @@ def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Sect
         "Gain@B: the router's quality minus the best single model's (the best single model and the router are both chosen on the "
         "training split: the router is the tuned selector with the best cross-validated utility). Gap@O: the share of the best "
         "single → oracle gap it closes. CostSave@B: the cost saved at the operating point chosen by cross-validation to keep at "
-        "least the best single model's quality. AIQ − zero router: the area under the cost-quality curve minus that of mixing "
+        "least the best single model's quality. Matched point: the cheapest point chosen by cross-validation to keep "
+        "tune_match_quality_ratio of its quality (97% for RouterBench, as its benchmarks report; 98% elsewhere), its held-out "
+        "quality and cost as shares of the best single model's. AIQ − zero router: the area under the cost-quality curve minus that of mixing "
         "single models. Intervals are 95% paired bootstrap intervals over held-out queries; a difference counts only when its "
         "whole interval is on one side of 0. The cost unit is USD where the data has a real per-query cost; a proxy is named "
         "as such and never shown as USD or seconds.")))

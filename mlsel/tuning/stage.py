@@ -68,7 +68,8 @@ def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: d
     rows = []
     for pool, d in pools.items():
         rows.append(summary_row(d, fitted, plan, cv, cheapest_point(at_best, pool, d.unit), cheapest_point(operating, pool, d.unit),
-                                test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, p.quality_weight, p.tune_n_bootstrap, p.seed))
+                                test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, p.quality_weight, p.tune_n_bootstrap, p.seed,
+                                p.tune_match_quality_ratio))
     prepared = read_manifest(p.run_dir)["stages"]["prepare"]["params"]
     return summary_table(rows, prepared["split"] if "split" in prepared else "seeded")
 

@@ -50,7 +50,7 @@ SUMMARY_COLUMNS = [
     "gap_closed_pct", "gap_closed_pct_ci_low", "gap_closed_pct_ci_high", "gap_closed_random_pct",
     "cost_unit", "best_single_cost", "cost_router", "cost_lambda", "op_quality", "op_cost",
     "cost_save_at_b_pct", "cost_save_at_b_ci_low", "cost_save_at_b_ci_high",
-    "matched_router", "matched_cost_lambda", "matched_quality_pct", "matched_quality_pct_ci_low", "matched_quality_pct_ci_high",
+    "matched_target_pct", "matched_router", "matched_cost_lambda", "matched_quality_pct", "matched_quality_pct_ci_low", "matched_quality_pct_ci_high",
     "matched_cost_pct", "matched_cost_pct_ci_low", "matched_cost_pct_ci_high",
     "aiq_router", "aiq_minus_zero", "aiq_minus_zero_ci_low", "aiq_minus_zero_ci_high",
 ]
@@ -95,7 +95,7 @@ def _ratio(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> tuple[float, fl
 
 def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, cv: pd.DataFrame,
                 op_b: tuple[str, float] | None, op_m: tuple[str, float] | None, cost_te: np.ndarray | None,
-                aiq: pd.DataFrame | None, quality_weight: float, n_bootstrap: int, seed: int) -> dict[str, Any]:
+                aiq: pd.DataFrame | None, quality_weight: float, n_bootstrap: int, seed: int, match_ratio: float = 1.0) -> dict[str, Any]:
     """One pool's summary row (see the module docstring)."""
     te, ar = d.te, np.arange(len(d.te))
     best = best_single_index(d, quality_weight)
@@ -125,7 +125,7 @@ def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan
     matched = _op_choice(fitted, plan, d.name, op_m)
     if matched is not None:
         qm, cm = _ratio(te.quality[ar, matched], q_b, idx), _ratio(cost_te[ar, matched], c_b, idx)
-        row.update({"matched_router": op_m[0], "matched_cost_lambda": op_m[1], "matched_quality_pct": qm[0], "matched_quality_pct_ci_low": qm[1],
+        row.update({"matched_target_pct": 100 * match_ratio, "matched_router": op_m[0], "matched_cost_lambda": op_m[1], "matched_quality_pct": qm[0], "matched_quality_pct_ci_low": qm[1],
                     "matched_quality_pct_ci_high": qm[2], "matched_cost_pct": cm[0], "matched_cost_pct_ci_low": cm[1],
                     "matched_cost_pct_ci_high": cm[2]})
     aiq_router = op_b[0] if choice is not None else cv_router(cv, d.name, plan.router_names) if plan.router_names else None
