@@ -306,3 +306,16 @@ def test_cross_dataset_page_says_which_dataset_has_no_row(cross_dataset_run, tmp
     text = build_run_report(str(root), ["a", "b"], str(tmp_path / "site2")).read_text()
     assert "No cross-dataset row for b: its tune stage" in text and 'id="b-headline"' in text
     assert pd.read_csv(tmp_path / "site2" / "tables" / "summary.csv")["dataset"].tolist() == ["a"]
+
+
+def test_cross_dataset_page_of_a_relative_run_folder(cross_dataset_run, tmp_path, monkeypatch):
+    """A relative run folder is relative to the project root (as `make run`'s runs/default), not to the working directory."""
+    import os
+
+    from mlsel.report.overview import build_run_report
+
+    root = Path(os.environ["MLSEL_ROOT"])
+    monkeypatch.chdir(tmp_path)  # the report notebook runs in notebooks/
+    rel = os.path.relpath(cross_dataset_run, root)
+    text = build_run_report(rel, ["a", "b"], str(tmp_path / "site")).read_text()
+    assert 'id="a-headline"' in text and (tmp_path / "site" / "tables" / "a" / "selection_results.csv").is_file()

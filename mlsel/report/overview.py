@@ -46,7 +46,7 @@ def read_summary(run_dir: str, datasets: list[str]) -> tuple[pd.DataFrame, list[
     (their tune stage has not run). A dataset without a run folder is an error."""
     parts, missing = [], []
     for ds in datasets:
-        folder = Path(run_dir) / ds
+        folder = resolve_path(run_dir) / ds  # a relative run folder is relative to the project root, as everywhere
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no run folder for dataset {ds!r}; run its stages first (mlsel run)")
         table = read_table(run_paths(str(folder))["tables"], "summary.csv")
@@ -173,7 +173,7 @@ def _publish_tables(run_dir: str, datasets: list[str], out_tables: Path) -> None
     """Copy every dataset's tables to ``<out_tables>/<dataset>/`` and the matrix; remove published CSVs the run does not have."""
     wanted = {out_tables / "summary.csv": run_paths(run_dir)["tables"] / "summary.csv"}
     for ds in datasets:
-        src = run_paths(str(Path(run_dir) / ds))["tables"]
+        src = run_paths(str(resolve_path(run_dir) / ds))["tables"]
         wanted.update({out_tables / ds / p.name: p for p in sorted(src.glob("*.csv"))})
     for stale in sorted(out_tables.rglob("*.csv")):
         if stale not in wanted:
@@ -194,7 +194,7 @@ def build_run_report(run_dir: str, datasets: list[str], report_dir: str) -> Path
     write_csv(summary, run_paths(run_dir)["tables"] / "summary.csv")
     sections = [overview_section(summary, missing)]
     for ds in datasets:
-        sections += _scope(collect(str(Path(run_dir) / ds)), ds)
+        sections += _scope(collect(str(resolve_path(run_dir) / ds)), ds)
     subtitle = "datasets " + ", ".join(dataset_title(d) for d in datasets)
     html = render(sections, run_dir, {"stages": {}}, subtitle=subtitle)
     out = resolve_path(report_dir)
