@@ -232,3 +232,15 @@ def test_the_best_single_models_cv_quality_is_scored_on_the_routers_folds():
     assert cv_single_quality(d, folds, 0) == pytest.approx(5 / 6)
     assert cv_single_quality(d, None, 0) == pytest.approx(0.75)
     assert cv_single_quality(d, folds.assign(pool="other"), 0) == pytest.approx(0.75)
+
+
+def test_the_aiq_router_is_chosen_on_its_cv_sweep():
+    from mlsel.tuning.summary import cv_aiq_router
+
+    d = _pool()  # training costs: m0 2, m1 1 -> the budget range is [1, 2]
+    sweep = pd.DataFrame({"pool": "p", "router": ["a", "a", "b", "b"], "cost_lambda": [0.0, 1.0] * 2,
+                          "cv_quality_mean": [0.7, 0.6, 0.9, 0.5], "cv_avg_cost_usd": [2.0, 1.0, 2.0, 1.0]})
+    # AIQ by hand: a = (0.6 + 0.7) / 2 = 0.65, b = (0.5 + 0.9) / 2 = 0.70.
+    assert cv_aiq_router(d, sweep, None, ["a", "b"]) == "b"
+    assert cv_aiq_router(d, sweep.assign(cv_quality_mean=[0.95, 0.6, 0.9, 0.5]), None, ["a", "b"]) == "a"  # a: 0.775
+    assert cv_aiq_router(d, sweep, None, []) is None

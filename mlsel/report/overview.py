@@ -144,7 +144,8 @@ def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Sect
         "single → oracle gap it closes. CostSave@B: the cost saved at the operating point chosen by cross-validation to keep at "
         "least the best single model's quality. Matched point: the cheapest point chosen by cross-validation to keep "
         "tune_match_quality_ratio of its quality (97% for RouterBench, as its benchmarks report; 98% elsewhere), its held-out "
-        "quality and cost as shares of the best single model's. AIQ − zero router: the area under the cost-quality curve minus that of mixing "
+        "quality and cost as shares of the best single model's. AIQ − zero router: the area under the cost-quality curve of the cost-aware router with the best "
+        "cross-validated AIQ, minus that of mixing "
         "single models. Intervals are 95% paired bootstrap intervals over held-out queries; a difference counts only when its "
         "whole interval is on one side of 0. The cost unit is USD where the data has a real per-query cost; a proxy is named "
         "as such and never shown as USD or seconds.")))

@@ -87,17 +87,22 @@ def heatmap_table(cv: pd.DataFrame, grids: Grids) -> pd.DataFrame:
     return pd.DataFrame(heat, columns=HEATMAP_COLUMNS)
 
 
-def cv_single_quality(d: PoolData, folds: pd.DataFrame | None, j: int) -> float:
-    """Model ``j``'s quality as the CV scores a strategy: the mean over the CV folds of its mean on each validation fold.
+def cv_mean(d: PoolData, folds: pd.DataFrame | None, values: np.ndarray) -> float:
+    """A per-training-query value as the CV scores a strategy: the mean over the CV folds of its mean on each validation fold.
 
-    Without a fold table (or for a pool not in it), its mean training quality.
+    Without a fold table (or for a pool not in it), its mean over the training split.
     """
-    q = pd.Series(d.tr.quality[:, j], index=d.tr.query_ids)
+    v = pd.Series(values, index=d.tr.query_ids)
     f = folds[folds["pool"] == d.name] if folds is not None else None
     if f is None or f.empty:
-        return float(q.mean())
-    per_fold = f.assign(quality=q.reindex(f["query_id"].to_numpy()).to_numpy()).groupby(["cv_seed", "fold"])["quality"].mean()
+        return float(v.mean())
+    per_fold = f.assign(value=v.reindex(f["query_id"].to_numpy()).to_numpy()).groupby(["cv_seed", "fold"])["value"].mean()
     return float(per_fold.mean())
+
+
+def cv_single_quality(d: PoolData, folds: pd.DataFrame | None, j: int) -> float:
+    """Model ``j``'s quality as the CV scores a strategy (:func:`cv_mean`)."""
+    return cv_mean(d, folds, d.tr.quality[:, j])
 
 
 def operating_points(pools: dict[str, PoolData], sweep: pd.DataFrame, router_names: list[str], quality_weight: float,

@@ -16,7 +16,7 @@ from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_poi
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, run_cv_tasks
 from mlsel.tuning.final import final_tables, fit_final, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
-from mlsel.tuning.summary import cheapest_point, summary_row, summary_table
+from mlsel.tuning.summary import cheapest_point, cv_aiq_router, summary_row, summary_table
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: d
     for pool, d in pools.items():
         rows.append(summary_row(d, fitted, plan, cv, cheapest_point(at_best, pool, d.unit), cheapest_point(operating, pool, d.unit),
                                 test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, p.quality_weight, p.tune_n_bootstrap, p.seed,
-                                p.tune_match_quality_ratio))
+                                p.tune_match_quality_ratio, cv_aiq_router(d, sweep, folds, plan.router_names)))
     prepared = read_manifest(p.run_dir)["stages"]["prepare"]["params"]
     return summary_table(rows, prepared["split"] if "split" in prepared else "seeded")
 

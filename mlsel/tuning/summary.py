@@ -22,8 +22,9 @@ Matched point
     The same choice at ``tune_match_quality_ratio`` of the best single model's
     quality (``matched_*``): the share of its quality kept and of its cost paid.
 AIQ - zero
-    The AIQ of the cost router (the CostSave@B router, else the cost-aware
-    router with the best CV utility) minus the zero router's, from ``aiq.csv``.
+    The AIQ of the cost-aware router with the highest AIQ on its CV sweep
+    (over the single models' CV cost range; :func:`cv_aiq_router`) minus the
+    zero router's, on the held-out queries, from ``aiq.csv``.
 
 Every interval is a 95% paired bootstrap over the held-out queries (the same
 draws for every quantity of the row); ratios are recomputed on each draw.
@@ -38,10 +39,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsel.data.outcomes import cost_matrix
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.metrics.evaluate import oracle_proba
+from mlsel.metrics.frontier import aiq as area_quality
 from mlsel.selection.base import utility
 from mlsel.selection.registry import label
+from mlsel.tuning.choice import cv_mean
 from mlsel.tuning.cv import PoolData, TunePlan
 
 SUMMARY_COLUMNS = [
@@ -76,6 +80,26 @@ def cheapest_point(operating: dict[tuple[str, str], dict[str, Any]], pool: str, 
     return name, float(op["cost_lambda"])
 
 
+def cv_aiq_router(d: PoolData, sweep: pd.DataFrame, folds: pd.DataFrame | None, names: list[str]) -> str | None:
+    """The cost-aware router whose CV sweep has the highest AIQ (training data only; ties: first in ``names``).
+
+    The budget range is the single models' CV cost range, their CV points the
+    zero router's, as :func:`mlsel.metrics.frontier.aiq_table` does on test.
+    """
+    cost, unit = cost_matrix(d.tr)
+    if cost is None or not names:
+        return None
+    cost = np.where(np.isnan(cost), np.nanmean(cost, axis=0)[None, :], cost)
+    single_cost = [cv_mean(d, folds, cost[:, j]) for j in range(len(d.models))]
+    cmin, cmax = min(single_cost), max(single_cost)
+    scores = {}
+    for name in names:
+        s = sweep[(sweep["pool"] == d.name) & (sweep["router"] == name)]
+        if not s.empty:
+            scores[name] = area_quality(s[f"cv_avg_{unit}"], s["cv_quality_mean"], cmin, cmax)
+    return max(scores, key=lambda n: (scores[n], -names.index(n))) if scores else None
+
+
 def _op_choice(fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, pool: str, point: tuple[str, float] | None) -> np.ndarray | None:
     """Test-split model index per query of a router at a cost weight (from its sweep), or None."""
     if point is None:
@@ -95,7 +119,8 @@ def _ratio(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> tuple[float, fl
 
 def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, cv: pd.DataFrame,
                 op_b: tuple[str, float] | None, op_m: tuple[str, float] | None, cost_te: np.ndarray | None,
-                aiq: pd.DataFrame | None, quality_weight: float, n_bootstrap: int, seed: int, match_ratio: float = 1.0) -> dict[str, Any]:
+                aiq: pd.DataFrame | None, quality_weight: float, n_bootstrap: int, seed: int, match_ratio: float = 1.0,
+                aiq_router: str | None = None) -> dict[str, Any]:
     """One pool's summary row (see the module docstring)."""
     te, ar = d.te, np.arange(len(d.te))
     best = best_single_index(d, quality_weight)
@@ -128,7 +153,6 @@ def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan
         row.update({"matched_target_pct": 100 * match_ratio, "matched_router": op_m[0], "matched_cost_lambda": op_m[1], "matched_quality_pct": qm[0], "matched_quality_pct_ci_low": qm[1],
                     "matched_quality_pct_ci_high": qm[2], "matched_cost_pct": cm[0], "matched_cost_pct_ci_low": cm[1],
                     "matched_cost_pct_ci_high": cm[2]})
-    aiq_router = op_b[0] if choice is not None else cv_router(cv, d.name, plan.router_names) if plan.router_names else None
     if aiq is not None and aiq_router is not None and (aiq["router"] == aiq_router).any():
         a = aiq[aiq["router"] == aiq_router].iloc[0]
         row.update({"aiq_router": aiq_router, "aiq_minus_zero": a["aiq_minus_zero_router"],
