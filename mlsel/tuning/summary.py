@@ -150,9 +150,9 @@ def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan
     matched = _op_choice(fitted, plan, d.name, op_m)
     if matched is not None:
         qm, cm = _ratio(te.quality[ar, matched], q_b, idx), _ratio(cost_te[ar, matched], c_b, idx)
-        row.update({"matched_target_pct": 100 * match_ratio, "matched_router": op_m[0], "matched_cost_lambda": op_m[1], "matched_quality_pct": qm[0], "matched_quality_pct_ci_low": qm[1],
-                    "matched_quality_pct_ci_high": qm[2], "matched_cost_pct": cm[0], "matched_cost_pct_ci_low": cm[1],
-                    "matched_cost_pct_ci_high": cm[2]})
+        row.update({"matched_target_pct": 100 * match_ratio, "matched_router": op_m[0], "matched_cost_lambda": op_m[1],
+                    "matched_quality_pct": qm[0], "matched_quality_pct_ci_low": qm[1], "matched_quality_pct_ci_high": qm[2],
+                    "matched_cost_pct": cm[0], "matched_cost_pct_ci_low": cm[1], "matched_cost_pct_ci_high": cm[2]})
     if aiq is not None and aiq_router is not None and (aiq["router"] == aiq_router).any():
         a = aiq[aiq["router"] == aiq_router].iloc[0]
         row.update({"aiq_router": aiq_router, "aiq_minus_zero": a["aiq_minus_zero_router"],
