@@ -70,7 +70,7 @@ def apply_missing_quality(df: pd.DataFrame, policy: str, dlog: DataLog) -> pd.Da
         where = f"{first['source_row']}: " if "source_row" in df else ""
         raise DataError(
             f"{where}model {first['model']!r} has no quality on query {str(first['query'])[:80]!r} ({int(bad.sum())} empty quality "
-            "cells in all); set missing_quality_policy: drop to leave such queries out (counted)"
+            "cells in all); set missing_quality_policy: drop to drop such cells (counted; incomplete queries then follow incomplete_policy)"
         )
     if policy != "drop":
         raise DataError(f"unknown missing_quality_policy {policy!r}; expected error or drop")
@@ -222,7 +222,7 @@ COST_UNITS: dict[str, str] = {
 
 def cost_matrix(m: OutcomeMatrix) -> tuple[np.ndarray | None, str | None]:
     """A pool's cost axis and its unit: real USD where the data has it, else measured latency, else the
-    response-length proxy; ``(None, None)`` with none of them."""
+    response-length proxy, else the list-price proxy; ``(None, None)`` with none of them."""
     for unit in COST_UNITS:
         values = getattr(m, unit)
         if values is not None:
