@@ -26,12 +26,24 @@ def _plt():
 
 
 def _png(fig) -> str:
-    """Base64 PNG of a figure; no Software/time metadata, so the bytes are stable."""
+    """Base64 PNG of a figure; no Software/time metadata, so the bytes are stable.
+
+    The image is stored with a 256-colour palette (median cut, no dithering:
+    deterministic), which keeps a page of many figures small (about a third of
+    the bytes of full RGBA for these plots) at no visible cost.
+    """
+    from PIL import Image
+
     plt = _plt()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    buf.seek(0)
+    with Image.open(buf) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def _figure(fig, id: str, caption: str, alt: str) -> Figure:
