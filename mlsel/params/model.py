@@ -35,7 +35,7 @@ _ROUTERBENCH_MODELS = ["gpt-4-1106-preview", "gpt-3.5-turbo-1106", "claude-v1", 
                        "mistralai/mixtral-8x7b-chat", "zero-one-ai/Yi-34B-Chat", "WizardLM/WizardLM-13B-V1.2"]
 
 DATASET_DEFS: dict[str, dict[str, Any]] = {
-    "mmlu_pro": {"source": "mmlu_pro", "pools": _POOLS},
+    "mmlu_pro": {"source": "mmlu_pro", "pools": _POOLS, "export_pools": ["small4"]},
     "llmrouter": {"source": "llmrouter", "pools": {"all9": _LLMROUTER_MODELS}, "router_config": "", "export_pools": []},
     "llmrouter_by_task": {"source": "llmrouter", "pools": {"all9": _LLMROUTER_MODELS}, "split": "by_task",
                           "test_tasks": ["gpqa", "human_eval", "commonsense_qa", "agentverse-mgsm"], "router_config": "", "export_pools": []},
@@ -125,6 +125,8 @@ class TrainParams(Section):
     svm_kernel: Literal["rbf", "linear"] = _field("rbf", "SVM kernel: rbf | linear")
     svm_gamma: float = _field(1.0, "SVM RBF gamma", gt=0.0)
     svm_c: float = _field(1.0, "SVM regularisation C", gt=0.0)
+    store_decimals: int = _field(
+        3, "decimal places of KNN's stored training rows and SVM's support vectors (0: unrounded); the rounded model is the one evaluated and exported", ge=0)
 
 
 class EvaluateParams(Section):
@@ -133,7 +135,7 @@ class EvaluateParams(Section):
     n_bootstrap: int = _field(1000, "bootstrap draws for the 95% confidence intervals", ge=1)
     router_config: str = _field("examples/router_config.yaml", "per-decision routing config evaluated offline (empty: skip)")
     export_pools: list[str] = _field(
-        [], "pools whose selectors are exported as router model files (a KNN file holds every training row: about 400 MB on the full data)")
+        [], "pools whose selectors are exported as router model files and scored with the runtime's rules (a KNN file holds every training row once per model)")
     export_dir: str = _field("", "where router model files go, one folder per pool; empty: <run_dir>/router_models")
 
 

@@ -1,4 +1,17 @@
-"""The reference's three selectors: KNN, KMeans and SVM over query features."""
+"""The reference's three selectors: KNN, KMeans and SVM over query features.
+
+Each is written so that the router runtime's rule on its exported file
+(:mod:`mlsel.deploy.artifacts`) computes what the selector computes, and each
+selects with float32 matrix products over its stored vectors (no per-query
+library call): KNN over the training rows, KMeans over the centroids, SVM over
+the support vectors.
+
+Stored vectors (KNN's training rows, SVM's support vectors) are rounded to
+``store_decimals`` decimal places when fitted, and the selector then works
+with the rounded values, so the model that is evaluated is the one whose
+file is shipped (short decimals keep the JSON small: every KNN row is written
+once per model).
+"""
 
 from __future__ import annotations
 
@@ -7,28 +20,84 @@ import numpy as np
 from mlsel.params import TrainParams, default
 from mlsel.selection.base import QUALITY_WEIGHT, SEED, TIE_TOL, Selector, choose, cluster_means, neighbour_weights, weighted_neighbour_mean
 
+STORE_DECIMALS: int = default(TrainParams, "store_decimals")
+CHUNK = 1024
+"""Queries per block in the batched products (bounds the (block, rows) score matrix)."""
+
+
+def stored_rows(X: np.ndarray, decimals: int) -> np.ndarray:
+    """C-contiguous float32 copy of ``X`` rounded to ``decimals`` places (0: unrounded)."""
+    X = np.asarray(X, dtype=np.float64)
+    if decimals > 0:
+        X = np.round(X, decimals)
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32), as the router runtime normalises an SVM query."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), np.float32(1e-12))
+
+
+def sq_distances(X: np.ndarray, rows: np.ndarray, rows_sq: np.ndarray) -> np.ndarray:
+    """Squared L2 distances (n, r) by one float32 product: ``|x|^2 + |row|^2 - 2 x.row``, clipped at 0."""
+    d2 = (X * X).sum(axis=1, keepdims=True) + rows_sq[None, :] - 2.0 * (X @ rows.T)
+    return np.maximum(d2, 0.0, out=d2)
+
+
+def nearest_rows(X: np.ndarray, rows: np.ndarray, rows_sq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows nearest to each query by L2: (squared distances, indices), each (n, k), nearest first."""
+    import torch
+
+    X = np.asarray(X, dtype=np.float32)
+    k = min(int(k), len(rows))
+    dist = np.empty((len(X), k), dtype=np.float32)
+    idx = np.empty((len(X), k), dtype=np.int64)
+    for s in range(0, len(X), CHUNK):
+        d2 = torch.from_numpy(sq_distances(X[s:s + CHUNK], rows, rows_sq))
+        vals, ind = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        dist[s:s + CHUNK], idx[s:s + CHUNK] = vals.numpy(), ind.numpy()
+    return dist, idx
+
 
 class KNNSelector(Selector):
-    """k nearest training queries (cosine); each model's score is its mean utility over them.
+    """k nearest training queries; each model's score is its mean utility over them.
 
     This is the reference's "quality-weighted voting" with one row per query:
     every neighbour votes for every model with that model's utility on it.
+    Neighbours are nearest by L2 over the stored (rounded) training rows, the
+    runtime's metric; every feature row has the same norm, so this is the
+    cosine order up to the rounding. ``weights="distance"`` weights
+    neighbours by inverse cosine distance (no runtime equivalent).
     """
 
-    def __init__(self, k: int = default(TrainParams, "knn_k"), quality_weight: float = QUALITY_WEIGHT, weights: str = "uniform"):
+    def __init__(self, k: int = default(TrainParams, "knn_k"), quality_weight: float = QUALITY_WEIGHT, weights: str = "uniform",
+                 store_decimals: int = STORE_DECIMALS):
         self.k = k
         self.quality_weight = quality_weight
         self.weights = weights
+        self.store_decimals = store_decimals
 
     def _fit(self, X, u):
-        from sklearn.neighbors import NearestNeighbors
-
         neighbour_weights(np.ones((1, 1)), self.weights)  # rejects a bad `weights` at fit time
-        self.nn_ = NearestNeighbors(n_neighbors=min(self.k, len(X)), metric="cosine").fit(X)
+        self.rows_ = stored_rows(X, self.store_decimals)
+        self.rows_sq_ = (self.rows_ * self.rows_).sum(axis=1)
+        self.k_ = min(int(self.k), len(X))
         self.train_utility_ = u
 
+    def kneighbors(self, X: np.ndarray, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Squared L2 distances and indices (n, k) of the nearest stored training rows, nearest first."""
+        return nearest_rows(X, self.rows_, self.rows_sq_, n_neighbors or self.k_)
+
     def decision_scores(self, X):
-        dist, idx = self.nn_.kneighbors(X)
+        d2, idx = self.kneighbors(X)
+        if self.weights == "distance":
+            xsq = (np.asarray(X, dtype=np.float64) ** 2).sum(axis=1, keepdims=True)
+            rsq = self.rows_sq_[idx].astype(np.float64)
+            dot = 0.5 * (xsq + rsq - d2)
+            dist = 1.0 - dot / np.sqrt(np.maximum(xsq * rsq, 1e-24))
+        else:
+            dist = d2
         return weighted_neighbour_mean(neighbour_weights(dist, self.weights), self.train_utility_[idx])
 
 
@@ -37,7 +106,8 @@ class KMeansSelector(Selector):
 
     A cluster that gets no training query (possible only with duplicate
     points) falls back to the overall mean utility, stated in
-    ``empty_clusters_``.
+    ``empty_clusters_``. Selection: nearest centroid by L2 (lowest index on
+    ties), the runtime's rule.
     """
 
     def __init__(self, num_clusters: int = default(TrainParams, "kmeans_num_clusters"), quality_weight: float = QUALITY_WEIGHT,
@@ -50,29 +120,57 @@ class KMeansSelector(Selector):
         from sklearn.cluster import KMeans
 
         k = min(self.num_clusters, len(X))
-        self.km_ = KMeans(n_clusters=k, random_state=self.random_state, n_init=10).fit(X)
-        self.cluster_utility_, self.cluster_sizes_ = cluster_means(u, self.km_.labels_, k)
+        km = KMeans(n_clusters=k, random_state=self.random_state, n_init=10).fit(X)
+        self.centroids_ = np.ascontiguousarray(km.cluster_centers_, dtype=np.float32)
+        self.centroids_sq_ = (self.centroids_ * self.centroids_).sum(axis=1)
+        self.cluster_utility_, self.cluster_sizes_ = cluster_means(u, km.labels_, k)
         self.empty_clusters_ = int((self.cluster_sizes_ == 0).sum())
 
+    def clusters(self, X: np.ndarray) -> np.ndarray:
+        """Nearest centroid per query (n,)."""
+        X = np.asarray(X, dtype=np.float32)
+        return np.concatenate([(self.centroids_sq_[None, :] - 2.0 * (X[s:s + CHUNK] @ self.centroids_.T)).argmin(axis=1)
+                               for s in range(0, len(X), CHUNK)]) if len(X) else np.zeros(0, dtype=np.int64)
+
     def decision_scores(self, X):
-        return self.cluster_utility_[self.km_.predict(X)]
+        return self.cluster_utility_[self.clusters(X)]
 
 
 class SVMSelector(Selector):
-    """SVC trained on the best model per query (utility argmax, module tie rule).
+    """One-vs-rest SVM on L2-normalised features, trained on the best model per query.
 
-    Scores are the one-vs-rest shaped decision values of libsvm's one-vs-one
-    classifier; a model that is never the best training label scores below
-    every label, so it is chosen only when it is the sole candidate.
+    For every model that is some informative training query's best model
+    (utility argmax, module tie rule) one binary SVC separates "this model is
+    best" from the rest; a query's score for that model is the binary
+    decision value ``sum_i coef_i * K(x/|x|, sv_i) + intercept`` with
+    ``K = exp(-gamma |a - b|^2)`` (rbf) or ``a . b`` (linear). That is the
+    router runtime's per-class rule (query L2-normalised, signed coefficient
+    per support vector, one intercept per class), so the exported file
+    computes the same scores. Queries where every model has the same utility
+    are left out of the labels (``n_uninformative_``). A model that is never
+    a training label scores below every label, so it is chosen only when it
+    is the sole candidate. The kernel matrix is computed once per fit and
+    shared by the per-class problems.
     """
 
-    def __init__(self, kernel: str = default(TrainParams, "svm_kernel"), gamma: float | str = default(TrainParams, "svm_gamma"),
-                 C: float = default(TrainParams, "svm_c"), quality_weight: float = QUALITY_WEIGHT, random_state: int = SEED):
+    def __init__(self, kernel: str = default(TrainParams, "svm_kernel"), gamma: float = default(TrainParams, "svm_gamma"),
+                 C: float = default(TrainParams, "svm_c"), quality_weight: float = QUALITY_WEIGHT, random_state: int = SEED,
+                 store_decimals: int = STORE_DECIMALS):
         self.kernel = kernel
         self.gamma = gamma
         self.C = C
         self.quality_weight = quality_weight
         self.random_state = random_state
+        self.store_decimals = store_decimals
+
+    def _kernel(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        A = np.asarray(A, dtype=np.float64)
+        B = np.asarray(B, dtype=np.float64)
+        dot = A @ B.T
+        if self.kernel == "linear":
+            return dot
+        d2 = (A * A).sum(axis=1)[:, None] + (B * B).sum(axis=1)[None, :] - 2.0 * dot
+        return np.exp(-float(self.gamma) * np.maximum(d2, 0.0))
 
     def _fit(self, X, u):
         from sklearn.svm import SVC
@@ -82,22 +180,50 @@ class SVMSelector(Selector):
         informative = (u.max(axis=1) - u.min(axis=1)) > TIE_TOL
         self.n_uninformative_ = int((~informative).sum())
         labels = choose(u[informative], self.rank_)
-        self.classes_present_ = np.unique(labels)
-        if len(self.classes_present_) < 2:
-            self.svc_ = None
-            self.constant_ = int(self.classes_present_[0]) if len(self.classes_present_) else int(np.argmin(self.rank_))
+        self.classes_ = np.unique(labels)
+        self.constant_ = None
+        if len(self.classes_) < 2:
+            self.constant_ = int(self.classes_[0]) if len(self.classes_) else int(np.argmin(self.rank_))
             return
-        self.svc_ = SVC(kernel=self.kernel, gamma=self.gamma, C=self.C, decision_function_shape="ovr", random_state=self.random_state)
-        self.svc_.fit(X[informative], labels)
+        Xu = unit_rows(X[informative])
+        K = self._kernel(Xu, Xu)
+        coef = np.zeros((len(Xu), len(self.classes_)))
+        self.intercept_ = np.zeros(len(self.classes_))
+        self.n_support_ = np.zeros(len(self.classes_), dtype=np.int64)
+        for j, c in enumerate(self.classes_):
+            svc = SVC(kernel="precomputed", C=float(self.C), random_state=self.random_state).fit(K, labels == c)
+            # Binary SVC: decision_function = dual_coef_ @ K(sv, x) + intercept_, positive for classes_[1] (True).
+            coef[svc.support_, j] = svc.dual_coef_[0]
+            self.intercept_[j] = float(svc.intercept_[0])
+            self.n_support_[j] = len(svc.support_)
+        used = np.flatnonzero((coef != 0).any(axis=1))
+        self.coef_ = coef[used]
+        if self.kernel == "linear":
+            self.sv_ = stored_rows(Xu[used], 0)
+            self.weights_ = (self.coef_.T @ Xu[used].astype(np.float64))  # (classes, d): exact linear model
+        else:
+            self.sv_ = stored_rows(Xu[used], self.store_decimals)
+        self.sv_sq_ = (self.sv_ * self.sv_).sum(axis=1)
+        self.coef32_ = self.coef_.astype(np.float32)
+
+    def class_scores(self, X: np.ndarray) -> np.ndarray:
+        """Decision value per query and label class (n, len(classes_)), float64."""
+        Xu = unit_rows(X)
+        out = np.empty((len(Xu), len(self.classes_)))
+        for s in range(0, len(Xu), CHUNK):
+            xb = Xu[s:s + CHUNK]
+            if self.kernel == "linear":
+                out[s:s + CHUNK] = xb @ self.weights_.T.astype(np.float32)
+            else:
+                k = sq_distances(xb, self.sv_, self.sv_sq_)
+                np.exp(np.float32(-float(self.gamma)) * k, out=k)
+                out[s:s + CHUNK] = k @ self.coef32_
+        return out + self.intercept_[None, :]
 
     def decision_scores(self, X):
-        m = len(self.models_)
-        out = np.full((len(X), m), -1e9)
-        if self.svc_ is None:
+        out = np.full((len(X), len(self.models_)), -1e9)
+        if self.constant_ is not None:
             out[:, self.constant_] = 0.0
             return out
-        d = self.svc_.decision_function(X)
-        if d.ndim == 1:  # binary: positive means classes_[1]
-            d = np.stack([-d, d], axis=1)
-        out[:, self.svc_.classes_] = d
+        out[:, self.classes_] = self.class_scores(X)
         return out

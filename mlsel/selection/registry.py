@@ -53,17 +53,17 @@ def make_selector(name: str, p: Any) -> Selector:
     ``p`` is a validated stage parameter model (:mod:`mlsel.params`) or any
     object with the same attributes: every selector reads ``quality_weight``
     and ``seed``; ``knn`` reads ``knn_k``; ``kmeans`` ``kmeans_num_clusters``;
-    ``svm`` ``svm_kernel``, ``svm_gamma``, ``svm_c``; the routers read
+    ``svm`` ``svm_kernel``, ``svm_gamma``, ``svm_c``; knn and svm ``store_decimals``; the routers read
     ``cost_lambda`` and their keys in :data:`ROUTER_PARAM_KEYS`. A missing
     attribute is an error, never a silent default.
     """
     if name == "knn":
-        return KNNSelector(k=p.knn_k, quality_weight=p.quality_weight)
+        return KNNSelector(k=p.knn_k, quality_weight=p.quality_weight, store_decimals=p.store_decimals)
     if name == "kmeans":
         return KMeansSelector(num_clusters=p.kmeans_num_clusters, quality_weight=p.quality_weight, random_state=p.seed)
     if name == "svm":
         return SVMSelector(kernel=p.svm_kernel, gamma=p.svm_gamma, C=float(p.svm_c), quality_weight=p.quality_weight,
-                           random_state=p.seed)
+                           random_state=p.seed, store_decimals=p.store_decimals)
     if name in ROUTERS:
         return _make_router(name, p)
     raise ValueError(f"unknown selector {name!r}; known: {sorted(SELECTORS) + sorted(ROUTERS)}")
