@@ -224,11 +224,22 @@ def evaluate_router_config(p: Any) -> pd.DataFrame | None:
 
 
 def export_router_models(p: Any) -> pd.DataFrame:
-    """Export the selectors of ``export_pools`` as the router runtime's model files; one row per file."""
+    """Export the selectors of ``export_pools`` as the router runtime's model files; one row per file.
+
+    Each file is scored with the runtime's rule on the held-out queries beside
+    the Python selector; the table goes to ``tables/router_export.csv`` (none
+    when ``export_pools`` is empty).
+    """
     from mlsel.deploy.runtime import export_pools
 
-    return export_pools(run_dir=p.run_dir, pools=p.pools, export_pools=p.export_pools, export_dir=p.export_dir,
-                        embed_batch_size=p.embed_batch_size, device=p.device)
+    table = export_pools(run_dir=p.run_dir, pools=p.pools, export_pools=p.export_pools, export_dir=p.export_dir,
+                         embed_batch_size=p.embed_batch_size, device=p.device)
+    path = run_paths(p.run_dir)["tables"] / "router_export.csv"
+    if len(table):
+        write_csv(table.drop(columns=["folder"]), path)
+    elif path.exists():
+        path.unlink()
+    return table
 
 
 # --------------------------------------------------------------------------- tune and report

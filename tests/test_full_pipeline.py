@@ -47,3 +47,14 @@ def test_default_pipeline_on_every_dataset(tmp_path):
     assert summary.set_index("dataset").loc["routerbench", "n_test"] == rb["n_test"]
     html = (tmp_path / "report" / "index.html").read_text()
     assert html.index('id="overview"') < html.index('id="mmlu_pro-headline"') < html.index('id="routerbench-headline"')
+
+    # The shipped router files (MMLU-Pro small4, the default export): every file exact on all held-out queries, the
+    # runtime rule's quality equal to the evaluated selector's published quality, the KNN file within 100 MB.
+    ex = pd.read_csv(tmp_path / "report" / "tables" / "mmlu_pro" / "router_export.csv").set_index("algorithm")
+    assert list(ex.index) == ["knn", "kmeans", "svm"] and (ex["pool"] == "small4").all()
+    assert (ex["rule"] == "exact").all() and (ex["agreement_rate"] == 1.0).all() and (ex["n_test"] == n_test).all()
+    assert (ex["runtime_quality"] == ex["selector_quality"]).all()
+    for alg, lab in (("knn", "KNN Selection"), ("kmeans", "KMEANS Selection"), ("svm", "SVM Selection")):
+        assert ex.loc[alg, "runtime_quality"] == pytest.approx(small[small["strategy"] == lab]["avg_quality"].iloc[0], abs=1e-6)
+    assert ex.loc["knn", "size_mb"] <= 100.0
+    assert 'id="mmlu_pro-router-export"' in html

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,17 @@ import pytest
 import yaml
 
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
-from mlsel.deploy.artifacts import ARTIFACT_BUILDERS, knn_artifact, svm_artifact
+from mlsel.deploy.artifacts import (
+    ARTIFACT_BUILDERS,
+    RUNTIME_CATEGORIES,
+    NotExportableError,
+    check_exportable,
+    kmeans_artifact,
+    knn_artifact,
+    runtime_onehot_order,
+    svm_artifact,
+    to_runtime_layout,
+)
 from mlsel.deploy.commands import _cli_evaluate_config, _cli_export, add_cli
 from mlsel.deploy.pretrained import PRETRAINED_REPO, check_compatible, evaluate_pretrained, load_pretrained
 from mlsel.deploy.router_config import RouterConfigEvaluation, evaluate_router_config
@@ -30,7 +41,7 @@ from mlsel.features import features_for
 from mlsel.params import stage_values
 from mlsel.paths import run_paths
 from mlsel.report.tables import router_config_markdown
-from mlsel.selection.classic import KNNSelector, SVMSelector
+from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
 from mlsel.selection.registry import label, load_selector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +92,10 @@ def test_export_writes_runtime_fields_and_manifest(exported):
     assert svm["kernel_type"] == "Rbf" and svm["rbf_classifiers"]
     for clf in svm["rbf_classifiers"]:
         assert {"model_name", "alpha", "support_vectors", "rho", "gamma"} <= set(clf)
-        assert len(clf["alpha"]) == len(clf["support_vectors"]) and min(clf["alpha"]) > 0  # real |dual coef|, not 1.0
+        # Signed one-vs-rest coefficients (|alpha| <= C), not unit placeholders; support vectors are unit rows.
+        assert len(clf["alpha"]) == len(clf["support_vectors"]) and min(clf["alpha"]) < 0 < max(clf["alpha"])
+        assert max(abs(a) for a in clf["alpha"]) <= svm["C"] + 1e-9
+        assert np.linalg.norm(np.asarray(clf["support_vectors"]), axis=1) == pytest.approx(1.0, abs=2e-3)
     on_disk = json.loads((out / "manifest.json").read_text())
     for key in ("embedder", "feature_dim", "models", "data_hash", "seed", "onehot_weight", "categories"):
         assert key in on_disk, key
@@ -91,9 +105,10 @@ def test_export_writes_runtime_fields_and_manifest(exported):
 def test_knn_and_kmeans_exports_reproduce_python_selectors(exported, test_features):
     manifest, out = exported
     sels, models, X = test_features
+    Xr = to_runtime_layout(X, runtime_onehot_order())  # the router's features: its one-hot order
     for name in ("knn", "kmeans"):
         art = json.loads((out / ARTIFACT_FILES[name]).read_text())
-        theirs = RUNTIME_SELECT[name](art, X)
+        theirs = RUNTIME_SELECT[name](art, Xr)
         ours = sels[name].predict(X)
         if name == "knn":  # no exact distance ties at the k-th neighbour among the smoke run's queries
             assert not knn_boundary_ties(sels[name], X).any()
@@ -103,7 +118,7 @@ def test_knn_and_kmeans_exports_reproduce_python_selectors(exported, test_featur
         refs = [models[0], models[2], models[3]]
         art_c = ARTIFACT_BUILDERS[name](sels[name], candidates=refs)
         assert list(RUNTIME_SELECT[name](art_c, X)) == list(sels[name].predict(X, candidates=refs))
-        assert RUNTIME_SELECT[name](art, X[0]) == ours[0]  # one query at a time
+        assert RUNTIME_SELECT[name](art, Xr[0]) == ours[0]  # one query at a time
 
 
 def test_knn_export_reproduces_tie_rule_on_binary_outcomes():
@@ -117,15 +132,18 @@ def test_knn_export_reproduces_tie_rule_on_binary_outcomes():
     assert list(runtime_knn_select(art, X[150:])) == list(sel.predict(X[150:]))
 
 
-def test_svm_agreement_is_measured_and_written(exported, test_features):
+def test_svm_export_reproduces_python_selector(exported, test_features):
     manifest, out = exported
     on_disk = json.loads((out / "manifest.json").read_text())
-    rate = on_disk["svm_agreement_rate"]
-    assert 0.0 <= rate <= 1.0
-    sels, _, X = test_features
+    sels, models, X = test_features
     art = json.loads((out / "svm_model.json").read_text())
-    measured = (runtime_svm_select(art, X) == sels["svm"].predict(X)).mean()
-    assert rate == pytest.approx(measured)
+    theirs = runtime_svm_select(art, to_runtime_layout(X, runtime_onehot_order()))
+    assert list(theirs) == list(sels["svm"].predict(X))
+    assert on_disk["agreement"]["svm"]["rate"] == 1.0
+    assert on_disk["runtime_rules"]["svm"].startswith("exact")
+    refs = [models[0], models[3]]
+    art_c = svm_artifact(sels["svm"], candidates=refs)
+    assert list(runtime_svm_select(art_c, X)) == list(sels["svm"].predict(X, candidates=refs))
 
 
 def test_svm_binary_export_is_exact():
@@ -138,6 +156,116 @@ def test_svm_binary_export_is_exact():
     sel = SVMSelector(gamma=1.0).fit(X[:80], Q[:80], models=["a", "b"])
     art = svm_artifact(sel)
     assert list(runtime_svm_select(art, X[80:])) == list(sel.predict(X[80:]))
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "linear"])
+def test_svm_is_one_vs_rest_libsvm_on_normalised_features(kernel):
+    """Each class's score is the binary SVC decision value (class vs rest) on L2-normalised rows, and the file reproduces it."""
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(3)
+    X = (3.0 * rng.standard_normal((260, 7))).astype(np.float32)  # rows of varying norm: the selector normalises them
+    Q = rng.random((260, 4))
+    sel = SVMSelector(kernel=kernel, gamma=2.0, C=0.7, store_decimals=0).fit(X[:200], Q[:200], models=list("abcd"))
+    Xu = X / np.linalg.norm(X, axis=1, keepdims=True)
+    labels = Q[:200].argmax(axis=1)
+    assert list(sel.classes_) == [0, 1, 2, 3]
+    scores = sel.class_scores(X[200:])
+    for j, c in enumerate(sel.classes_):
+        ref = SVC(kernel=kernel, gamma=2.0, C=0.7).fit(Xu[:200], labels == c).decision_function(Xu[200:])
+        assert np.abs(scores[:, j] - ref).max() < 1e-5
+    art = svm_artifact(sel)
+    assert art["kernel_type"] == ("Linear" if kernel == "linear" else "Rbf")
+    assert list(runtime_svm_select(art, X[200:])) == list(sel.predict(X[200:]))
+    # The runtime rule by hand for the first class and query: sum alpha*exp(-gamma*|x/|x| - sv|^2) - rho.
+    if kernel == "rbf":
+        clf = art["rbf_classifiers"][0]
+        x = Xu[200].astype(np.float64)
+        by_hand = sum(a * np.exp(-2.0 * np.sum((x - np.asarray(sv)) ** 2)) for a, sv in zip(clf["alpha"], clf["support_vectors"])) - clf["rho"]
+        assert by_hand == pytest.approx(scores[0, 0], abs=1e-5)
+
+
+def test_runtime_svm_rule_by_hand():
+    """Two classes, hand-computed: a: 1.0*exp(-1*|x-e1|^2) - 0.1; b: -0.5*exp(-1*|x-e2|^2) + 0.2*exp(-1*|x-e1|^2) - (-0.3)."""
+    art = {"algorithm": "svm", "rbf_classifiers": [
+        {"model_name": "a", "alpha": [1.0], "support_vectors": [[1.0, 0.0]], "rho": 0.1, "gamma": 1.0},
+        {"model_name": "b", "alpha": [-0.5, 0.2], "support_vectors": [[0.0, 1.0], [1.0, 0.0]], "rho": -0.3, "gamma": 1.0}]}
+    # x = (2, 0) normalises to e1: a = 1 - 0.1 = 0.9; b = -0.5*exp(-2) + 0.2 + 0.3 = 0.432 -> a.
+    assert runtime_svm_select(art, np.array([2.0, 0.0])) == "a"
+    # x = (0, 3) -> e2: a = exp(-2) - 0.1 = 0.0353; b = -0.5 + 0.2*exp(-2) + 0.3 = -0.173 -> a; rho of b = -0.9 flips it (b = 0.427).
+    assert runtime_svm_select(art, np.array([0.0, 3.0])) == "a"
+    art["rbf_classifiers"][1]["rho"] = -0.9
+    assert runtime_svm_select(art, np.array([0.0, 3.0])) == "b"
+
+
+def test_stored_vectors_are_rounded_and_written_as_used():
+    """store_decimals rounds KNN rows and SVM support vectors; the files carry those values, so the rule stays exact."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((300, 12)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Q = rng.random((300, 3))
+    knn = KNNSelector(k=4, store_decimals=2).fit(X[:240], Q[:240], models=list("abc"))
+    assert np.allclose(knn.rows_ * 100, np.round(knn.rows_ * 100), atol=1e-4)
+    art = knn_artifact(knn)
+    text = json.dumps(art["embeddings"][:50])
+    assert max(len(t.strip(" []-").split(".")[-1]) for t in text.split(",")) <= 2  # at most 2 decimals written
+    assert list(runtime_knn_select(json.loads(json.dumps(art)), X[240:])) == list(knn.predict(X[240:]))
+    full = json.dumps(knn_artifact(KNNSelector(k=4, store_decimals=0).fit(X[:240], Q[:240], models=list("abc"))))
+    assert len(json.dumps(art)) < len(full) / 2
+    svm = SVMSelector(store_decimals=2).fit(X[:240], Q[:240], models=list("abc"))
+    assert np.allclose(svm.sv_ * 100, np.round(svm.sv_ * 100), atol=1e-4)
+    assert list(runtime_svm_select(json.loads(json.dumps(svm_artifact(svm))), X[240:])) == list(svm.predict(X[240:]))
+
+
+def test_float32_selection_matches_library_neighbours_and_clusters():
+    """KNN by one float32 product picks the same neighbours as scikit-learn's cosine search; KMeans the same clusters."""
+    from sklearn.cluster import KMeans
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((1500, 20)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Q = rng.random((1500, 3))
+    knn = KNNSelector(k=7, store_decimals=0).fit(X[:1200], Q[:1200], models=list("abc"))
+    _, ours = knn.kneighbors(X[1200:])
+    _, ref = NearestNeighbors(n_neighbors=7, metric="cosine").fit(X[:1200]).kneighbors(X[1200:])
+    assert (np.sort(ours, axis=1) == np.sort(ref, axis=1)).all()
+    km = KMeansSelector(num_clusters=6).fit(X[:1200], Q[:1200], models=list("abc"))
+    ref_km = KMeans(n_clusters=6, random_state=km.random_state, n_init=10).fit(X[:1200])
+    assert (km.clusters(X[1200:]) == ref_km.predict(X[1200:])).all()
+
+
+def test_files_carry_the_one_hot_in_the_runtime_category_order():
+    """Our alphabetical one-hot is written in the runtime's order (math first); engineering takes the unused 'unknown' slot."""
+    from mlsel import CATEGORIES
+    from mlsel.features import build_features
+
+    order = runtime_onehot_order()
+    assert sorted(order) == list(range(14))
+    cats = np.asarray(["math", "engineering", "biology", "other"])
+    X = build_features(np.zeros((4, 3), dtype=np.float32), cats, 1.0)
+    Xr = to_runtime_layout(X, order)
+    assert [RUNTIME_CATEGORIES[j] for j in Xr[:, 3:].argmax(axis=1)] == ["math", "unknown", "biology", "other"]
+    assert list(X[:, 3:].argmax(axis=1)) == [CATEGORIES.index(c) for c in cats]
+    km = KMeansSelector(num_clusters=4).fit(X, np.eye(4)[:, :2], models=["a", "b"])
+    art = kmeans_artifact(km, onehot_order=order)
+    assert np.allclose(np.asarray(art["centroids"]), to_runtime_layout(km.centroids_, order))
+    assert list(RUNTIME_SELECT["kmeans"](art, Xr)) == list(km.predict(X))
+    with pytest.raises(NotExportableError, match="have no slot in the router runtime's one-hot"):
+        runtime_onehot_order(CATEGORIES[:-1] + ("astrology",))
+
+
+def test_export_refuses_what_the_runtime_cannot_compute():
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((50, 6)).astype(np.float32)
+    Q = rng.random((50, 2))
+    knn = KNNSelector(k=3, weights="distance").fit(X, Q, models=["a", "b"])
+    with pytest.raises(NotExportableError, match=r"models/small4/knn.manifest.json: cannot export knn .*weights='distance'"):
+        check_exportable("knn", knn, 1.0, where="models/small4/knn.manifest.json")
+    svm = SVMSelector().fit(X, Q, models=["a", "b"])
+    with pytest.raises(NotExportableError, match=r"onehot_weight=0.5, but the runtime appends the category one-hot with weight 1"):
+        check_exportable("svm", svm, 0.5)
+    check_exportable("svm", svm, 1.0)  # accepted
 
 
 # --------------------------------------------------------------------------- config evaluation
@@ -293,3 +421,56 @@ def test_evaluate_config_command_end_to_end(run_dir, capsys):
     out = capsys.readouterr().out
     assert out.startswith("## Router config `router_config.yaml` on the held-out queries")
     assert (tables / "router_config_results.csv").is_file() and "Router config (router_config.yaml)" in out
+
+
+# --------------------------------------------------------------------------- shipped files in the evaluate stage
+
+
+def test_export_writes_runtime_config_snippet(exported):
+    manifest, out = exported
+    cfg = yaml.safe_load((out / "runtime_config.yaml").read_text())
+    ml = cfg["global"]["router"]["model_selection"]["ml"]
+    assert ml["models_path"] == str(out)
+    assert ml["embedding_model"] == manifest["embedder"] and ml["embedding_dim"] == manifest["feature_dim"] - 14 == 384
+    knn = json.loads((out / "knn_model.json").read_text())
+    km = json.loads((out / "kmeans_model.json").read_text())
+    svm = json.loads((out / "svm_model.json").read_text())
+    assert ml["knn"]["k"] == knn["k"] == 5 * len(manifest["models"])
+    assert ml["kmeans"]["num_clusters"] == km["num_clusters"]
+    assert ml["svm"] == {"kernel": "rbf", "gamma": svm["gamma"]}
+    assert manifest["sizes"]["knn_model.json"] == (out / "knn_model.json").stat().st_size
+
+
+def test_evaluate_stage_scores_the_shipped_files_on_held_out_queries(smoke_run, tmp_path):
+    """router_export.csv: every file exact, and the shipped quality is the quality the results table reports for the selector."""
+    from mlsel import stages
+    from mlsel.params import stage_params
+
+    run = tmp_path / "run"
+    src = Path(smoke_run.base.run_dir)
+    for part in ("data", "models", "tables", "manifest.json"):
+        (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, run / part)
+    p = stage_params(smoke_run, "evaluate").model_copy(update={"run_dir": str(run)})
+    assert p.export_pools == ["small4"]
+    table = stages.export_router_models(p)
+    csv = pd.read_csv(run / "tables" / "router_export.csv")
+    assert list(csv["algorithm"]) == ["knn", "kmeans", "svm"] and set(csv["pool"]) == {"small4"}
+    assert (csv["rule"] == "exact").all() and (csv["agreement_rate"] == 1.0).all()
+    assert "folder" in table and "folder" not in csv  # no machine path in the published table
+    queries, outcomes = load_prepared(str(run))
+    matrix = pool_matrix(queries, outcomes, p.pools["small4"])
+    _, test = split_masks(queries, matrix)
+    held_out = matrix.subset(test)
+    smanifest = load_selector(run / "models" / "small4", "knn")[1]
+    X = features_for(held_out, smanifest["embedder"], smanifest["onehot_weight"], p.embed_batch_size, p.device)
+    results = pd.read_csv(run / "tables" / "selection_results.csv")
+    for name in ("knn", "kmeans", "svm"):
+        sel, _ = load_selector(run / "models" / "small4", name)
+        chosen = sel.predict(X)
+        by_hand = np.mean([held_out.quality[i, list(held_out.models).index(m)] for i, m in enumerate(chosen)])
+        row = csv[csv["algorithm"] == name].iloc[0]
+        assert row["selector_quality"] == pytest.approx(by_hand, abs=1e-6)
+        assert row["runtime_quality"] == pytest.approx(by_hand, abs=1e-6)
+        assert row["n_test"] == len(X)
+        published = results[(results["pool"] == "small4") & (results["strategy"] == label(name))]["avg_quality"].iloc[0]
+        assert published == pytest.approx(by_hand, abs=1e-6)

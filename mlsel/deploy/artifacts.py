@@ -19,33 +19,36 @@ vote sum is then ``0.1k + 0.9(0.01k + 0.99*sum utility + k*tie_eps)``: the
 same argmax as our mean utility. ``tie_eps`` (< 1e-10, decreasing with the
 model's tie-break rank) reproduces our tie rule, which the runtime cannot
 (it takes the argmax over a HashMap). The cost is size: k*M rows of d
-floats. L2 and cosine agree because every feature row has the same norm
-sqrt(1 + onehot_weight^2). One thing no encoding fixes: when the k-th and
-(k+1)-th nearest training queries are at exactly the same distance
-(duplicate feature rows, e.g. query texts differing only in case under an
-uncased embedder), which of them counts is an arbitrary order in
-scikit-learn and in the runtime alike; :func:`agreement` counts those
-queries (``n_boundary_ties``) and the disagreements outside them. Not
-expressible: ``weights="distance"`` KNN (the runtime has no distance
-weighting): exported with the uniform encoding and its agreement measured.
+floats, written at the selector's ``store_decimals``. The selector itself
+finds neighbours by L2 over those stored rows, the runtime's metric. One
+thing no encoding fixes: when the k-th and (k+1)-th nearest training
+queries are at exactly the same distance (duplicate feature rows, e.g. query
+texts differing only in case under an uncased embedder), which of them
+counts is an arbitrary order in the selector and in the runtime alike;
+:func:`mlsel.deploy.runtime.agreement` counts those queries
+(``n_boundary_ties``) and the disagreements outside them. Not expressible:
+``weights="distance"`` KNN (refused).
 
 KMeans (exact). Centroids as fitted; ``cluster_models[c]`` = our choice for
 cluster c (argmax of the cluster's mean utility, our tie rule, restricted to
 the candidates). Runtime: nearest centroid by L2, lowest index on ties, as
-scikit-learn's ``predict``.
+the selector.
 
-SVM (approximate; agreement measured). The runtime scores each class by
-``sum_{sv in class} alpha * exp(-gamma ||x/|x| - sv||^2) - rho`` and takes
-the argmax: a per-class kernel vote, not libsvm's one-vs-one decision. The
-export writes each class's real support vectors with ``alpha`` = the sum of
-the absolute dual coefficients of that vector over its pairwise problems,
-``rho_c = -0.5 * mean_j(signed intercept of pair (c, j))`` (exact for two
-classes), and, because the runtime L2-normalises the query, support vectors
-divided by the feature norm s with ``gamma * s^2``, so every kernel value is
-scikit-learn's. The linear kernel is written as ``linear_classifiers``
-(``weights = s * mean_j(+-w_cj)``, score ``weights . x/|x| - rho``). The
-disagreement with :class:`mlsel.selection.classic.SVMSelector` is measured and
-written to the export manifest; it is not hidden.
+SVM (exact). :class:`mlsel.selection.classic.SVMSelector` is one-vs-rest on
+L2-normalised features, one binary SVC per label class, so it computes the
+runtime's rule itself: class c scores ``sum_{sv in c} alpha * exp(-gamma
+||x/|x| - sv||^2) - rho``. Each class's classifier is written with its own
+support vectors (unit rows, rounded as the selector stores them), its signed
+coefficients as ``alpha``, ``rho = -intercept`` and ``gamma``. The linear
+kernel is written as ``linear_classifiers`` (``weights . x/|x| - rho``).
+
+Stored vectors are written at the selector's ``store_decimals`` (the values
+the selector itself uses), so the files stay small and exact, and with the
+one-hot columns in the runtime's category order (:data:`RUNTIME_CATEGORIES`;
+a permutation of dimensions changes no distance, kernel or dot product).
+What the runtime cannot reproduce is refused (:func:`check_exportable`): a
+category one-hot weight other than the runtime's 1, and distance-weighted
+KNN.
 """
 
 
@@ -55,6 +58,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mlsel import CATEGORIES
 from mlsel.selection.base import Selector, candidate_mask, choose
 from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
 
@@ -67,12 +71,66 @@ def _floats(a: np.ndarray) -> list:
     return np.asarray(a, dtype=np.float64).tolist()
 
 
+def _stored(a: np.ndarray, decimals: int) -> list:
+    """Stored vectors as JSON numbers: the shortest decimals of the rounded values (0: exact float64 of the float32 values)."""
+    a = np.asarray(a, dtype=np.float64)
+    return (np.round(a, decimals) + 0.0).tolist() if decimals > 0 else a.tolist()  # + 0.0: no "-0.0"
+
+
+RUNTIME_ONEHOT_WEIGHT = 1.0
+"""The weight the router runtime gives the category one-hot it appends to the embedding (digest 2.6)."""
+
+
+RUNTIME_CATEGORIES: tuple[str, ...] = ("math", "physics", "chemistry", "biology", "computer science", "history", "economics", "business",
+                                      "law", "health", "psychology", "philosophy", "other", "unknown")
+"""The router runtime's one-hot order (digest 1: its code's list, which has no "engineering" and ends with "unknown")."""
+
+RUNTIME_SLOT: dict[str, str] = {**{c: c for c in CATEGORIES if c in RUNTIME_CATEGORIES}, "engineering": "unknown"}
+"""Our category -> the runtime's one-hot slot. The runtime has no engineering slot and mlsel's data never has
+"unknown", so engineering takes the unknown slot: the files are exact when the router reports an engineering
+query as "unknown"."""
+
+
+def runtime_onehot_order(categories: Sequence[str] = CATEGORIES) -> np.ndarray:
+    """Column permutation (14,): slot j of the runtime's one-hot is our one-hot column ``order[j]``."""
+    missing = [c for c in categories if c not in RUNTIME_SLOT]
+    if missing or len(categories) != len(RUNTIME_CATEGORIES):
+        raise NotExportableError(f"categories {missing or list(categories)} have no slot in the router runtime's one-hot {list(RUNTIME_CATEGORIES)}")
+    ours = {RUNTIME_SLOT[c]: i for i, c in enumerate(categories)}
+    return np.asarray([ours[c] for c in RUNTIME_CATEGORIES], dtype=np.int64)
+
+
+def to_runtime_layout(X: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Feature rows (..., d) with their last len(order) columns (the one-hot) in the runtime's order; ``None``: unchanged."""
+    X = np.asarray(X)
+    if order is None:
+        return X
+    k = len(order)
+    return np.concatenate([X[..., :-k], X[..., -k:][..., order]], axis=-1)
+
+
+class NotExportableError(ValueError):
+    """A fitted selector whose features or rule the router runtime cannot reproduce."""
+
+
+def check_exportable(name: str, sel: Selector, onehot_weight: float, where: str = "") -> None:
+    """Raise :class:`NotExportableError` naming what the runtime cannot reproduce for selector ``name``."""
+    problems = []
+    if float(onehot_weight) != RUNTIME_ONEHOT_WEIGHT:
+        problems.append(f"onehot_weight={onehot_weight:g}, but the runtime appends the category one-hot with weight "
+                        f"{RUNTIME_ONEHOT_WEIGHT:g} (retrain with onehot_weight={RUNTIME_ONEHOT_WEIGHT:g})")
+    if name == "knn" and getattr(sel, "weights", "uniform") != "uniform":
+        problems.append(f"KNN weights={sel.weights!r}, but the runtime's vote has no distance weighting (use weights='uniform')")
+    if problems:
+        raise NotExportableError(f"{where or name}: cannot export {name} for the router runtime: " + "; ".join(problems))
+
+
 def _candidates(sel: Selector, candidates: Sequence[str] | None) -> list[str]:
     mask = candidate_mask(sel.models_, candidates)
     return [m for m, keep in zip(sel.models_, mask) if keep]
 
 
-def knn_artifact(sel: KNNSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
+def knn_artifact(sel: KNNSelector, candidates: Sequence[str] | None = None, onehot_order: np.ndarray | None = None) -> dict[str, Any]:
     """``knn_model.json`` content for a fitted :class:`KNNSelector` (exact encoding; module docstring).
 
     Rows: one per (training query, candidate), query-major; ``k`` = the
@@ -80,7 +138,7 @@ def knn_artifact(sel: KNNSelector, candidates: Sequence[str] | None = None) -> d
     """
     cands = _candidates(sel, candidates)
     cols = [sel.models_.index(m) for m in cands]
-    X = np.asarray(sel.nn_._fit_X, dtype=np.float32)
+    X = to_runtime_layout(sel.rows_, onehot_order)
     u = sel.train_utility_[:, cols]
     n, m = u.shape
     # Tie-break offsets: our rule prefers the lowest rank_ among the candidates.
@@ -92,8 +150,8 @@ def knn_artifact(sel: KNNSelector, candidates: Sequence[str] | None = None) -> d
     return {
         "algorithm": "knn",
         "trained": True,
-        "k": int(sel.nn_.n_neighbors) * m,
-        "embeddings": _floats(np.repeat(X, m, axis=0)),
+        "k": int(sel.k_) * m,
+        "embeddings": _stored(np.repeat(X, m, axis=0), sel.store_decimals),
         "labels": [cands[j] for _ in range(n) for j in range(m)],
         "qualities": q.reshape(-1).tolist(),
         "latencies": [0] * (n * m),
@@ -104,12 +162,12 @@ def knn_artifact(sel: KNNSelector, candidates: Sequence[str] | None = None) -> d
     }
 
 
-def kmeans_artifact(sel: KMeansSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
+def kmeans_artifact(sel: KMeansSelector, candidates: Sequence[str] | None = None, onehot_order: np.ndarray | None = None) -> dict[str, Any]:
     """``kmeans_model.json`` content: centroids and our choice per cluster (exact)."""
     cands = _candidates(sel, candidates)
     mask = candidate_mask(sel.models_, candidates)
     idx = choose(sel.cluster_utility_, sel.rank_, mask)
-    centroids = sel.km_.cluster_centers_
+    centroids = to_runtime_layout(sel.centroids_, onehot_order)
     return {
         "algorithm": "kmeans",
         "trained": True,
@@ -124,84 +182,42 @@ def kmeans_artifact(sel: KMeansSelector, candidates: Sequence[str] | None = None
     }
 
 
-def _feature_norm(sel: Selector, X: np.ndarray | None = None) -> float:
-    """The (constant) norm of the feature rows, sqrt(1 + onehot_weight^2); measured on support vectors."""
-    rows = X if X is not None else sel.svc_.support_vectors_
-    return float(np.median(np.linalg.norm(np.asarray(rows, dtype=np.float64), axis=1)))
-
-
-def svm_artifact(sel: SVMSelector, candidates: Sequence[str] | None = None) -> dict[str, Any]:
-    """``svm_model.json`` content for a fitted :class:`SVMSelector` (approximate; module docstring).
+def svm_artifact(sel: SVMSelector, candidates: Sequence[str] | None = None, onehot_order: np.ndarray | None = None) -> dict[str, Any]:
+    """``svm_model.json`` content for a fitted :class:`SVMSelector` (exact; module docstring).
 
     Only classes that were training labels and are candidates get a
     classifier. A selector with one label class (or no candidate class)
-    exports one classifier with a zero-weight vector for the model it would
-    choose, so the runtime picks that model.
+    exports one classifier with a zero vote for the model it would choose,
+    so the runtime picks that model.
     """
     cands = _candidates(sel, candidates)
     mask = candidate_mask(sel.models_, candidates)
     kernel_type = "Linear" if sel.kernel == "linear" else "Rbf"
+    gamma = float(sel.gamma)
     base = {"algorithm": "svm", "trained": True, "model_names": cands, "kernel_type": kernel_type, "kernel": sel.kernel,
-            "C": float(sel.C), "linear_classifiers": [], "rbf_classifiers": []}
-    svc = sel.svc_
-    present = [] if svc is None else [int(c) for c in svc.classes_]
-    keep = [c for c in present if mask[c]]
+            "C": float(sel.C), "gamma": gamma, "feature_dim": int(sel.n_features_in_), "linear_classifiers": [], "rbf_classifiers": [],
+            "mlsel_encoding": "one-vs-rest on L2-normalised features: per class its support vectors, signed coefficients (alpha) and rho = -intercept"}
+    keep = [] if sel.constant_ is not None else [j for j, c in enumerate(sel.classes_) if mask[c]]
     if not keep:
         # Degenerate: the Python selector's choice is a constant here.
         const = sel.models_[int(sel.predict_index(np.zeros((1, sel.n_features_in_), dtype=np.float32), candidates)[0])]
-        d = sel.n_features_in_
-        base.update(gamma=1.0, feature_dim=d, n_classes=1)
-        base["rbf_classifiers"] = [{"model_name": const, "alpha": [0.0], "support_vectors": [[0.0] * d], "rho": 0.0, "gamma": 1.0}]
-        base["kernel_type"] = "Rbf"
+        base.update(kernel_type="Rbf", n_classes=1)
+        base["rbf_classifiers"] = [{"model_name": const, "alpha": [0.0], "support_vectors": [[0.0] * sel.n_features_in_], "rho": 0.0, "gamma": gamma}]
         return base
-    s = _feature_norm(sel)
-    gamma = float(svc._gamma) * s * s
-    sv = np.asarray(svc.support_vectors_, dtype=np.float64)
-    # libsvm's own sign convention (pair (i, j) positive favours i); scikit-learn negates the
-    # public dual_coef_/intercept_ of a binary SVC, but keeps the raw ones as _dual_coef_/_intercept_.
-    dual = np.asarray(getattr(svc, "_dual_coef_", svc.dual_coef_), dtype=np.float64)
-    intercept = np.asarray(getattr(svc, "_intercept_", svc.intercept_), dtype=np.float64)
-    n_cls = len(present)
-    starts = np.concatenate([[0], np.cumsum(svc.n_support_)])
-    pair = {}
-    p = 0
-    for i in range(n_cls):
-        for j in range(i + 1, n_cls):
-            pair[(i, j)] = p
-            p += 1
-
-    def bias(i: int) -> float:
-        """Mean signed intercept class i faces (positive favours i), over its pairwise problems."""
-        vals = [intercept[pair[(i, j)]] if i < j else -intercept[pair[(j, i)]] for j in range(n_cls) if j != i]
-        return float(np.mean(vals))
-
-    for i, c in enumerate(present):
-        if not mask[c]:
-            continue
-        rows = slice(starts[i], starts[i + 1])
-        if kernel_type == "Rbf":
-            alpha = np.abs(dual[:, rows]).sum(axis=0)
-            base["rbf_classifiers"].append({
-                "model_name": sel.models_[c],
-                "alpha": alpha.tolist(),
-                "support_vectors": _floats(sv[rows] / s),
-                "rho": -0.5 * bias(i),
-                "gamma": gamma,
-            })
+    for j in keep:
+        name = sel.models_[int(sel.classes_[j])]
+        rho = -float(sel.intercept_[j])
+        if kernel_type == "Linear":
+            base["linear_classifiers"].append({"model_name": name, "weights": _floats(to_runtime_layout(sel.weights_[j], onehot_order)), "rho": rho})
         else:
-            # Pairwise linear decision f_ij(x) = w_ij . x + b_ij; class i's score is the mean of +-f_ij.
-            ws = []
-            for j in range(n_cls):
-                if j == i:
-                    continue
-                a, b = min(i, j), max(i, j)
-                ra, rb = slice(starts[a], starts[a + 1]), slice(starts[b], starts[b + 1])
-                w = dual[b - 1, ra] @ sv[ra] + dual[a, rb] @ sv[rb]
-                ws.append(w if i == a else -w)
-            base["linear_classifiers"].append({"model_name": sel.models_[c], "weights": _floats(s * np.mean(ws, axis=0)), "rho": -bias(i)})
-    base.update(gamma=gamma, feature_dim=int(sv.shape[1]), n_classes=len(keep), mlsel_feature_norm=s, mlsel_sklearn_gamma=float(svc._gamma))
+            rows = np.flatnonzero(sel.coef_[:, j] != 0)
+            base["rbf_classifiers"].append({"model_name": name, "alpha": _floats(sel.coef_[rows, j]),
+                                            "support_vectors": _stored(to_runtime_layout(sel.sv_[rows], onehot_order), sel.store_decimals),
+                                            "rho": rho, "gamma": gamma})
+    base["n_classes"] = len(keep)
     return base
 
 
 ARTIFACT_BUILDERS = {"knn": knn_artifact, "kmeans": kmeans_artifact, "svm": svm_artifact}
-"""The file content builder per algorithm: ``(fitted selector, candidates=None) -> dict``."""
+"""The file content builder per algorithm: ``(fitted selector, candidates=None, onehot_order=None) -> dict``
+(``onehot_order``: :func:`runtime_onehot_order`, to write the one-hot columns in the runtime's order)."""

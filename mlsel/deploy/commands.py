@@ -29,7 +29,10 @@ def _cli_export(args: argparse.Namespace) -> int:
     manifest = export_router_models(run_dir, pool, export_dir, embed_batch_size=p.embed_batch_size, device=p.device)
     print(f"router model files for pool {pool!r} written to {manifest['export_dir']}")
     for name, a in manifest["agreement"].items():
-        print(f"  {ARTIFACT_FILES[name]:<18} runtime rule agrees with mlsel on {a['n_agree']}/{a['n_queries']} test queries ({100 * a['rate']:.1f}%)")
+        print(f"  {ARTIFACT_FILES[name]:<18} {manifest['sizes'][ARTIFACT_FILES[name]] / 1e6:6.1f} MB  runtime rule agrees with mlsel on "
+              f"{a['n_agree']}/{a['n_queries']} test queries ({100 * a['rate']:.1f}%); held-out quality {a['runtime_quality']:.4f} "
+              f"(selector {a['selector_quality']:.4f})")
+    print(f"  runtime config snippet: {manifest['export_dir']}/{manifest['runtime_config']}")
     return 0
 
 

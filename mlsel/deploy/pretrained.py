@@ -18,6 +18,7 @@ import pandas as pd
 
 from mlsel import paths
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
+from mlsel.deploy.artifacts import runtime_onehot_order, to_runtime_layout
 from mlsel.deploy.router_config import feature_settings, onehot
 from mlsel.deploy.routing import ALGORITHMS
 from mlsel.deploy.runtime import RUNTIME_SELECT, IncompatibleArtifactError
@@ -152,8 +153,9 @@ def evaluate_pretrained(
         check_compatible(art, Xte.shape[1], models, embedder)
     names = [a for a in ALGORITHMS if (folder / f"{a}.manifest.json").is_file()]
     strategies = saved_selector_strategies(folder, names, models, te, matrix.subset(train), float(quality_weight), embed_batch_size, device)
+    Xrt = to_runtime_layout(Xte, runtime_onehot_order())  # the files were trained on the runtime's one-hot order
     for algo, art in artifacts.items():
-        chosen = RUNTIME_SELECT[algo](art, Xte)
+        chosen = RUNTIME_SELECT[algo](art, Xrt)
         strategies.insert(1, Strategy(f"Pretrained {algo.upper()} ({repo_id})", "pretrained", onehot(models, list(chosen))))
     res = evaluate(te, strategies, pool, n_bootstrap=n_bootstrap, seed=seed)["results"]
     write_csv(res, run_paths(run_dir)["tables"] / "pretrained_results.csv")

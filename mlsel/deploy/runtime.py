@@ -3,9 +3,10 @@
 :func:`export_router_models` writes a run's fitted selectors as the router
 runtime's ``knn_model.json`` / ``kmeans_model.json`` / ``svm_model.json``
 (built by :mod:`mlsel.deploy.artifacts`, whose docstring says how exactly
-each reproduces our selector) plus mlsel's ``manifest.json``, and checks
-them with reference implementations of the runtime's selection rules
-(``runtime_*_select``, upstream digest 2.2-2.4).
+each reproduces our selector), the runtime config snippet they need and
+mlsel's ``manifest.json``, and scores them with reference implementations of
+the runtime's selection rules (``runtime_*_select``, upstream digest 2.2-2.4)
+on the held-out queries: agreement with the Python selector and quality.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import pandas as pd
 import mlsel
 from mlsel import CATEGORIES
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
-from mlsel.deploy.artifacts import ARTIFACT_BUILDERS
+from mlsel.deploy.artifacts import (
+    ARTIFACT_BUILDERS,
+    RUNTIME_CATEGORIES,
+    RUNTIME_SLOT,
+    check_exportable,
+    runtime_onehot_order,
+    to_runtime_layout,
+)
 from mlsel.deploy.routing import ALGORITHMS
 from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
 from mlsel.paths import resolve_path, run_paths, update_manifest
@@ -134,10 +142,16 @@ def runtime_svm_select(artifact: dict[str, Any], x: np.ndarray) -> str | np.ndar
 RUNTIME_SELECT = {"knn": runtime_knn_select, "kmeans": runtime_kmeans_select, "svm": runtime_svm_select}
 
 
-def agreement(artifact: dict[str, Any], sel: Selector, X: np.ndarray, candidates: Sequence[str] | None = None) -> dict[str, Any]:
-    """Share of queries ``X`` (n, d) where the runtime rule on ``artifact`` picks the Python selector's model."""
+def agreement(artifact: dict[str, Any], sel: Selector, X: np.ndarray, candidates: Sequence[str] | None = None,
+              theirs: np.ndarray | None = None) -> dict[str, Any]:
+    """Share of queries ``X`` (n, d) where the runtime rule on ``artifact`` picks the Python selector's model.
+
+    ``theirs``: the runtime rule's choices on the same queries when already computed (the export
+    computes them on the queries' features in the runtime's one-hot order).
+    """
     ours = sel.predict(X, candidates=candidates)
-    theirs = RUNTIME_SELECT[artifact["algorithm"]](artifact, X)
+    if theirs is None:
+        theirs = RUNTIME_SELECT[artifact["algorithm"]](artifact, X)
     same = ours == theirs
     out = {"n_queries": int(len(X)), "n_agree": int(same.sum()), "rate": float(same.mean()) if len(X) else float("nan")}
     if isinstance(sel, KNNSelector):
@@ -154,11 +168,10 @@ def knn_boundary_ties(sel: KNNSelector, X: np.ndarray) -> np.ndarray:
     uncased embedder maps to one vector); scikit-learn and the runtime may each take
     either, so a disagreement on such a query is a tie, not an encoding error.
     """
-    k = int(sel.nn_.n_neighbors)
-    n_fit = int(sel.nn_.n_samples_fit_)
-    if k >= n_fit:
+    k = int(sel.k_)
+    if k >= len(sel.rows_):
         return np.zeros(len(X), dtype=bool)
-    dist, _ = sel.nn_.kneighbors(np.asarray(X, dtype=np.float32), n_neighbors=k + 1)
+    dist, _ = sel.kneighbors(X, n_neighbors=k + 1)
     return dist[:, k - 1] == dist[:, k]
 
 
@@ -167,7 +180,7 @@ def knn_boundary_ties(sel: KNNSelector, X: np.ndarray) -> np.ndarray:
 RUNTIME_RULES = {
     "knn": "exact up to exact distance ties at the k-th neighbour (n_boundary_ties): one row per (training query, model), qualities = 0.01 + 0.99*utility + tie_eps, latencies 0 ns, k = k_queries*n_models",
     "kmeans": "exact: centroids and the cluster's argmax mean-utility model",
-    "svm": "approximate: per-class kernel vote over the real support vectors (alpha = sum |dual coef|), query L2-normalised; agreement measured",
+    "svm": "exact: one-vs-rest on L2-normalised features; per class its support vectors, signed coefficients (alpha) and rho = -intercept",
 }
 """How exactly each exported file reproduces the Python selector (written to the export manifest)."""
 
@@ -183,16 +196,59 @@ def _merge_settings(manifest: dict[str, Any], smanifest: dict[str, Any], folder:
     manifest["feature_dim"] = int(smanifest["feature_dim"])
 
 
+RUNTIME_CONFIG_FILE = "runtime_config.yaml"
+"""The router config snippet written beside the model files."""
+
+EXPORT_COLUMNS = ["pool", "algorithm", "file", "rule", "size_mb", "n_test", "agreement_rate", "selector_quality", "runtime_quality", "folder"]
+"""One row per exported file: :func:`export_pools`'s table (``tables/router_export.csv``)."""
+
+
+def _chosen_quality(matrix: Any, choices: np.ndarray) -> float:
+    """Mean held-out quality of the chosen models (one name per query of ``matrix``)."""
+    col = {m: j for j, m in enumerate(matrix.models)}
+    j = np.asarray([col[c] for c in choices], dtype=np.int64)
+    return float(np.asarray(matrix.quality)[np.arange(len(j)), j].mean()) if len(j) else float("nan")
+
+
+def runtime_config_text(manifest: dict[str, Any], out_dir: Any, params: dict[str, dict[str, Any]], k_rows: int | None) -> str:
+    """The router config snippet the exported files need (digest 2.6 key names), as YAML text."""
+    import yaml
+
+    ml: dict[str, Any] = {"enabled": True, "models_path": str(out_dir), "embedding_model": manifest["embedder"],
+                          "embedding_dim": int(manifest["feature_dim"]) - len(CATEGORIES)}
+    if "knn" in params:
+        ml["knn"] = {"k": int(k_rows)}
+    if "kmeans" in params:
+        ml["kmeans"] = {"num_clusters": int(params["kmeans"]["num_clusters"])}
+    if "svm" in params:
+        ml["svm"] = {"kernel": params["svm"]["kernel"], "gamma": float(params["svm"]["gamma"])}
+    slots = manifest.get("category_slots", {})
+    head = (f"# Router runtime settings for the model files in {out_dir} (mlsel {manifest['package_version']}, pool {manifest['pool']}).\n"
+            "# Merge under the router's config. The runtime must embed a query with the same embedder (L2-normalised,\n"
+            f"# {ml['embedding_dim']} dims) and append its {len(manifest['categories'])}-category one-hot with weight 1, in its order:\n"
+            f"# {', '.join(manifest['categories'])}.\n"
+            + "".join(f"# Queries of category {c!r} (no runtime slot) were trained in the {s!r} slot: the router must report them as {s!r}.\n"
+                      for c, s in slots.items())
+            + "# knn.k counts stored rows: the selector's k training queries times the number of models.\n")
+    return head + yaml.safe_dump({"global": {"router": {"model_selection": {"ml": ml}}}}, sort_keys=False)
+
+
 def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed_batch_size: int = EMBED_BATCH_SIZE, device: str = DEVICE) -> dict[str, Any]:
     """Write the run's fitted selectors of ``pool`` in the router runtime's file layout.
 
     Writes ``knn_model.json``, ``kmeans_model.json``, ``svm_model.json`` (those
-    the train stage fitted) and mlsel's ``manifest.json`` into ``export_dir``
-    (empty: ``<run_dir>/router_models``). The manifest records the embedder,
-    feature dimension, models, data hash, seed, onehot weight, category
-    order, each file's SHA-256 and the measured agreement between the runtime
-    rule on the written file and the Python selector on the pool's held-out
-    queries (``agreement[<alg>]["rate"]`` in [0, 1]).
+    the train stage fitted), the runtime config snippet
+    (``runtime_config.yaml``) and mlsel's ``manifest.json`` into
+    ``export_dir`` (empty: ``<run_dir>/router_models``), with the one-hot
+    columns in the runtime's category order. A selector whose features the
+    runtime cannot reproduce is refused
+    (:class:`mlsel.deploy.artifacts.NotExportableError`). The manifest
+    records the embedder, feature dimension, models, data hash, seed, onehot
+    weight, category order, each file's SHA-256 and size, and, on the pool's
+    held-out queries, the agreement between the runtime rule on the written
+    file (read back) and the Python selector (``agreement[<alg>]["rate"]`` in
+    [0, 1]) with both one's mean quality (``selector_quality``,
+    ``runtime_quality``).
 
     Returns the manifest.
     """
@@ -202,31 +258,49 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed_ba
     found = [a for a in ALGORITHMS if (folder / f"{a}.manifest.json").is_file()]
     if not found:
         raise FileNotFoundError(f"{folder}: no fitted selectors for pool {pool!r}; run the train stage first")
+    loaded = {name: load_selector(folder, name) for name in found}
+    for name, (sel, smanifest) in loaded.items():
+        check_exportable(name, sel, smanifest["onehot_weight"], where=str(folder / f"{name}.manifest.json"))
     queries, outcomes = load_prepared(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"pool": pool, "categories": list(CATEGORIES), "package_version": mlsel.__version__,
-                                "files": {}, "agreement": {}, "selectors": {}}
+    order = runtime_onehot_order(CATEGORIES)
+    manifest: dict[str, Any] = {"pool": pool, "categories": list(RUNTIME_CATEGORIES), "package_version": mlsel.__version__,
+                                "category_slots": {c: s for c, s in RUNTIME_SLOT.items() if c != s},
+                                "files": {}, "sizes": {}, "agreement": {}, "selectors": {}}
     feats: dict[tuple[str, float], np.ndarray] = {}
-    for name in found:
-        sel, smanifest = load_selector(folder, name)
+    runtime_feats: dict[tuple[str, float], np.ndarray] = {}
+    params: dict[str, dict[str, Any]] = {}
+    k_rows = None
+    for name, (sel, smanifest) in loaded.items():
         matrix = pool_matrix(queries, outcomes, list(smanifest["models"]))
         _, test = split_masks(queries, matrix)
+        held_out = matrix.subset(test)
         key = (smanifest["embedder"], float(smanifest["onehot_weight"]))
         if key not in feats:
-            feats[key] = features_for(matrix.subset(test), key[0], key[1], embed_batch_size, device)
+            feats[key] = features_for(held_out, key[0], key[1], embed_batch_size, device)
+            runtime_feats[key] = to_runtime_layout(feats[key], order)  # what the router builds: its one-hot order
         _merge_settings(manifest, smanifest, folder)
         path = out_dir / ARTIFACT_FILES[name]
-        text = json.dumps(ARTIFACT_BUILDERS[name](sel))
+        artifact = ARTIFACT_BUILDERS[name](sel, onehot_order=order)
+        text = json.dumps(artifact, separators=(",", ":"))  # compact: every KNN row is written once per model
         path.write_text(text)
-        # Agreement is measured on the file as written and read back.
+        k_rows = artifact.get("k", k_rows)
+        params[name] = smanifest["params"]
+        # Agreement and quality are measured on the file as written and read back.
         reread = json.loads(path.read_text())
+        theirs = RUNTIME_SELECT[name](reread, runtime_feats[key])
+        agree = agreement(reread, sel, feats[key], theirs=theirs)
+        agree["selector_quality"] = _chosen_quality(held_out, sel.predict(feats[key]))
+        agree["runtime_quality"] = _chosen_quality(held_out, theirs)
         manifest["files"][ARTIFACT_FILES[name]] = hashlib.sha256(text.encode()).hexdigest()
-        manifest["agreement"][name] = agreement(reread, sel, feats[key])
+        manifest["sizes"][ARTIFACT_FILES[name]] = len(text.encode())
+        manifest["agreement"][name] = agree
         manifest["selectors"][name] = {"params": smanifest["params"], "n_train_queries": smanifest.get("n_train_queries")}
-        log.info("exported %s: runtime agreement %.4f on %d test queries", path, manifest["agreement"][name]["rate"], len(feats[key]))
-    if "svm" in manifest["agreement"]:
-        manifest["svm_agreement_rate"] = manifest["agreement"]["svm"]["rate"]
-    manifest["runtime_rules"] = dict(RUNTIME_RULES)
+        log.info("exported %s (%.1f MB): runtime agreement %.4f on %d test queries", path, len(text) / 1e6, agree["rate"], len(feats[key]))
+    manifest["runtime_rules"] = {name: RUNTIME_RULES[name] for name in loaded}
+    config = out_dir / RUNTIME_CONFIG_FILE
+    config.write_text(runtime_config_text(manifest, out_dir, params, k_rows))
+    manifest["runtime_config"] = RUNTIME_CONFIG_FILE
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     update_manifest(run_dir, "router_export", {"params": {"pool": pool, "export_dir": str(out_dir)}, "agreement": manifest["agreement"],
                                                "data_hash": manifest.get("data_hash")})
@@ -240,8 +314,10 @@ def export_pools(run_dir: str, pools: dict[str, list[str]], export_pools: list[s
 
     Files go to ``<export_dir>/<pool>/`` (empty ``export_dir``:
     ``<run_dir>/router_models/<pool>/``). Returns one row per (pool,
-    algorithm) with the measured agreement rate between the runtime rule on
-    the written file and the Python selector on the pool's held-out queries.
+    algorithm), :data:`EXPORT_COLUMNS`: the file, how exactly its runtime
+    rule reproduces the selector, its size, and on the pool's held-out
+    queries the agreement rate and the mean quality of the Python selector's
+    and the runtime rule's choices.
     """
     rows = []
     base = resolve_path(export_dir) if export_dir else run_paths(run_dir)["root"] / "router_models"
@@ -250,5 +326,8 @@ def export_pools(run_dir: str, pools: dict[str, list[str]], export_pools: list[s
             raise KeyError(f"export_pools names {pool!r}, which is not a pool of this run ({sorted(pools)})")
         manifest = export_router_models(run_dir, pool, str(base / pool), embed_batch_size, device)
         for alg, agree in manifest["agreement"].items():
-            rows.append({"pool": pool, "algorithm": alg, "agreement_rate": agree["rate"], "folder": str(base / pool)})
-    return pd.DataFrame(rows, columns=["pool", "algorithm", "agreement_rate", "folder"])
+            file = ARTIFACT_FILES[alg]
+            rows.append({"pool": pool, "algorithm": alg, "file": file, "rule": "exact" if RUNTIME_RULES[alg].startswith("exact") else "approximate",
+                         "size_mb": round(manifest["sizes"][file] / 1e6, 1), "n_test": agree["n_queries"], "agreement_rate": agree["rate"],
+                         "selector_quality": agree["selector_quality"], "runtime_quality": agree["runtime_quality"], "folder": str(base / pool)})
+    return pd.DataFrame(rows, columns=EXPORT_COLUMNS)
