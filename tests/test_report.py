@@ -234,10 +234,12 @@ def test_optional_tables_rendered(smoke_run, tmp_path):
     pd.DataFrame({"decision": ["math", "default"], "model": ["a", "b"], "avg_quality": [0.6, 0.5]}).to_csv(
         run / "tables" / "router_config_results.csv", index=False)
     pd.DataFrame({"x": [1]}).to_csv(run / "tables" / "something_new.csv", index=False)
+    EXPORT_TABLE.to_csv(run / "tables" / "router_export.csv", index=False)
 
     titles = report_sections(str(run))
     for t in ("Tuned selectors (held-out)", "Cost-quality frontier", "AIQ: area under the cost-quality curve",
-              "Hyper-parameter tuning", "Cross-validation results", "Per-decision routing config", "Other tables"):
+              "Hyper-parameter tuning", "Cross-validation results", "Per-decision routing config", "Routing config: shipped model files",
+              "Other tables"):
         assert t in titles, t
     out = tmp_path / "out"
     text = build_report(str(run), str(out)).read_text()
@@ -247,9 +249,27 @@ def test_optional_tables_rendered(smoke_run, tmp_path):
     assert len(re.findall(r'<figure id="fig-frontier-', text)) == n_pools
     assert len(re.findall(r'<figure id="fig-tune-heatmap-', text)) == 1
     assert "First 20 of 50 rows" in text
+    assert 'href="tables/router_export.csv"' in text and "svm agrees on 99.5% (quality 0.441 shipped vs 0.443 evaluated)" in text
     assert "Knn Selection (tuned)" in text or "KNN Selection (tuned)" in text
     for src in _images(text):
         _check_png_data_uri(src)
+
+
+EXPORT_TABLE = pd.DataFrame([
+    {"pool": "small4", "algorithm": a, "file": f"{a}_model.json", "rule": "exact", "size_mb": 1.0, "n_test": 200,
+     "agreement_rate": r, "selector_quality": 0.443, "runtime_quality": q}
+    for a, r, q in (("knn", 1.0, 0.443), ("kmeans", 1.0, 0.443), ("svm", 0.995, 0.441))
+] + [{"pool": "all5", "algorithm": "knn", "file": "knn_model.json", "rule": "exact", "size_mb": 1.0, "n_test": 200,
+      "agreement_rate": 1.0, "selector_quality": 0.6, "runtime_quality": 0.6}])
+
+
+def test_export_sentences_say_whether_shipped_files_choose_what_was_evaluated():
+    from mlsel.report.tables import export_sentences
+
+    small4, all5 = export_sentences(EXPORT_TABLE)
+    assert small4 == ("Pool small4: the shipped files differ from the evaluated selectors on some held-out queries: "
+                      "svm agrees on 99.5% (quality 0.441 shipped vs 0.443 evaluated).")
+    assert all5.startswith("Pool all5: on all 200 held-out queries the runtime's rule on each exported file (knn) picks the model")
 
 
 def test_tune_heatmap_falls_back_to_table():

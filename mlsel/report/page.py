@@ -25,8 +25,10 @@ Sections (a section or table appears only when its input file exists):
 5. Optional tables written by other stages: ``tuned_results.csv``,
    ``frontier.csv`` (cost-quality frontier figure), ``aiq.csv``,
    ``tune_heatmap.csv`` (heatmap when it has two parameter columns and a
-   score), ``cv_results.csv`` (first rows), ``router_config_results.csv``;
-   any other CSV is listed and linked.
+   score), ``cv_results.csv`` (first rows), ``router_config_results.csv``,
+   ``router_export.csv`` (the shipped model files: the runtime rule's quality
+   on held-out queries beside the Python selector's); any other CSV is
+   listed and linked.
 6. Provenance from the manifest: inputs with SHA-256, record counts, dropped
    and repaired records, every stage's parameters (secret-looking keys
    masked) with their hash, package versions and git commit.
@@ -52,6 +54,7 @@ from mlsel.report.tables import (
     benefit_table,
     best_single_model,
     efficiency_column,
+    export_sentences,
     fmt_num,
     generic_table,
     is_missing,
@@ -75,6 +78,7 @@ KNOWN_TABLES = (
     "tune_heatmap.csv",
     "cv_results.csv",
     "router_config_results.csv",
+    "router_export.csv",
 )
 """CSV files the report renders specifically; any other CSV is listed and linked."""
 
@@ -268,7 +272,19 @@ def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
     if rc is not None:
         out.append(Section("router-config", "Per-decision routing config",
                            [generic_table(rc, "table-router-config", "Per-decision routing config evaluated offline.", link="tables/router_config_results.csv")]))
+    ex = read_table(tables, "router_export.csv")
+    if ex is not None and len(ex):
+        out.append(export_section(ex))
     return out
+
+
+def export_section(ex: pd.DataFrame) -> Section:
+    """The shipped router model files: their runtime-rule quality on held-out queries beside the Python selector's."""
+    blocks: list[Any] = [Text(text=t) for t in export_sentences(ex)]
+    blocks.append(generic_table(ex, "table-router-export", "Exported router model files: size, agreement with the Python selector and mean "
+                                "quality of each one's choices on the held-out queries (runtime rule applied to the file as written).",
+                                link="tables/router_export.csv"))
+    return Section("router-export", "Routing config: shipped model files", blocks)
 
 
 # --------------------------------------------------------------------------- assembly

@@ -262,3 +262,20 @@ def router_config_markdown(ev: Any) -> str:
         out += table_markdown(main_table(df))
         out.append("")
     return "\n".join(out)
+
+
+def export_sentences(ex: pd.DataFrame) -> list[str]:
+    """Per exported pool, one sentence saying whether the shipped files choose what was evaluated (from the table's values)."""
+    out = []
+    for pool, g in ex.groupby("pool", sort=False):
+        n = int(g["n_test"].max())
+        algs = ", ".join(g["algorithm"])
+        off = g[g["agreement_rate"] < 1.0]
+        if off.empty:
+            out.append(f"Pool {pool}: on all {n} held-out queries the runtime's rule on each exported file ({algs}) picks the model "
+                       "the evaluated selector picks, so the shipped routers have the evaluated quality.")
+            continue
+        parts = [f"{r.algorithm} agrees on {100 * r.agreement_rate:.1f}% (quality {fmt_num(r.runtime_quality, 3)} shipped vs "
+                 f"{fmt_num(r.selector_quality, 3)} evaluated)" for r in off.itertuples()]
+        out.append(f"Pool {pool}: the shipped files differ from the evaluated selectors on some held-out queries: {'; '.join(parts)}.")
+    return out
