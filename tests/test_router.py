@@ -474,3 +474,23 @@ def test_evaluate_stage_scores_the_shipped_files_on_held_out_queries(smoke_run, 
         assert row["n_test"] == len(X)
         published = results[(results["pool"] == "small4") & (results["strategy"] == label(name))]["avg_quality"].iloc[0]
         assert published == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_knn_exact_distance_ties_go_to_the_lowest_index_in_selector_and_runtime_rule():
+    """Duplicate training rows at the k-th place: the selector (one query or a batch) and the runtime rule take the same rows."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((40, 5)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    X = np.vstack([base, base[:20]])  # rows 40..59 duplicate rows 0..19
+    Q = rng.random((60, 3))
+    sel = KNNSelector(k=3, store_decimals=0).fit(X, Q, models=list("abc"))
+    queries = base[:20] + 0.01 * rng.standard_normal((20, 5)).astype(np.float32)
+    _, batch_idx = sel.kneighbors(queries)
+    for i, q in enumerate(queries):
+        d2, one_idx = sel.kneighbors(q[None, :])
+        assert list(one_idx[0]) == list(batch_idx[i])
+        # A row and its duplicate are at the same distance; the lower index (the original) is taken first.
+        assert all(j < 40 or j - 40 in one_idx[0] for j in one_idx[0])
+    tied = knn_boundary_ties(sel, queries)
+    assert tied.any()  # the duplicates make the k-th and (k+1)-th distances equal for some queries
+    assert list(runtime_knn_select(knn_artifact(sel), queries)) == list(sel.predict(queries))

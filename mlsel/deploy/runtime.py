@@ -169,7 +169,7 @@ def knn_boundary_ties(sel: KNNSelector, X: np.ndarray) -> np.ndarray:
     either, so a disagreement on such a query is a tie, not an encoding error.
     """
     k = int(sel.k_)
-    if k >= len(sel.rows_):
+    if k >= len(sel.aug_):
         return np.zeros(len(X), dtype=bool)
     dist, _ = sel.kneighbors(X, n_neighbors=k + 1)
     return dist[:, k - 1] == dist[:, k]

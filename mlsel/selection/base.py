@@ -42,6 +42,7 @@ SEED: int = default(BaseParams, "seed")
 
 
 TIE_TOL = 1e-9
+_NO_RANK = np.iinfo(np.int64).max
 
 
 def utility(quality: np.ndarray, latency_s: np.ndarray | None = None, quality_weight: float = QUALITY_WEIGHT) -> np.ndarray:
@@ -77,11 +78,11 @@ def choose(scores: np.ndarray, rank: np.ndarray, mask: np.ndarray | None = None)
     mask : (m,) candidate models; others are never chosen
     """
     s = np.array(scores, dtype=float, copy=True)
-    if mask is not None:
+    if mask is not None and not mask.all():
         s[:, ~mask] = -np.inf
     best = s.max(axis=1, keepdims=True)
     tied = s >= best - TIE_TOL
-    r = np.where(tied, rank[None, :], np.iinfo(np.int64).max)
+    r = np.where(tied, rank[None, :], _NO_RANK)
     return r.argmin(axis=1)
 
 

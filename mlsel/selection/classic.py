@@ -45,19 +45,59 @@ def sq_distances(X: np.ndarray, rows: np.ndarray, rows_sq: np.ndarray) -> np.nda
     return np.maximum(d2, 0.0, out=d2)
 
 
-def nearest_rows(X: np.ndarray, rows: np.ndarray, rows_sq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` rows nearest to each query by L2: (squared distances, indices), each (n, k), nearest first."""
+def augmented_rows(rows: np.ndarray) -> np.ndarray:
+    """``[-2 * rows, |rows|^2]`` (r, d + 1), float32: ``[x, 1] @ aug.T`` is ``|row|^2 - 2 x.row`` in one product."""
+    rows = np.asarray(rows, dtype=np.float32)
+    return np.ascontiguousarray(np.hstack([-2.0 * rows, (rows * rows).sum(axis=1, keepdims=True)]), dtype=np.float32)
+
+
+def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` stored rows nearest to each query by L2: (squared distances, indices), each (n, k), nearest first.
+
+    ``aug`` is :func:`augmented_rows` of the stored rows: one float32 product
+    per block of queries ranks every row. Among rows at exactly the same
+    distance the lower index is nearer (the rule the runtime reference
+    implementation :func:`mlsel.deploy.runtime.runtime_knn_select` uses).
+    """
+    X = np.asarray(X, dtype=np.float32)
+    r = len(aug)
+    k = min(int(k), r)
+    kk = min(k + 1, r)
+    if len(X) == 1:
+        return _nearest_one(X[0], aug, k, kk)
     import torch
 
-    X = np.asarray(X, dtype=np.float32)
-    k = min(int(k), len(rows))
     dist = np.empty((len(X), k), dtype=np.float32)
     idx = np.empty((len(X), k), dtype=np.int64)
     for s in range(0, len(X), CHUNK):
-        d2 = torch.from_numpy(sq_distances(X[s:s + CHUNK], rows, rows_sq))
-        vals, ind = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        dist[s:s + CHUNK], idx[s:s + CHUNK] = vals.numpy(), ind.numpy()
+        xb = X[s:s + CHUNK]
+        xa = np.empty((len(xb), xb.shape[1] + 1), dtype=np.float32)
+        xa[:, :-1], xa[:, -1] = xb, 1.0
+        score = xa @ aug.T
+        top_v, top_i = (t.numpy() for t in torch.topk(torch.from_numpy(score), kk, dim=1, largest=False, sorted=True))
+        order = np.lexsort((top_i, top_v), axis=-1)  # nearest first, lower index first among equal distances
+        top_v, top_i = np.take_along_axis(top_v, order, axis=1), np.take_along_axis(top_i, order, axis=1)
+        vals, ind = top_v[:, :k].copy(), top_i[:, :k].copy()
+        if kk > k:  # exact ties at the k-th place: the lowest indices among them count
+            for i in np.flatnonzero(top_v[:, k - 1] == top_v[:, k]):
+                cand = np.flatnonzero(score[i] <= top_v[i, k - 1])
+                cand = cand[np.lexsort((cand, score[i, cand]))][:k]
+                ind[i], vals[i] = cand, score[i, cand]
+        dist[s:s + len(xb)] = np.maximum(vals + (xb * xb).sum(axis=1, keepdims=True), 0.0)
+        idx[s:s + len(xb)] = ind
     return dist, idx
+
+
+def _nearest_one(x: np.ndarray, aug: np.ndarray, k: int, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest_rows` for one query: one matrix-vector product and a partial sort of its result."""
+    score = aug @ np.append(x, np.float32(1.0))
+    part = np.flatnonzero(score <= np.partition(score, kk - 1)[kk - 1]) if kk < len(score) else np.arange(len(score))
+    part = part[np.lexsort((part, score[part]))]
+    if kk > k and score[part[k - 1]] == score[part[k]]:  # exact ties at the k-th place: the lowest indices count
+        part = np.flatnonzero(score <= score[part[k - 1]])
+        part = part[np.lexsort((part, score[part]))]
+    part = part[:k]
+    return np.maximum(score[part] + np.dot(x, x), 0.0)[None, :], part[None, :]
 
 
 class KNNSelector(Selector):
@@ -80,25 +120,28 @@ class KNNSelector(Selector):
 
     def _fit(self, X, u):
         neighbour_weights(np.ones((1, 1)), self.weights)  # rejects a bad `weights` at fit time
-        self.rows_ = stored_rows(X, self.store_decimals)
-        self.rows_sq_ = (self.rows_ * self.rows_).sum(axis=1)
+        self.aug_ = augmented_rows(stored_rows(X, self.store_decimals))
         self.k_ = min(int(self.k), len(X))
         self.train_utility_ = u
 
+    @property
+    def rows_(self) -> np.ndarray:
+        """The stored (rounded) training rows (n, d), float32."""
+        return self.aug_[:, :-1] * np.float32(-0.5)
+
     def kneighbors(self, X: np.ndarray, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Squared L2 distances and indices (n, k) of the nearest stored training rows, nearest first."""
-        return nearest_rows(X, self.rows_, self.rows_sq_, n_neighbors or self.k_)
+        return nearest_rows(X, self.aug_, n_neighbors or self.k_)
 
     def decision_scores(self, X):
         d2, idx = self.kneighbors(X)
         if self.weights == "distance":
             xsq = (np.asarray(X, dtype=np.float64) ** 2).sum(axis=1, keepdims=True)
-            rsq = self.rows_sq_[idx].astype(np.float64)
+            rsq = self.aug_[idx, -1].astype(np.float64)
             dot = 0.5 * (xsq + rsq - d2)
             dist = 1.0 - dot / np.sqrt(np.maximum(xsq * rsq, 1e-24))
-        else:
-            dist = d2
-        return weighted_neighbour_mean(neighbour_weights(dist, self.weights), self.train_utility_[idx])
+            return weighted_neighbour_mean(neighbour_weights(dist, self.weights), self.train_utility_[idx])
+        return self.train_utility_[idx].mean(axis=1)
 
 
 class KMeansSelector(Selector):
