@@ -198,12 +198,16 @@ def test_runtime_svm_rule_by_hand():
     assert runtime_svm_select(art, np.array([0.0, 3.0])) == "b"
 
 
+def _unit_rows_and_outcomes(seed: int, n: int, d: int, m: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Random unit-norm feature rows (n, d) and random outcomes (n, m)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True), rng.random((n, m))
+
+
 def test_stored_vectors_are_rounded_and_written_as_used():
     """store_decimals rounds KNN rows and SVM support vectors; the files carry those values, so the rule stays exact."""
-    rng = np.random.default_rng(4)
-    X = rng.standard_normal((300, 12)).astype(np.float32)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    Q = rng.random((300, 3))
+    X, Q = _unit_rows_and_outcomes(4, 300, 12)
     knn = KNNSelector(k=4, store_decimals=2).fit(X[:240], Q[:240], models=list("abc"))
     assert np.allclose(knn.rows_ * 100, np.round(knn.rows_ * 100), atol=1e-4)
     art = knn_artifact(knn)
@@ -222,10 +226,7 @@ def test_float32_selection_matches_library_neighbours_and_clusters():
     from sklearn.cluster import KMeans
     from sklearn.neighbors import NearestNeighbors
 
-    rng = np.random.default_rng(5)
-    X = rng.standard_normal((1500, 20)).astype(np.float32)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    Q = rng.random((1500, 3))
+    X, Q = _unit_rows_and_outcomes(5, 1500, 20)
     knn = KNNSelector(k=7, store_decimals=0).fit(X[:1200], Q[:1200], models=list("abc"))
     _, ours = knn.kneighbors(X[1200:])
     _, ref = NearestNeighbors(n_neighbors=7, metric="cosine").fit(X[:1200]).kneighbors(X[1200:])
