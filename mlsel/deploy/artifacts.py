@@ -20,12 +20,12 @@ same argmax as our mean utility. ``tie_eps`` (< 1e-10, decreasing with the
 model's tie-break rank) reproduces our tie rule, which the runtime cannot
 (it takes the argmax over a HashMap). The cost is size: k*M rows of d
 floats, written at the selector's ``store_decimals``. The selector itself
-finds neighbours by L2 over those stored rows, the runtime's metric. One
-thing no encoding fixes: when the k-th and (k+1)-th nearest training
-queries are at exactly the same distance (duplicate feature rows, e.g. query
-texts differing only in case under an uncased embedder), which of them
-counts is an arbitrary order in the selector and in the runtime alike;
-:func:`mlsel.deploy.runtime.agreement` counts those queries
+finds neighbours by L2 over those stored rows, the runtime's metric. When
+the k-th and (k+1)-th nearest training queries are at exactly the same
+distance (duplicate feature rows, e.g. query texts differing only in case
+under an uncased embedder), the selector counts the lower row index, as the
+runtime reference rule does; the real runtime's BallTree leaves that order
+unspecified, so :func:`mlsel.deploy.runtime.agreement` counts those queries
 (``n_boundary_ties``) and the disagreements outside them. Not expressible:
 ``weights="distance"`` KNN (refused).
 

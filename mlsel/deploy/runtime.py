@@ -165,8 +165,9 @@ def knn_boundary_ties(sel: KNNSelector, X: np.ndarray) -> np.ndarray:
     """(n,) bool: the k-th and (k+1)-th nearest training queries are at exactly the same distance.
 
     There the k nearest queries are not unique (duplicate feature rows, e.g. texts an
-    uncased embedder maps to one vector); scikit-learn and the runtime may each take
-    either, so a disagreement on such a query is a tie, not an encoding error.
+    uncased embedder maps to one vector); the selector and the runtime reference rule take
+    the lower row index, while the real runtime's order there is unspecified, so a
+    disagreement on such a query is a tie, not an encoding error.
     """
     k = int(sel.k_)
     if k >= len(sel.aug_):
