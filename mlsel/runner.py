@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import mlsel
-from mlsel.params import Params, apply_overrides, apply_smoke, dataset_params, load_params, stage_values
+from mlsel.params import Params, apply_overrides, apply_smoke, dataset_params, is_secret_name, load_params, stage_values
 from mlsel.paths import (
     NOTEBOOKS,
     STAGES,
@@ -47,10 +47,6 @@ from mlsel.paths import (
 )
 
 log = logging.getLogger(__name__)
-
-SECRET_HINTS = frozenset({"key", "apikey", "token", "secret", "password"})
-"""Name parts (split on ``_``) that mark a parameter as a secret: ``api_key``, ``hf_token``; not ``max_tokens``."""
-
 
 def planned_stages(params: Params, stages: Iterable[str] | None = None) -> list[str]:
     """Stages to run, in dependency order.
@@ -107,7 +103,7 @@ def _up_to_date(stage: str, fp: str | None, entry: dict[str, Any], run_dir: Path
 
 def _check_no_secrets(stage_params: dict[str, Any], stage: str) -> None:
     for key, value in stage_params.items():
-        if SECRET_HINTS & set(key.lower().split("_")) and value:
+        if is_secret_name(key) and value:
             raise ConfigError(
                 f"stage {stage}: parameter {key!r} looks like a secret; papermill would record it in the executed "
                 "notebook. Put secrets in the environment and reference them as ${VAR} in models.yaml."

@@ -339,3 +339,16 @@ def test_cross_dataset_page_of_a_relative_run_folder(cross_dataset_run, tmp_path
     rel = os.path.relpath(cross_dataset_run, root)
     text = build_run_report(rel, ["a", "b"], str(tmp_path / "site")).read_text()
     assert 'id="a-headline"' in text and (tmp_path / "site" / "tables" / "a" / "selection_results.csv").is_file()
+
+
+def test_mask_secrets_by_name_words_and_inside_urls():
+    """max_tokens is a number, not a secret; Authorization headers, apiKey and credentials inside endpoint URLs are secrets."""
+    params = {"max_tokens": 1024, "tokenizer": "gpt2", "headers": {"Authorization": "Bearer sk-live-123", "X-Api-Key": "abc"},
+              "apiKey": "k1", "endpoint": "https://user:pw@llm.example.com/v1?api_key=sk-9&model=m1",
+              "models": [{"name": "a", "endpoint": "http://h:8000/v1?token=t0k&x=1"}], "note": "Bearer sk-abc in a string"}
+    out = mask_secrets(params)
+    assert out["max_tokens"] == 1024 and out["tokenizer"] == "gpt2"
+    assert out["headers"] == {"Authorization": MASK, "X-Api-Key": MASK} and out["apiKey"] == MASK
+    assert out["endpoint"] == f"https://{MASK}@llm.example.com/v1?api_key={MASK}&model=m1"
+    assert out["models"][0]["endpoint"] == f"http://h:8000/v1?token={MASK}&x=1"
+    assert out["note"] == f"Bearer {MASK} in a string"

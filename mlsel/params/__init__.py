@@ -24,6 +24,7 @@ from mlsel.params.files import (
     dataset_params,
     for_stage,
     from_notebook,
+    is_secret_name,
     load_params,
     stage_params,
     stage_values,
@@ -53,6 +54,6 @@ from mlsel.params.render import notebook_parameters_source, render_params_yaml
 __all__ = [
     "BaseParams", "BenchmarkParams", "EvaluateParams", "Params", "PrepareParams", "ROUTER_NAMES", "ReportParams", "SECTIONS",
     "SELECTOR_NAMES", "SMOKE", "STAGE_MODELS", "STAGE_SECTIONS", "Section", "TrainParams", "TuneParams", "apply_overrides",
-    "apply_smoke", "dataset_params", "default", "describe", "for_stage", "from_notebook", "keys_of", "load_params", "notebook_parameters_source",
+    "apply_smoke", "dataset_params", "default", "describe", "for_stage", "from_notebook", "is_secret_name", "keys_of", "load_params", "notebook_parameters_source",
     "render_params_yaml", "stage_params", "stage_values",
 ]

@@ -169,3 +169,16 @@ def from_notebook(stage: str, namespace: Mapping[str, Any]) -> Section:
     if missing:
         raise ConfigError(f"notebook of stage {stage}: parameters {missing} are not defined; the parameters cell must define them")
     return for_stage(stage, {k: namespace[k] for k in keys}, where=f"notebook of stage {stage}")
+
+
+SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "authorization", "auth", "credential", "credentials",
+                          "bearer", "cookie"})
+"""A parameter whose name has one of these as a word (``api_key``, ``apiKey``, ``X-Api-Key``, ``hf_token``,
+``Authorization``; not ``max_tokens``) holds a secret."""
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a parameter or header name reads as a credential: a word of it (split at non-letters and
+    camelCase humps) is in :data:`SECRET_WORDS`."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(name))
+    return bool({w for w in re.split(r"[^A-Za-z]+", spaced.lower()) if w} & SECRET_WORDS)
