@@ -148,3 +148,15 @@ def test_works_from_worker_threads():
     for t in threads:
         t.join()
     assert len(results) == 4 and all(r.passed for r in results)
+
+
+def test_unappliable_resource_limit_refuses_to_run(monkeypatch):
+    """A limit the child cannot set is an error, never silently skipped (the code is not run)."""
+    import mlsel.llm.sandbox as sb
+
+    def denied(which, limits):
+        raise OSError("setrlimit denied")
+
+    monkeypatch.setattr(sb.resource, "setrlimit", denied)
+    with pytest.raises(sb.SandboxError, match="could not be applied to the child.*refusing to run untrusted code"):
+        sb.run_untrusted("open('ran.txt', 'w').write('x')", [])

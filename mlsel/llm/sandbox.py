@@ -17,7 +17,9 @@ What is enforced
   rounded up plus one), ``RLIMIT_FSIZE`` (largest file written, 16 MiB),
   ``RLIMIT_CORE`` 0 and ``RLIMIT_NPROC`` (64 processes for the user). Note:
   the kernel does not apply ``RLIMIT_NPROC`` to root, so a fork bomb is only
-  bounded by the timeout when the suite runs as root.
+  bounded by the timeout when the suite runs as root. A hard limit the
+  parent already has below ours is kept; a limit that cannot be set is a
+  :class:`SandboxError` and the code is not run.
 * **Working directory**: a fresh :class:`tempfile.TemporaryDirectory`, deleted
   afterwards; relative writes land there. Absolute paths are *not* blocked
   (no filesystem namespace): this is a guard against accidents and runaway
@@ -153,14 +155,21 @@ def _limits(memory_mb: int, cpu_s: int):
     if hasattr(resource, "RLIMIT_NPROC"):
         settings.append((resource.RLIMIT_NPROC, NPROC_LIMIT))
 
+    # A hard limit the parent already has below ours is stricter: keep it (setrlimit cannot raise a hard limit).
+    clipped = []
+    for which, value in settings:
+        hard = resource.getrlimit(which)[1]
+        clipped.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+
     def apply() -> None:
-        for which, value in settings:
-            try:
-                resource.setrlimit(which, (value, value))
-            except (ValueError, OSError):
-                pass  # e.g. a hard limit already lower: keep it
+        for which, value in clipped:
+            resource.setrlimit(which, (value, value))  # an error aborts the child; run_untrusted then refuses
 
     return apply
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be set up as documented; the untrusted code was not run."""
 
 
 def run_untrusted(code: str, tests: list[str], timeout_s: float = 5.0, memory_mb: int = 512) -> SandboxResult:
@@ -200,16 +209,20 @@ def run_untrusted(code: str, tests: list[str], timeout_s: float = 5.0, memory_mb
         }
         cmd = [*prefix, sys.executable, "-I", runner_path, spec_path, result_path]
         timed_out = False
-        proc = subprocess.Popen(
-            cmd,
-            cwd=tmp,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_limits(memory_mb, int(math.ceil(timeout_s)) + 1),
-        )
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=tmp,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_limits(memory_mb, int(math.ceil(timeout_s)) + 1),
+            )
+        except subprocess.SubprocessError as exc:  # raised for an exception in preexec_fn
+            raise SandboxError(f"sandbox: the resource limits (address space {memory_mb} MiB, CPU, file size, core, processes) "
+                               f"could not be applied to the child ({exc}); refusing to run untrusted code") from exc
         try:
             _out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
