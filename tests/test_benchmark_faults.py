@@ -435,3 +435,16 @@ def test_cli_subcommand(server, tmp_path, capsys):
     assert len(_read(out)) == 4
     assert "quality_mean" in capsys.readouterr().out
     assert server.bodies["good"][0]["max_tokens"] == 16
+
+
+def test_records_appended_after_a_torn_line_start_on_their_own_line(tmp_path):
+    """A second kill after resuming must not lose the first new record glued to the torn line."""
+    from mlsel.llm.benchmark import _appender, _read_existing
+
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"query": "Q1", "model_name": "good", "status": "ok"}\n{"query": "Q2", "model_na')
+    with _appender(out, {}) as emit:
+        emit({"query": "Q3", "model_name": "good", "status": "ok"})
+    # killed again here, before the final rewrite: the file is what the appender left
+    assert [r["query"] for r in _read_existing(out)] == ["Q1", "Q3"]
+    assert out.read_text().splitlines()[1] == '{"query": "Q2", "model_na'

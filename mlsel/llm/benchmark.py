@@ -272,8 +272,19 @@ def _progress_bar(total: int, enabled: bool):
 
 @contextlib.contextmanager
 def _appender(out: Path, latest: dict[Key, dict[str, Any]]) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """``emit(record)``: append and flush at once (a killed run loses nothing it completed), and track it in ``latest``."""
+    """``emit(record)``: append and flush at once (a killed run loses nothing it completed), and track it in ``latest``.
+
+    A file whose last line was cut short by a kill gets a newline first, so the torn line stays a line
+    of its own (skipped when read) and the first new record is not glued to it.
+    """
+    torn = False
+    if out.is_file() and out.stat().st_size > 0:
+        with out.open("rb") as last:
+            last.seek(-1, os.SEEK_END)
+            torn = last.read(1) != b"\n"
     with out.open("a", encoding="utf-8") as fh:
+        if torn:
+            fh.write("\n")
         lock = threading.Lock()
 
         def emit(rec: dict[str, Any]) -> None:
