@@ -211,7 +211,7 @@ def test_faults_are_failures_then_resume_completes(server, tmp_path, caplog):
     assert by[("Q1 key=B", "good")]["ground_truth"] == "B"  # first occurrence of the duplicate wins
 
     s = summary.set_index("model")
-    assert list(summary.columns) == ["model", "n", "n_ok", "n_failed", "quality_mean", "response_time_s_mean", "share_quality_gt_0",
+    assert list(summary.columns) == ["model", "n", "n_ok", "n_failed", "n_unscored", "n_skipped_code_eval", "quality_mean", "response_time_s_mean", "share_quality_gt_0",
                                      "cost_usd_total", "cost_usd_mean", "n_usage_missing"]
     # unpriced models (a list of names): no cost, nothing counted as missing usage
     assert s["cost_usd_total"].isna().all() and s["cost_usd_mean"].isna().all() and s["n_usage_missing"].eq(0).all()

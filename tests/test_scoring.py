@@ -232,3 +232,22 @@ def test_code_eval_pass_at_1():
     assert score(resp, "['assert fib(10) == 55', 'assert fib(1) == 1']", "code_eval", enable_code_eval=True) == 1.0
     # one of two assertions fails: 0.0, not 0.5
     assert score(resp, "['assert fib(10) == 55', 'assert fib(1) == 2']", "code_eval", enable_code_eval=True) == 0.0
+
+
+def test_unparsable_ground_truth_is_unscored_and_counted_not_quality_zero(tmp_path):
+    """A ground truth the metric cannot read is a data error (the record is unscored, with the reason), never a 0 for every model."""
+    from mlsel.llm.benchmark import _score_into, summarize
+
+    with pytest.raises(ValueError, match=r"em_mc ground truth 'Paris' is neither a letter A-J nor one of the choices"):
+        score("The answer is (B)", "Paris", "em_mc")
+    with pytest.raises(ValueError, match=r"GSM8K ground truth '#### n/a' has no number"):
+        score("#### 4", "#### n/a", "GSM8K")
+    recs = []
+    for model in ("a", "b"):
+        rec = {"query": "q", "model_name": model, "response": "The answer is (B)", "status": None, "error": None}
+        _score_into(rec, {"ground_truth": "Paris", "metric": "em_mc"}, enable_code_eval=False, redact=str)
+        recs.append(rec)
+    assert [(r["status"], r["performance"]) for r in recs] == [("unscored", None), ("unscored", None)]
+    assert "neither a letter A-J" in recs[0]["error"]
+    summary = summarize(recs, ["a", "b"]).set_index("model")
+    assert summary.loc["a", "n_unscored"] == 1 and summary.loc["b", "n_unscored"] == 1

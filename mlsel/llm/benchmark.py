@@ -24,7 +24,9 @@ fields. ``status`` is
 * ``ok``: scored; ``performance`` in [0, 1];
 * ``failed``: no answer after the retries; ``performance`` null and ``error``
   holds the exception class and (redacted) message. Never a quality 0;
-* ``unscored``: answered, but there is no ground truth; ``performance`` null;
+* ``unscored``: answered, but there is no ground truth, or one its metric
+  cannot read (``error`` says why, e.g. a multiple-choice truth that is no
+  letter nor choice); ``performance`` null, never a quality 0;
 * ``skipped_code_eval``: a ``code_eval`` record while ``enable_code_eval`` is
   False; ``performance`` null.
 
@@ -67,7 +69,7 @@ log = logging.getLogger(__name__)
 
 STATUSES: tuple[str, ...] = ("ok", "failed", "unscored", "skipped_code_eval")
 SUMMARY_COLUMNS: list[str] = [
-    "model", "n", "n_ok", "n_failed", "quality_mean", "response_time_s_mean", "share_quality_gt_0",
+    "model", "n", "n_ok", "n_failed", "n_unscored", "n_skipped_code_eval", "quality_mean", "response_time_s_mean", "share_quality_gt_0",
     "cost_usd_total", "cost_usd_mean", "n_usage_missing",
 ]
 
@@ -153,7 +155,9 @@ def summarize(records: list[dict[str, Any]], model_order: Sequence[str] | None =
     -------
     pandas.DataFrame
         Columns :data:`SUMMARY_COLUMNS`: ``n`` records, ``n_ok`` scored,
-        ``n_failed`` failed calls; ``quality_mean``, ``response_time_s_mean``
+        ``n_failed`` failed calls, ``n_unscored`` answers without a usable
+        ground truth (none, or one the metric cannot read: the record's
+        ``error`` says why), ``n_skipped_code_eval``; ``quality_mean``, ``response_time_s_mean``
         and ``share_quality_gt_0`` over the ``ok`` records only;
         ``cost_usd_total`` and ``cost_usd_mean`` over the records with a cost
         (NaN for an unpriced model) and ``n_usage_missing``, the answers of a
@@ -177,6 +181,8 @@ def summarize(records: list[dict[str, Any]], model_order: Sequence[str] | None =
                 "n": len(recs),
                 "n_ok": len(ok),
                 "n_failed": sum(r.get("status") == "failed" for r in recs),
+                "n_unscored": sum(r.get("status") == "unscored" for r in recs),
+                "n_skipped_code_eval": sum(r.get("status") == "skipped_code_eval" for r in recs),
                 "quality_mean": sum(perf) / len(perf) if perf else float("nan"),
                 "response_time_s_mean": sum(times) / len(times) if times else float("nan"),
                 "share_quality_gt_0": sum(p > 0 for p in perf) / len(perf) if perf else float("nan"),

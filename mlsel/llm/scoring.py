@@ -2,8 +2,12 @@
 
 :func:`score` is the single entry point. It returns a float in ``[0, 1]`` or
 ``None`` when the pair cannot be scored (no ground truth, or ``code_eval`` not
-enabled). ``None`` is never silently turned into a quality value: the
-benchmark records such pairs with status ``unscored`` / ``skipped_code_eval``.
+enabled), and raises ``ValueError`` naming the ground truth when its metric
+cannot read it (a multiple-choice truth that is no letter nor choice, a
+GSM8K/MATH truth without an answer, a code_eval truth without assertions).
+Neither is ever turned into a quality value: the benchmark records such pairs
+with status ``unscored`` (with the reason in ``error``) / ``skipped_code_eval``
+and counts them.
 
 The answer extraction and normalisation helpers live in
 :mod:`mlsel.llm.answers` (and are importable from here too).
@@ -42,7 +46,7 @@ em_mc (multiple choice, letters A-J)
     1.0 if the extracted letter equals the ground-truth letter, else 0.0;
     0.0 when nothing can be extracted. A ground truth that is not a letter
     but equals one of ``choices`` (case-insensitively) is mapped to its
-    letter. Measured on the five MMLU-Pro model-output zips (60,160 records)
+    letter; any other ground truth is a ``ValueError``. Measured on the five MMLU-Pro model-output zips (60,160 records)
     against the authors' extracted ``pred``:
 
     ===========================  ==========  ====================  ===========
@@ -277,8 +281,7 @@ def score_em_mc(response: str, ground_truth: Any, choices: Any = None) -> float:
     """1.0 if the extracted letter equals the ground-truth letter, else 0.0."""
     truth = truth_letter(ground_truth, choices)
     if truth is None:
-        log.debug("em_mc ground truth %r is not a letter A-J nor one of the choices", ground_truth)
-        return 0.0
+        raise ValueError(f"em_mc ground truth {str(ground_truth)!r} is neither a letter A-J nor one of the choices {parse_choices(choices)}")
     return 1.0 if extract_choice_letter(response) == truth else 0.0
 
 
@@ -291,8 +294,10 @@ def _close(a: float, b: float) -> bool:
 def score_gsm8k(response: str, ground_truth: str) -> float:
     """Numeric comparison of the GSM8K answers (relative tolerance 1e-6)."""
     truth = gsm8k_answer(ground_truth)
+    if truth is None:
+        raise ValueError(f"GSM8K ground truth {ground_truth!r} has no number")
     got = gsm8k_answer(response)
-    if truth is None or got is None:
+    if got is None:
         return 0.0
     return 1.0 if _close(truth, got) else 0.0
 
@@ -303,8 +308,10 @@ def score_gsm8k(response: str, ground_truth: str) -> float:
 def score_math(response: str, ground_truth: str) -> float:
     """1.0 for an equal normalised answer string or an equal number, else 0.0."""
     truth = math_answer(ground_truth, is_truth=True)
+    if truth is None:
+        raise ValueError(f"MATH ground truth {ground_truth!r} has no answer")
     got = math_answer(response)
-    if truth is None or got is None:
+    if got is None:
         return 0.0
     a, b = normalize_math(truth), normalize_math(got)
     if a == b and a != "":
@@ -358,6 +365,6 @@ def score_code(response: str, ground_truth: Any, timeout_s: float = 5.0) -> floa
     """pass@1: 1.0 if every assertion passes in the sandbox, else 0.0."""
     tests = parse_assertions(ground_truth)
     if not tests:
-        return 0.0
+        raise ValueError(f"code_eval ground truth {str(ground_truth)[:80]!r} holds no assertion")
     result = run_untrusted(extract_code(response), tests, timeout_s=timeout_s)
     return 1.0 if result.passed else 0.0
