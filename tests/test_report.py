@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 
 from mlsel.params import stage_values
-from mlsel.report.page import build_report, report_sections, tune_heatmap_blocks
+from mlsel.report.page import build_report, report_sections
 from mlsel.report.provenance import MASK, mask_secrets
 from mlsel.report.tables import LATENCY_LABEL, PROXY_LABEL, best_single_model, seed_tables_markdown, verdicts
+from mlsel.report.tuned import frontier_blocks, tune_heatmap_blocks
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -352,3 +353,26 @@ def test_mask_secrets_by_name_words_and_inside_urls():
     assert out["endpoint"] == f"https://{MASK}@llm.example.com/v1?api_key={MASK}&model=m1"
     assert out["models"][0]["endpoint"] == f"http://h:8000/v1?token={MASK}&x=1"
     assert out["note"] == f"Bearer {MASK} in a string"
+
+
+def test_tune_heatmap_drawn_from_the_tune_stage_table():
+    """The tune stage's long table (param, param_value, onehot_weight, cv_*): one heatmap per pool and selector whose grid
+    varies both axes, the axis named by the parameter; selectors with one one-hot weight get none."""
+    rows = [{"pool": pool, "selector": "knn", "param": "knn_k", "param_value": k, "onehot_weight": w,
+             "cv_quality_mean": 0.4 + 0.001 * k + w / 100, "cv_quality_std": 0.01, "cv_utility_mean": 0.4 + 0.001 * k + w / 100}
+            for pool in ("small4", "all5") for k in (50, 200) for w in (0.0, 1.0)]
+    rows += [{"pool": "small4", "selector": "svm", "param": "svm_c", "param_value": 1.0, "onehot_weight": 1.0,
+              "cv_quality_mean": 0.44, "cv_quality_std": 0.01, "cv_utility_mean": 0.44}]
+    blocks = tune_heatmap_blocks(pd.DataFrame(rows))
+    figs = [b for b in blocks if b.type == "figure"]
+    assert [f.id for f in figs] == ["fig-tune-heatmap-pool-small4-selector-knn", "fig-tune-heatmap-pool-all5-selector-knn"]
+    assert "knn_k x onehot_weight" in figs[0].caption and "cv_utility_mean" in figs[0].caption
+    assert blocks[-1].type == "table"
+
+
+def test_frontier_without_any_cost_says_why():
+    fr = pd.DataFrame({"pool": ["p", "p"], "router": ["knn", "knn"], "cost_lambda": [0.0, 1.0], "avg_quality": [0.5, 0.4],
+                       "avg_latency_s": [float("nan")] * 2, "avg_response_chars": [float("nan")] * 2})
+    blocks = frontier_blocks(fr, None)
+    assert [b.type for b in blocks] == ["text", "table"]
+    assert "no cost column has a value in this run" in blocks[0].text

@@ -42,12 +42,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlsel.paths import resolve_path, run_paths, write_atomic
 from mlsel.report.blocks import Section, Table, Text
-from mlsel.report.figures import frontier_figure, heatmap_figure, scatter_figure, share_figure, style
+from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.provenance import provenance_section
 from mlsel.report.tables import (
     benefit_rows,
@@ -63,6 +62,7 @@ from mlsel.report.tables import (
     slug,
     verdicts,
 )
+from mlsel.report.tuned import frontier_blocks, tune_heatmap_blocks
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,6 @@ KNOWN_TABLES = (
     "router_export.csv",
 )
 """CSV files the report renders specifically; any other CSV is listed and linked."""
-
-GROUP_COLUMNS = ("pool", "router", "selector", "strategy", "kind", "model", "name")
-SCORE_COLUMNS = ("score", "mean_score", "cv_score", "score_mean", "mean_test_score", "avg_quality", "quality", "utility", "mean_utility")
 
 
 # --------------------------------------------------------------------------- headline
@@ -191,57 +188,6 @@ def efficiency_section(res: pd.DataFrame) -> Section:
             continue
         sec.blocks.append(scatter_figure(df.sort_values("avg_quality", ascending=False, kind="mergesort"), str(pool), f"fig-scatter-{slug(pool)}"))
     return sec
-
-
-def _frontier_cost_column(fr: pd.DataFrame) -> str | None:
-    cands = [c for c in fr.columns if c.startswith("avg_") and c != "avg_quality" and "_ci_" not in c and pd.api.types.is_numeric_dtype(fr[c])]
-    for pref in ("avg_cost_usd", "avg_latency_s", "avg_response_chars", "avg_list_price"):
-        if pref in cands and fr[pref].notna().any():
-            return pref
-    return next((c for c in cands if fr[c].notna().any()), None)
-
-
-def frontier_blocks(fr: pd.DataFrame, res: pd.DataFrame | None) -> list[Any]:
-    blocks: list[Any] = []
-    cost = _frontier_cost_column(fr)
-    if cost and "avg_quality" in fr:
-        pools = list(dict.fromkeys(fr["pool"])) if "pool" in fr else [""]
-        for pool in pools:
-            blocks.append(frontier_figure(fr, res, pool, cost, f"fig-frontier-{slug(pool)}"))
-        if cost == "avg_response_chars":
-            blocks.append(Text(text="Cost here is the average answer length in characters, a proxy, not a time."))
-        if cost == "avg_list_price":
-            blocks.append(Text(text="Cost here is the chosen model's list price per 1M tokens, a proxy (equal token counts assumed), "
-                                    "not a per-query cost."))
-    blocks.append(generic_table(fr, "table-frontier", "Cost-quality frontier points.", link="tables/frontier.csv"))
-    return blocks
-
-
-def tune_heatmap_blocks(th: pd.DataFrame) -> list[Any]:
-    """Heatmaps when the table has two parameter columns and a score column; else a table."""
-    blocks: list[Any] = []
-    score = next((c for c in SCORE_COLUMNS if c in th.columns), None)
-    if score is None:
-        numeric = [c for c in th.columns if pd.api.types.is_numeric_dtype(th[c])]
-        score = numeric[-1] if numeric else None
-    groups = [c for c in th.columns if c in GROUP_COLUMNS]
-    params = [c for c in th.columns if c != score and c not in groups and not c.endswith(("_std", "_sd", "_ci_low", "_ci_high", "_se"))
-              and not c.startswith(("n_", "std_"))]
-    if score is not None and len(params) == 2 and pd.api.types.is_numeric_dtype(th[score]):
-        keys = [tuple()] if not groups else list(dict.fromkeys(map(tuple, th[groups].astype(str).to_numpy())))
-        for key in keys[:12]:
-            d = th
-            for g, v in zip(groups, key):
-                d = d[d[g].astype(str) == v]
-            mat = d.pivot_table(index=params[0], columns=params[1], values=score, aggfunc="mean")
-            label = ", ".join(f"{g}={v}" for g, v in zip(groups, key))
-            lo, hi = float(np.nanmin(mat.to_numpy())), float(np.nanmax(mat.to_numpy()))
-            blocks.append(heatmap_figure(mat, f"Tuning: {score}" + (f" ({label})" if label else ""), params[1], params[0],
-                                         f"fig-tune-heatmap-{slug(label or 'all')}",
-                                         f"Cross-validated {score} over {params[0]} x {params[1]}" + (f" for {label}" if label else "") + ".",
-                                         vmin=lo, vmax=hi if hi > lo else lo + 1e-9, fmt=".3f", cbar_label=score))
-    blocks.append(generic_table(th, "table-tune-heatmap", "Tuning grid scores.", link="tables/tune_heatmap.csv"))
-    return blocks
 
 
 def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
