@@ -376,3 +376,11 @@ def test_frontier_without_any_cost_says_why():
     blocks = frontier_blocks(fr, None)
     assert [b.type for b in blocks] == ["text", "table"]
     assert "no cost column has a value in this run" in blocks[0].text
+
+
+def test_no_efficiency_measure_reads_as_such_never_nan():
+    """Results with neither cost, latency, answer length nor price: the column says none was measured and shows dashes."""
+    res = _fake_results(latency=False).assign(avg_response_chars=float("nan"))
+    md = seed_tables_markdown(res)
+    assert "Efficiency (none measured)" in md and PROXY_LABEL not in md
+    assert "nan" not in md.lower() and "| — |" in md

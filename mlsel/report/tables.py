@@ -92,12 +92,20 @@ def generic_table(df: pd.DataFrame, id: str, caption: str, link: str = "", max_r
     return Table(id=id, caption=caption, columns=[str(c) for c in df.columns], rows=rows, note=note, link=link)
 
 
+NO_EFFICIENCY_LABEL = "Efficiency (none measured)"
+"""The efficiency column's header when no row has a cost, latency, length or price (its cells are "—", never nan)."""
+
+
 def efficiency_column(df: pd.DataFrame) -> tuple[str, str]:
-    """(column, axis label): the first of :data:`COST_LABELS` every row has (USD, latency, the length proxy, the price proxy)."""
+    """(column, axis label): the first of :data:`COST_LABELS` every row has (USD, latency, the length proxy, the price proxy);
+    else the first any row has; else :data:`NO_EFFICIENCY_LABEL`."""
     for col, label in COST_LABELS.items():
         if col in df and len(df) and df[col].notna().all():
             return col, label
-    return "avg_response_chars", PROXY_LABEL
+    for col, label in COST_LABELS.items():
+        if col in df and df[col].notna().any():
+            return col, label
+    return "avg_response_chars", NO_EFFICIENCY_LABEL
 
 
 def fmt_efficiency(v: Any, col: str) -> str:
