@@ -143,13 +143,14 @@ RUNTIME_SELECT = {"knn": runtime_knn_select, "kmeans": runtime_kmeans_select, "s
 
 
 def agreement(artifact: dict[str, Any], sel: Selector, X: np.ndarray, candidates: Sequence[str] | None = None,
-              theirs: np.ndarray | None = None) -> dict[str, Any]:
+              theirs: np.ndarray | None = None, ours: np.ndarray | None = None) -> dict[str, Any]:
     """Share of queries ``X`` (n, d) where the runtime rule on ``artifact`` picks the Python selector's model.
 
-    ``theirs``: the runtime rule's choices on the same queries when already computed (the export
-    computes them on the queries' features in the runtime's one-hot order).
+    ``theirs`` / ``ours``: the runtime rule's / the selector's choices on the same queries when already
+    computed (the export computes the runtime's on the queries' features in the runtime's one-hot order).
     """
-    ours = sel.predict(X, candidates=candidates)
+    if ours is None:
+        ours = sel.predict(X, candidates=candidates)
     if theirs is None:
         theirs = RUNTIME_SELECT[artifact["algorithm"]](artifact, X)
     same = ours == theirs
@@ -290,8 +291,9 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed_ba
         # Agreement and quality are measured on the file as written and read back.
         reread = json.loads(path.read_text())
         theirs = RUNTIME_SELECT[name](reread, runtime_feats[key])
-        agree = agreement(reread, sel, feats[key], theirs=theirs)
-        agree["selector_quality"] = _chosen_quality(held_out, sel.predict(feats[key]))
+        ours = sel.predict(feats[key])
+        agree = agreement(reread, sel, feats[key], theirs=theirs, ours=ours)
+        agree["selector_quality"] = _chosen_quality(held_out, ours)
         agree["runtime_quality"] = _chosen_quality(held_out, theirs)
         manifest["files"][ARTIFACT_FILES[name]] = hashlib.sha256(text.encode()).hexdigest()
         manifest["sizes"][ARTIFACT_FILES[name]] = len(text.encode())

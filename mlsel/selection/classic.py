@@ -80,8 +80,7 @@ def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int) -> tuple[np.ndarray, np
         vals, ind = top_v[:, :k].copy(), top_i[:, :k].copy()
         if kk > k:  # exact ties at the k-th place: the lowest indices among them count
             for i in np.flatnonzero(top_v[:, k - 1] == top_v[:, k]):
-                cand = np.flatnonzero(score[i] <= top_v[i, k - 1])
-                cand = cand[np.lexsort((cand, score[i, cand]))][:k]
+                cand = _ranked(score[i], top_v[i, k - 1])[:k]
                 ind[i], vals[i] = cand, score[i, cand]
         dist[s:s + len(xb)] = np.maximum(vals + (xb * xb).sum(axis=1, keepdims=True), 0.0)
         idx[s:s + len(xb)] = ind
@@ -89,15 +88,19 @@ def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int) -> tuple[np.ndarray, np
 
 
 def _nearest_one(x: np.ndarray, aug: np.ndarray, k: int, kk: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`nearest_rows` for one query: one matrix-vector product and a partial sort of its result."""
+    """:func:`nearest_rows` for one query: one matrix-vector product and a partial sort of its result.
+
+    Every row scoring at most the (k+1)-th smallest score is ranked, so rows tied at the k-th place are all there.
+    """
     score = aug @ np.append(x, np.float32(1.0))
-    part = np.flatnonzero(score <= np.partition(score, kk - 1)[kk - 1]) if kk < len(score) else np.arange(len(score))
-    part = part[np.lexsort((part, score[part]))]
-    if kk > k and score[part[k - 1]] == score[part[k]]:  # exact ties at the k-th place: the lowest indices count
-        part = np.flatnonzero(score <= score[part[k - 1]])
-        part = part[np.lexsort((part, score[part]))]
-    part = part[:k]
+    part = _ranked(score, np.partition(score, kk - 1)[kk - 1])[:k]
     return np.maximum(score[part] + np.dot(x, x), 0.0)[None, :], part[None, :]
+
+
+def _ranked(score: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of the rows scoring at most ``threshold``, by score, the lower index first among equal scores."""
+    cand = np.flatnonzero(score <= threshold)
+    return cand[np.lexsort((cand, score[cand]))]
 
 
 class KNNSelector(Selector):
