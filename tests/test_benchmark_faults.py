@@ -299,6 +299,31 @@ def test_code_eval_skipped_unless_enabled_then_rescored(server, tmp_path):
     assert r["status"] == "ok" and r["performance"] == 1.0
 
 
+def test_code_eval_refused_without_network_isolation_is_counted_and_rescored_later(server, tmp_path, monkeypatch):
+    """Enabled code_eval on a machine that cannot isolate the network: the pair is skipped_code_eval with the reason,
+    counted in the summary; a rerun where isolation works scores it from the stored response."""
+    from mlsel.llm import sandbox
+
+    rows = [{"query": "Write f key=A", "category": "computer science", "metric": "code_eval", "ground_truth": "['assert f() == 1']"},
+            {"query": "Pick key=A", "category": "math", "ground_truth": "A", "choices": ["x", "y"]}]
+    q = _write_queries(tmp_path / "q.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    real = sandbox._network_namespace
+    monkeypatch.setattr(sandbox, "_network_namespace", lambda: ((), "the `unshare` command (util-linux) is not installed"))
+    summary = run_benchmark(q, out, models=["good"], endpoint=server.endpoint, enable_code_eval=True, **FAST)
+    code, mc = _read(out)
+    assert code["status"] == "skipped_code_eval" and code["performance"] is None
+    assert "no network isolation on this machine: the `unshare` command (util-linux) is not installed" in code["error"]
+    assert mc["status"] == "ok" and mc["performance"] == 1.0  # the other records are scored as usual
+    s = summary.set_index("model").loc["good"]
+    assert (s["n_ok"], s["n_skipped_code_eval"]) == (1, 1)
+    monkeypatch.setattr(sandbox, "_network_namespace", real)
+    n = server.total_hits()
+    run_benchmark(q, out, models=["good"], endpoint=server.endpoint, enable_code_eval=True, **FAST)
+    code, _ = _read(out)
+    assert server.total_hits() == n and code["status"] == "ok" and code["performance"] == 1.0
+
+
 # --------------------------------------------------------------------------- models.yaml
 
 

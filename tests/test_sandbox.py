@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
 
 import pytest
 
-from mlsel.llm.sandbox import _unshare_prefix, run_untrusted
+from mlsel.llm import sandbox
+from mlsel.llm.sandbox import SandboxError, run_untrusted
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sandbox uses POSIX resource limits")
 
@@ -74,9 +76,7 @@ def test_socket_connect_fails():
 
 
 def test_raw_socket_blocked_even_without_the_patch():
-    """With unshare -rn the namespace blocks the network even if the code undoes the socket patch."""
-    if not _unshare_prefix():
-        pytest.skip("unshare -rn not available here; only socket patching is enforced")
+    """The namespace blocks the network even if the code undoes the socket patch (machines without one: next test)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -90,11 +90,43 @@ def test_raw_socket_blocked_even_without_the_patch():
             "    s.settimeout(1)\n"
             f"    return s.connect_ex(('127.0.0.1', {port}))\n"
         )
+        prefix, why = sandbox._network_namespace()
+        if not prefix:  # this machine cannot isolate: the sandbox must refuse, never run the code with network access
+            with pytest.raises(SandboxError, match="no network isolation on this machine"):
+                run_untrusted(code, ["assert raw() != 0"])
+            return
         r = run_untrusted(code, ["assert raw() != 0"])
         assert r.passed, r.error
         assert r.network_isolated
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize("missing, why", [("which", "the `unshare` command (util-linux) is not installed"),
+                                          ("fails", "`unshare -rn true` failed (unshare: unshare failed: Operation not permitted)")])
+def test_without_network_isolation_code_eval_is_refused(monkeypatch, tmp_path, missing, why):
+    """Where no network namespace can be made the code is not run, and the error says why."""
+    import subprocess
+
+    sandbox._network_namespace.cache_clear()
+    monkeypatch.chdir(tmp_path)
+    if missing == "which":
+        monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    else:
+        real_run = subprocess.run
+
+        def run(cmd, **kw):
+            if cmd[1:] == ["-rn", "true"]:
+                return subprocess.CompletedProcess(cmd, 1, b"", b"unshare: unshare failed: Operation not permitted\n")
+            return real_run(cmd, **kw)
+
+        monkeypatch.setattr(sandbox.subprocess, "run", run)
+    try:
+        with pytest.raises(SandboxError, match=re.escape(why) + ".*Refusing to run untrusted code_eval code with network access"):
+            run_untrusted(f"open({str(tmp_path / 'ran.txt')!r}, 'w').write('x')", [])
+        assert not (tmp_path / "ran.txt").exists()
+    finally:
+        sandbox._network_namespace.cache_clear()
 
 
 def test_files_land_in_the_temp_dir_only(tmp_path, monkeypatch):

@@ -28,7 +28,9 @@ fields. ``status`` is
   cannot read (``error`` says why, e.g. a multiple-choice truth that is no
   letter nor choice); ``performance`` null, never a quality 0;
 * ``skipped_code_eval``: a ``code_eval`` record while ``enable_code_eval`` is
-  False; ``performance`` null.
+  False, or while the sandbox refuses to run code on this machine (no
+  network isolation, a resource limit that cannot be set: ``error`` says
+  why); ``performance`` null.
 
 Only ``ok`` rows are outcomes; the data stage drops the others.
 Records are appended and flushed as results arrive, so a killed run loses
@@ -59,6 +61,7 @@ import pandas as pd
 from mlsel.llm.client import BenchmarkError, ModelSpec, Redactor, RetryPolicy, call_model, model_specs
 from mlsel.llm.pricing import cost_summary, cost_usd
 from mlsel.llm.queries import load_queries, write_mmlu_pro_queries
+from mlsel.llm.sandbox import SandboxError
 from mlsel.llm.scoring import has_ground_truth, resolve_metric, score
 from mlsel.params import BenchmarkParams, default
 from mlsel.paths import write_atomic
@@ -104,6 +107,11 @@ def _make_record(q: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
     return rec
 
 
+@functools.lru_cache(maxsize=8)
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
 def _score_into(rec: dict[str, Any], q: dict[str, Any], enable_code_eval: bool, redact: Redactor) -> None:
     gt = q.get("ground_truth")
     metric = resolve_metric(q.get("metric"), q.get("choices"))
@@ -116,6 +124,11 @@ def _score_into(rec: dict[str, Any], q: dict[str, Any], enable_code_eval: bool, 
         return
     try:
         rec["performance"] = score(rec["response"], gt, q.get("metric"), q.get("choices"), enable_code_eval=enable_code_eval)
+    except SandboxError as exc:  # the machine cannot run model-written code safely: not scored, and said why
+        _warn_once(f"benchmark: code_eval records are not scored: {exc}")
+        rec["status"] = "skipped_code_eval"
+        rec["error"] = redact(str(exc))
+        return
     except ValueError as exc:  # e.g. a code_eval ground truth that is not a list of assertions
         rec["status"] = "unscored"
         rec["error"] = redact(f"scoring: {exc}")

@@ -28,11 +28,14 @@ What is enforced
   ``LANG`` and ``PYTHONHASHSEED``; no API keys or other variables are
   inherited.
 * **No network**: on Linux the child runs under ``unshare -rn`` (a new user
-  and network namespace holding only a down loopback device) when that works
-  on the machine (checked once, at the first call). In every case the child's
-  preamble also replaces :mod:`socket` connection functions with ones that
-  raise ``OSError`` (defence in depth; code could undo that, the namespace it
-  cannot).
+  and network namespace holding only a down loopback device). Where that
+  namespace cannot be created (no ``unshare``, not Linux, user namespaces
+  disabled; checked once, at the first call) :func:`run_untrusted` raises
+  :class:`SandboxError` saying why, and the code is not run: the benchmark
+  then records the pair as ``skipped_code_eval`` with that reason, counted in
+  its summary. The child's preamble also replaces :mod:`socket` connection
+  functions with ones that raise ``OSError`` (defence in depth only: code can
+  undo that, the namespace it cannot).
 
 Semantics
 ---------
@@ -62,6 +65,10 @@ FSIZE_LIMIT_BYTES = 16 * 1024 * 1024
 NPROC_LIMIT = 64
 
 
+class SandboxError(RuntimeError):
+    """The sandbox could not be set up as documented; the untrusted code was not run."""
+
+
 @dataclass(frozen=True)
 class SandboxResult:
     """Outcome of one sandboxed run.
@@ -77,7 +84,8 @@ class SandboxResult:
     timed_out : bool
         The wall-clock limit was hit and the process group killed.
     network_isolated : bool
-        The child ran in its own network namespace (``unshare -rn``).
+        The child ran in its own network namespace (``unshare -rn``); always True, since
+        :func:`run_untrusted` refuses to run without one.
     """
 
     passed: bool
@@ -129,18 +137,30 @@ with _open(sys.argv[2], "w") as fh:
 
 
 @lru_cache(maxsize=1)
-def _unshare_prefix() -> tuple[str, ...]:
-    """``("unshare", "-rn")`` if a network namespace can be created here, else ``()``."""
+def _network_namespace() -> tuple[tuple[str, ...], str]:
+    """``(("unshare", "-rn"), "")`` if a network namespace can be created here, else ``((), why not)``."""
+    if not sys.platform.startswith("linux"):
+        return (), f"network namespaces need Linux; this is {sys.platform}"
     exe = shutil.which("unshare")
-    if not exe or not sys.platform.startswith("linux"):
-        return ()
+    if not exe:
+        return (), "the `unshare` command (util-linux) is not installed"
     try:
-        ok = subprocess.run([exe, "-rn", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    if not ok:
-        log.info("sandbox: `unshare -rn` unavailable; network blocked by socket patching only")
-    return (exe, "-rn") if ok else ()
+        r = subprocess.run([exe, "-rn", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return (), f"`unshare -rn true` could not run ({exc})"
+    if r.returncode != 0:
+        err = r.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit code {r.returncode}"]
+        return (), f"`unshare -rn true` failed ({err[0]}): unprivileged user namespaces are probably disabled"
+    return (exe, "-rn"), ""
+
+
+def _unshare_prefix() -> tuple[str, ...]:
+    """The command prefix that runs the child in its own network namespace; :class:`SandboxError` if there is none."""
+    prefix, why = _network_namespace()
+    if not prefix:
+        raise SandboxError(f"sandbox: no network isolation on this machine: {why}. Refusing to run untrusted code_eval code "
+                           "with network access (socket patching alone can be undone by the code).")
+    return prefix
 
 
 def _limits(memory_mb: int, cpu_s: int):
@@ -168,10 +188,6 @@ def _limits(memory_mb: int, cpu_s: int):
     return apply
 
 
-class SandboxError(RuntimeError):
-    """The sandbox could not be set up as documented; the untrusted code was not run."""
-
-
 def run_untrusted(code: str, tests: list[str], timeout_s: float = 5.0, memory_mb: int = 512) -> SandboxResult:
     """Run ``code`` then each assertion of ``tests`` in a resource-limited subprocess.
 
@@ -189,6 +205,12 @@ def run_untrusted(code: str, tests: list[str], timeout_s: float = 5.0, memory_mb
     Returns
     -------
     SandboxResult
+
+    Raises
+    ------
+    SandboxError
+        No network namespace can be created here, or a resource limit cannot
+        be applied; the code was not run.
     """
     tests = list(tests)
     prefix = _unshare_prefix()
