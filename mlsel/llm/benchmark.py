@@ -101,10 +101,7 @@ def _make_record(q: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
         "completion_tokens": None,
         "cost_usd": None,
     }
-    for k, v in q.items():
-        if k not in rec:
-            rec[k] = v
-    return rec
+    return {**rec, **{k: v for k, v in q.items() if k not in rec}}  # then the query's own other fields
 
 
 @functools.lru_cache(maxsize=8)
@@ -225,15 +222,8 @@ def _plan(qs: list[dict[str, Any]], specs: list[ModelSpec], latest: dict[Key, di
                 continue
             todo.append((q, spec))
     n_pairs = len(qs) * len(specs)
-    log.info(
-        "benchmark: %d queries x %d models = %d pairs; %d to call, %d already done%s",
-        len(qs),
-        len(specs),
-        n_pairs,
-        len(todo),
-        n_pairs - len(todo) - len(rescore),
-        f", {len(rescore)} to re-score with code_eval" if rescore else "",
-    )
+    log.info("benchmark: %d queries x %d models = %d pairs; %d to call, %d already done%s", len(qs), len(specs), n_pairs, len(todo),
+             n_pairs - len(todo) - len(rescore), f", {len(rescore)} to re-score with code_eval" if rescore else "")
     return todo, rescore
 
 
