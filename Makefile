@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.test-installed
 # torch is pinned and installed first: its CPU build (an unpinned torch pulls a multi-GB CUDA build).
 TORCH := torch==2.13.0
 
-.PHONY: env env-test run smoke test results clean-runs
+.PHONY: env env-test run smoke test test-fast results clean-runs
 
 $(BASE_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,9 +36,13 @@ run: env
 smoke: env
 	$(VENV)/bin/mlsel run --smoke
 
-## All tests, including nbval over the source notebooks and the real-data runs.
+## Every test (what CI runs): unit, real data, the full-data run, nbval over the notebooks, a real LLM server, the browser.
 test: env-test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
+
+## The fast tier: no full-data run, no papermill runs, no LLM server, no browser, no notebooks.
+test-fast: env-test
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -m "not slow and not llm and not browser" -p no:cacheprovider $(PYTEST_ARGS)
 
 results: env
 	$(VENV)/bin/mlsel results

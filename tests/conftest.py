@@ -22,6 +22,12 @@ def _mirror() -> Path:
     return Path(env).resolve() if env else (ROOT.parent / "shared" / "data").resolve()
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Run the full-data test first. It embeds every default dataset's texts into the session's embedding cache, so
+    the later real-data runs (600-query samples of the same texts, and nbval's) find their embeddings there."""
+    items.sort(key=lambda item: item.path.name != "test_full_pipeline.py" or item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _environment(tmp_path_factory):
     """Offline, isolated caches shared by the session; the project root is fixed."""

@@ -58,6 +58,7 @@ def _on_cluster(cluster, fn):
     return out, [t["key"] for t in ts.data]
 
 
+@pytest.mark.slow
 def test_cv_on_dask_matches_local_joblib(cluster, cv_inputs, local_raw, tune_p):
     tasks = cv_inputs[3]
     raw, keys = _on_cluster(cluster, lambda: run_cv_tasks(tasks, tune_p.tune_n_jobs, scheduler=cluster.scheduler_address))
@@ -66,6 +67,7 @@ def test_cv_on_dask_matches_local_joblib(cluster, cv_inputs, local_raw, tune_p):
     pd.testing.assert_frame_equal(raw.drop(columns="cpu_s"), local_raw.drop(columns="cpu_s"))
 
 
+@pytest.mark.slow
 def test_final_fits_on_dask_match_local_joblib(cluster, cv_inputs, local_raw, tune_p):
     plan, pools, features, _, grids = cv_inputs
     _, chosen = cv_table(local_raw, grids, pools)
@@ -82,6 +84,7 @@ def test_final_fits_on_dask_match_local_joblib(cluster, cv_inputs, local_raw, tu
         pd.testing.assert_frame_equal(got, want)
 
 
+@pytest.mark.slow
 def test_tune_stage_on_dask_matches_local(cluster, tune_p, tmp_path):
     """End to end: needs tune_selectors to pass ``p.tune_dask_scheduler`` to run_cv_tasks and fit_final."""
     runs = {}
@@ -101,6 +104,7 @@ def test_tune_stage_on_dask_matches_local(cluster, tune_p, tmp_path):
     assert got == want
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "no-port-here"])
 def test_unreachable_scheduler_fails_fast(cv_inputs, tune_p, address):
     t0 = time.perf_counter()

@@ -33,6 +33,7 @@ def smoke_runner_run(tmp_path_factory):
 STAGES = ["prepare", "train", "evaluate", "tune"]
 
 
+@pytest.mark.slow
 def test_every_stage_runs_through_papermill_per_dataset(smoke_runner_run):
     run_dir, _, done = smoke_runner_run
     assert list(done) == [f"{ds}/{s}" for ds in ("mmlu_pro", "routerbench") for s in STAGES] + ["report"]
@@ -62,6 +63,7 @@ def test_every_stage_runs_through_papermill_per_dataset(smoke_runner_run):
     assert results["n_queries"].eq(120).all()
 
 
+@pytest.mark.slow
 def test_manifest_records_parameters_versions_inputs_and_drops(smoke_runner_run):
     run_dir, _, _ = smoke_runner_run
     m = json.loads((run_dir / "mmlu_pro" / "manifest.json").read_text())
@@ -79,6 +81,7 @@ def test_manifest_records_parameters_versions_inputs_and_drops(smoke_runner_run)
     assert rb["data"]["dropped"]["missing_quality_cell"] > 0
 
 
+@pytest.mark.slow
 def test_rerun_gives_byte_identical_tables(smoke_runner_run):
     run_dir, overrides, _ = smoke_runner_run
     before = _tables(run_dir / "mmlu_pro" / "tables")
@@ -89,6 +92,7 @@ def test_rerun_gives_byte_identical_tables(smoke_runner_run):
     assert _tables(run_dir / "report" / "tables" / "mmlu_pro") == report_before
 
 
+@pytest.mark.slow
 def test_single_stage_runs_directly_with_papermill_cli(smoke_runner_run, tmp_path):
     run_dir, _, _ = smoke_runner_run
     out = tmp_path / "train.ipynb"
@@ -101,6 +105,7 @@ def test_single_stage_runs_directly_with_papermill_cli(smoke_runner_run, tmp_pat
     assert manifest["params"]["k"] == 7
 
 
+@pytest.mark.slow
 def test_failed_stage_keeps_earlier_outputs(smoke_runner_run, tmp_path):
     import papermill as pm
 
@@ -129,6 +134,7 @@ def test_secret_looking_parameters_are_refused():
     assert runner.planned_stages(bench)[:2] == ["benchmark", "prepare"]
 
 
+@pytest.mark.slow
 def test_up_to_date_stages_are_skipped_and_a_changed_parameter_reruns(smoke_runner_run):
     run_dir, overrides, _ = smoke_runner_run
     runner.run(smoke=True, overrides=overrides)  # up to date after this, whatever earlier tests did
