@@ -68,7 +68,10 @@ class Embedder:
     ----------
     model_id : Hugging Face model id or local folder
     cache_dir : cache root; default :func:`mlsel.paths.cache_dir`
-    batch_size : encoding batch size
+    batch_size : texts per forward pass. With 1 a text's vector depends on the text alone. With more, the
+        batch's padding and shape change a vector's last bits (up to ~1e-7), so the vector would depend on
+        which texts happened to be embedded together, that is, on the cache's history. The cache folder
+        is ``<model>-batch<k>``, so vectors of different batch sizes are never mixed.
     device : torch device string ("cpu", "cuda", "mps")
     progress : show a progress bar while encoding
     """
@@ -86,7 +89,7 @@ class Embedder:
         self.device = device
         self.progress = progress
         root = Path(cache_dir) if cache_dir else paths.cache_dir()
-        self.cache_path = root / "embeddings" / _slug(model_id)
+        self.cache_path = root / "embeddings" / f"{_slug(model_id)}-batch{batch_size}"
         self._model = None
         self.n_encoded = 0
         """How many texts the last :meth:`embed` call actually encoded."""

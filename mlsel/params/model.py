@@ -67,7 +67,8 @@ class BaseParams(Section):
     pools: dict[str, list[str]] = _field(_POOLS, "model pools evaluated side by side (names as in the data)")
     selector_names: list[Literal["knn", "kmeans", "svm"]] = _field(list(SELECTOR_NAMES), "selectors trained and evaluated")
     quality_weight: float = _field(0.9, "utility: w*quality + (1-w)/(1+latency_s); no effect without measured latency", ge=0.0, le=1.0)
-    embed_batch_size: int = _field(16, "sentence-transformers batch size (16 measured faster than 64 on 2 CPU cores)", ge=1)
+    embed_batch_size: int = _field(1, "texts per forward pass; 1: a text's vector depends on the text alone, so cold and warm caches "
+                                   "give the same run (16 is 1.3x faster on 2 CPU cores but ties a vector's last bits to its batch mates)", ge=1)
     device: Literal["cpu", "cuda", "mps"] = _field("cpu", "torch device for the embedder: cpu | cuda | mps")
 
 
