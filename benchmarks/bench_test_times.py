@@ -85,7 +85,7 @@ def measure(mirror: Path, keep: Path | None) -> dict:
 
 def _mmss(seconds: float) -> str:
     m, s = divmod(round(seconds), 60)
-    return f"{m} min {s} s" if m else f"{s} s"
+    return f"{m} min {s} s" if m and s else f"{m} min" if m else f"{s} s"
 
 
 def _tests(counts: dict) -> str:
@@ -101,6 +101,7 @@ def _reached(seconds: float, target: float) -> str:
 def speed_table(times: dict, datasets: dict) -> str:
     """The README's speed table (markdown) from the measured JSON files."""
     ci, fast = times["ci"], times["fast"]
+    when = datasets.get("timing_measured", datasets["date"])  # bench_datasets.py keeps an older timing with --no-timing
     rows = [
         (f"`make test` in a fresh clone via `CI=true bash .ci/run` (builds `.venv` from the pip cache, then every test: unit, "
          f"real data, the full-data run of all four datasets with a cold embedding cache, nbval, the LLM server, the browser; "
@@ -109,8 +110,8 @@ def speed_table(times: dict, datasets: dict) -> str:
         (f"`make test-fast` (no full-data run, no LLM server, no browser, no notebooks; {_tests(fast['counts'])})",
          f"**{_mmss(fast['seconds'])}** (pytest {_mmss(fast['pytest_seconds'])}; {_reached(fast['seconds'], TARGETS['fast'])})"),
         ("`mlsel run`, cold (fresh embedding cache), every default dataset; per-stage times in `benchmarks/results/datasets.md`",
-         f"**{_mmss(datasets['cold_seconds'])}** ({datasets['timing_measured']})"),
-        ("`mlsel run` again, nothing changed (up-to-date stages skipped)", f"**{datasets['warm_seconds']:.1f} s** ({datasets['timing_measured']})"),
+         f"**{_mmss(datasets['cold_seconds'])}** ({when})"),
+        ("`mlsel run` again, nothing changed (up-to-date stages skipped)", f"**{datasets['warm_seconds']:.1f} s** ({when})"),
     ]
     head = (f"Measured on {times['machine']}, no GPU; the test rows on {times['date']} at commit {times['commit'][:7]} "
             "(`benchmarks/bench_test_times.py`, results in `benchmarks/results/test_times.json`).\n\n")
