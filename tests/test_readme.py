@@ -31,3 +31,35 @@ def test_mmlu_pro_reference_selectors_table_is_the_published_one():
         assert re.match(rf"{best['avg_quality']:.3f} \(", cells[2])
         assert cells[3] == f"{q[kinds['random']]:.3f}"
         assert cells[4:7] == [f"{q[kinds[k]]:.3f}" for k in ("knn", "kmeans", "svm")]
+
+def _bench_test_times():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_test_times", ROOT / "benchmarks" / "bench_test_times.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_speed_table_is_written_by_the_benchmark_script_and_quoted_verbatim():
+    import json
+
+    bench = _bench_test_times()
+    results = ROOT / "benchmarks" / "results"
+    table = bench.speed_table(json.loads((results / "test_times.json").read_text()), json.loads((results / "datasets.json").read_text()))
+    assert (results / "speed.md").read_text() == table
+    assert table in README
+
+
+def test_pytest_summary_line_is_read():
+    bench = _bench_test_times()
+    out = "....\n==== 380 passed, 2 skipped in 1458.38s (0:24:18) ====\n"
+    assert bench.pytest_summary(out) == {"counts": {"passed": 380, "skipped": 2}, "pytest_seconds": 1458.38}
+    assert bench.pytest_summary("== 367 passed, 17 deselected in 92.42s (0:01:32) ==") == {
+        "counts": {"passed": 367, "deselected": 17}, "pytest_seconds": 92.42}
+
+
+def test_targets_table_is_the_dataset_benchmarks_own():
+    md = (ROOT / "benchmarks" / "results" / "datasets.md").read_text()
+    table = md[md.index("| target | measured | reached |"):].split("\n\n")[0].strip()
+    assert table in README
