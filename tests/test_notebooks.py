@@ -41,13 +41,10 @@ def test_notebook_is_committed_clean(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     assert "papermill" not in nb["metadata"], "papermill metadata must be stripped"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    # Outputs are stripped except on the cells nbval checks (tools/refresh_notebook_checks.py writes those, with count 1).
-    checked = [c for c in code if "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
-    unchecked = [c for c in code if c not in checked]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in unchecked), "outputs must be stripped"
-    assert checked and all(c["outputs"] and c["execution_count"] == 1 for c in checked), "an nbval-checked cell with its output"
-    for c in checked:
-        assert all(o["output_type"] == "stream" and o["name"] == "stdout" for o in c["outputs"]), "checked cells print to stdout only"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "outputs must be stripped"
+    # The last cell prints the notebook's checked output (nbval compares it with notebooks/checks/<notebook>.json).
+    assert f'stages.checked_output(p, "{path.stem}", ' in "".join(code[-1]["source"])
+    assert (path.parent / "checks" / f"{path.stem}.json").is_file()
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     src = "".join(tagged[0]["source"])
@@ -169,3 +166,18 @@ def test_yaml_files_that_cannot_be_read_name_the_file(tmp_path):
     bad.write_text("base: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: the parameter file is not valid YAML"):
         load_params(bad)
+
+
+def test_checked_output_compares_only_with_the_recorded_parameters():
+    """The notebooks' check cell: the recorded text passes, another text fails showing both, other parameters are not compared."""
+    from mlsel import stages
+
+    found = pm.inspect_notebook(str(ROOT / "notebooks" / paths.NOTEBOOKS["benchmark"]))
+    defaults = {name: ast.literal_eval(v["default"]) for name, v in found.items()}
+    p = from_notebook("benchmark", defaults)
+    recorded = json.loads((ROOT / "notebooks" / "checks" / "10_benchmark_models.json").read_text())["output"]
+    assert stages.checked_output(p, "10_benchmark_models", recorded) == recorded
+    with pytest.raises(AssertionError, match="differs from 10_benchmark_models.json"):
+        stages.checked_output(p, "10_benchmark_models", recorded + " and more")
+    other = from_notebook("benchmark", {**defaults, "seed": 7})
+    assert stages.checked_output(other, "10_benchmark_models", "anything") == "anything"

@@ -1,22 +1,23 @@
-"""Refresh the committed outputs of the notebooks' checked cells (tag ``nbval-check-output``).
+"""Record the notebooks' checked outputs (``notebooks/checks/<notebook>.json``).
 
-``make test`` runs the source notebooks with nbval: every cell must execute, and
-the output of each cell tagged ``nbval-check-output`` must equal the output
-committed in the notebook. Those cells print results that follow from the data
-and the seed alone (counts, exact baseline qualities, file lists), never timings
-or embedding-dependent numbers. All other outputs stay stripped.
+Each stage notebook ends with a cell that prints a result following from the
+data and the seed alone (counts, exact baseline qualities, the CV grid, the
+published files) through :func:`mlsel.stages.checked_output`. When the
+notebook runs with the parameters a check was recorded with (its defaults, as
+nbval runs it in ``make test``), a different output is an error. The source
+notebooks stay stripped of outputs.
 
 Run this after a change that legitimately changes a checked output, then review
-the diff: it runs every notebook with its default (smoke) parameters through
-papermill, as nbval does, and copies the tagged cells' outputs into the source
-notebooks.
+the diff: it runs every notebook with its defaults through papermill, as nbval
+does, with ``MLSEL_RECORD_NOTEBOOK_CHECKS=1`` so the cells record instead of
+compare.
 
     HF_HUB_OFFLINE=1 MLSEL_DATA_DIR=../shared/data .venv/bin/python tools/refresh_notebook_checks.py
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -28,33 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 from mlsel.paths import NOTEBOOKS, STAGES  # noqa: E402
 
-TAG = "nbval-check-output"
-
-
-def checked_outputs(executed: dict) -> dict[int, list]:
-    """Cell index -> outputs of the tagged cells (stdout only, as the hygiene test wants)."""
-    out = {}
-    for i, cell in enumerate(executed["cells"]):
-        if TAG in cell.get("metadata", {}).get("tags", []):
-            out[i] = [o for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stdout"]
-    return out
-
 
 def main() -> int:
+    os.environ["MLSEL_RECORD_NOTEBOOK_CHECKS"] = "1"  # inherited by the kernels
     with tempfile.TemporaryDirectory() as tmp:
         for stage in STAGES:
             src = ROOT / "notebooks" / NOTEBOOKS[stage]
-            done = Path(tmp) / src.name
-            pm.execute_notebook(str(src), str(done), cwd=str(ROOT), kernel_name="python3", progress_bar=False)
-            nb = json.loads(src.read_text())
-            found = checked_outputs(json.loads(done.read_text()))
-            if not found:
-                raise SystemExit(f"{src}: no cell tagged {TAG!r}")
-            for i, outputs in found.items():
-                nb["cells"][i]["outputs"] = outputs
-                nb["cells"][i]["execution_count"] = 1  # nbval compares only cells of a run reference (a count set)
-            src.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-            print(f"{src.relative_to(ROOT)}: {len(found)} checked cell(s) refreshed")
+            pm.execute_notebook(str(src), str(Path(tmp) / src.name), cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+            print(f"notebooks/checks/{src.stem}.json recorded")
     return 0
 
 
