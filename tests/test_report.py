@@ -365,8 +365,10 @@ def test_tune_heatmap_drawn_from_the_tune_stage_table():
               "cv_quality_mean": 0.44, "cv_quality_std": 0.01, "cv_utility_mean": 0.44}]
     blocks = tune_heatmap_blocks(pd.DataFrame(rows))
     figs = [b for b in blocks if b.type == "figure"]
-    assert [f.id for f in figs] == ["fig-tune-heatmap-pool-small4-selector-knn", "fig-tune-heatmap-pool-all5-selector-knn"]
-    assert "knn_k x onehot_weight" in figs[0].caption and "cv_utility_mean" in figs[0].caption
+    assert [f.id for f in figs] == ["fig-cv-curves-small4", "fig-cv-curves-all5",  # the CV curves of every selector, per pool
+                                    "fig-tune-heatmap-pool-small4-selector-knn", "fig-tune-heatmap-pool-all5-selector-knn"]
+    assert "knn_k x onehot_weight" in figs[2].caption and "cv_utility_mean" in figs[2].caption
+    assert "cv_utility_mean" in figs[0].caption and "training split only" in figs[0].caption
     assert blocks[-1].type == "table"
 
 
@@ -384,3 +386,24 @@ def test_no_efficiency_measure_reads_as_such_never_nan():
     md = seed_tables_markdown(res)
     assert "Efficiency (none measured)" in md and PROXY_LABEL not in md
     assert "nan" not in md.lower() and "| — |" in md
+
+
+def test_frontier_curves_are_the_cost_aware_routers_only():
+    """Only rows of kind "router" are curves over cost_lambda (sorted by it); selectors, single models and the zero router
+    (whose rows have no cost_lambda) are drawn as points or a segment, never as a curve."""
+    from mlsel.report.figures import frontier_curves
+
+    fr = pd.read_csv(io.StringIO(
+        "pool,kind,router,cost_lambda,avg_quality,avg_response_chars\n"
+        "p,selector,knn,,0.44,816\n"
+        "p,single,Always A,,0.41,398\n"
+        "p,single,Always B,,0.44,927\n"
+        "p,zero_router,Zero router,,0.41,398\n"
+        "p,zero_router,Zero router,,0.44,927\n"
+        "p,router,mlp,1.0,0.40,400\n"
+        "p,router,mlp,0.0,0.44,900\n"
+        "p,router,logreg,0.0,0.45,850\n"))
+    curves = frontier_curves(fr)
+    assert list(curves) == ["mlp", "logreg"]
+    assert curves["mlp"]["cost_lambda"].tolist() == [0.0, 1.0] and curves["mlp"]["avg_quality"].tolist() == [0.44, 0.40]
+    assert frontier_curves(fr[fr["kind"] != "router"]) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,10 @@ class Figure:
     alt: str = ""
     type: str = "figure"
 
+    def _repr_png_(self) -> bytes:
+        """The PNG itself: a notebook shows the figure inline, as the report does."""
+        return base64.b64decode(self.png_b64)
+
 
 @dataclass
 class Text:
@@ -48,3 +53,10 @@ class Section:
     id: str
     title: str
     blocks: list[Any] = field(default_factory=list)
+
+
+class Story(str):
+    """A few sentences in Markdown, computed from a stage's values; a notebook renders them as Markdown."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)

@@ -148,24 +148,52 @@ def scatter_figure(df: pd.DataFrame, pool: str, id: str) -> Figure:
                    alt=f"quality vs efficiency, pool {pool}")
 
 
+def frontier_curves(fr: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The curves over cost_lambda of a frontier table: one per cost-aware router (``kind == "router"``; every row
+    without a ``kind`` column), sorted by cost_lambda. Selectors, single models and the zero router are not curves."""
+    routers = fr[fr["kind"] == "router"] if "kind" in fr else fr
+    if "router" not in routers:
+        return {"router": routers} if len(routers) else {}
+    out = {}
+    for name in dict.fromkeys(routers["router"]):
+        d = routers[routers["router"] == name]
+        out[str(name)] = d.sort_values("cost_lambda", kind="mergesort") if "cost_lambda" in d else d
+    return out
+
+
 def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: str, cost_col: str, id: str) -> Figure:
-    """Cost-quality frontier of one pool: each cost-aware router's curve over cost_lambda (the ``router`` column), single models as points."""
+    """Cost-quality frontier of one pool.
+
+    Only the cost-aware routers (``kind == "router"``) have a curve over
+    cost_lambda; the zero router (mixtures of two single models) is a dashed
+    segment between its two end points; single models and the fixed selectors
+    are points; oracle and random come from ``results`` when given.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9.0, 5.2))
     fr = frontier[frontier["pool"] == pool] if "pool" in frontier else frontier
-    names = list(dict.fromkeys(fr["router"])) if "router" in fr else ["router"]
-    colors = _colors(len(names))
-    for i, name in enumerate(names):
-        d = fr[fr["router"] == name] if "router" in fr else fr
-        d = d.sort_values("cost_lambda", kind="mergesort") if "cost_lambda" in d else d
+    kind = fr["kind"] if "kind" in fr else pd.Series("router", index=fr.index)
+    curves = frontier_curves(fr)
+    points = fr[kind == "selector"]
+    colors = _colors(len(curves) + len(points))
+    for i, (name, d) in enumerate(curves.items()):
         ax.plot(d[cost_col], d["avg_quality"], "-o", color=colors[i], ms=4, lw=1.5, label=f"{name} (over cost_lambda)")
+    names = list(curves)
+    for i, r in enumerate(points.itertuples(index=False)):
+        if not is_missing(getattr(r, cost_col)):
+            ax.plot([getattr(r, cost_col)], [r.avg_quality], KIND_MARKERS["selector"], color=colors[len(names) + i], ms=7, label=f"{r.router} (selector)")
+    zero = fr[kind == "zero_router"].dropna(subset=[cost_col]).sort_values(cost_col, kind="mergesort")
+    if len(zero):
+        ax.plot(zero[cost_col], zero["avg_quality"], "--", color="0.45", lw=1.2, label="zero router (mixtures of single models)")
+    singles = [(r.router, getattr(r, cost_col), r.avg_quality, "always") for r in fr[kind == "single"].itertuples(index=False)]
     if results is not None and cost_col in results:
-        pts = results[(results["pool"] == pool) & results["kind"].isin(["always", "oracle", "random", "best_single"])]
-        for r in pts.itertuples(index=False):
-            if is_missing(getattr(r, cost_col)):
-                continue
-            ax.plot([getattr(r, cost_col)], [r.avg_quality], KIND_MARKERS.get(r.kind, "s"), color="0.25", ms=8 if r.kind == "oracle" else 6)
-            ax.annotate(str(r.strategy), (getattr(r, cost_col), r.avg_quality), textcoords="offset points", xytext=(5, 4), fontsize=7, color="0.25")
+        extra = results[(results["pool"] == pool) & results["kind"].isin(["oracle", "random"] + ([] if singles else ["always", "best_single"]))]
+        singles += [(r.strategy, getattr(r, cost_col), r.avg_quality, r.kind) for r in extra.itertuples(index=False)]
+    for name, x, q, k in singles:
+        if is_missing(x):
+            continue
+        ax.plot([x], [q], KIND_MARKERS.get(k, "s"), color="0.25", ms=8 if k == "oracle" else 6)
+        ax.annotate(str(name), (x, q), textcoords="offset points", xytext=(5, 4), fontsize=7, color="0.25")
     xl = COST_LABELS[cost_col] if cost_col in COST_LABELS else cost_col
     ax.set_xlabel(xl)
     ax.set_ylabel("Avg quality")
@@ -173,8 +201,54 @@ def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: 
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
-    return _figure(fig, id, f"Pool {pool}: every cost-aware router's average quality and {xl.lower()} as its cost weight cost_lambda varies "
-                   "(lines), with the single models, random and oracle as grey points.", alt=f"cost-quality frontier, pool {pool}")
+    return _figure(fig, id, f"Pool {pool}: each cost-aware router's average quality and {xl.lower()} as its cost weight cost_lambda varies "
+                   "(lines); the fixed selectors as points; the zero router, which mixes two single models, as a dashed segment; "
+                   "single models, random and oracle as grey points.", alt=f"cost-quality frontier, pool {pool}")
+
+
+def cv_curves_figure(th: pd.DataFrame, pool: str, id: str) -> Figure:
+    """Cross-validation curves of one pool: per selector or router, the CV score (mean; bars: one SD over folds)
+    against its tuned parameter, one line per one-hot weight (the tune stage's ``tune_heatmap`` table)."""
+    plt = _plt()
+    d = th[th["pool"] == pool]
+    score = "cv_utility_mean" if "cv_utility_mean" in d.columns else "cv_quality_mean"
+    sd = score.replace("_mean", "_std")
+    if sd not in d.columns and "cv_quality_mean" in d.columns and np.allclose(d[score], d["cv_quality_mean"], equal_nan=True):
+        sd = "cv_quality_std"  # no latency: the utility is the quality, and so is its spread
+    groups = list(d.groupby(["selector", "param"], sort=False))
+    cols = min(4, max(1, len(groups)))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 0.6, 2.5 * rows + 0.6), squeeze=False)
+    weights = sorted(d["onehot_weight"].unique())
+    colors = _colors(len(weights))
+    for ax, ((selector, param), g) in zip(axes.ravel(), groups):
+        for w, c in zip(weights, colors):
+            gw = g[g["onehot_weight"] == w].sort_values("param_value", kind="mergesort")
+            if gw.empty:
+                continue
+            x, y = gw["param_value"].to_numpy(dtype=float), gw[score].to_numpy(dtype=float)
+            e = gw[sd].to_numpy(dtype=float) if sd in gw else None
+            ax.errorbar(x, y, yerr=e, fmt="-o", color=c, ms=4, lw=1.4, capsize=3, elinewidth=0.9, label=f"one-hot weight {w:g}")
+        vals = g["param_value"].to_numpy(dtype=float)
+        if vals.min() > 0 and vals.max() / vals.min() >= 10:
+            ax.set_xscale("log")
+        ax.set_title(str(selector), fontsize=10)
+        ax.set_xlabel(str(param), fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(groups):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"CV {score.removeprefix('cv_').removesuffix('_mean')}")
+    legend: dict[str, object] = {}
+    for ax in axes.ravel():
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, h)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=max(1, len(weights)), fontsize=8, frameon=False)
+    fig.suptitle(f"Pool {pool}: cross-validation curves (training split only)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _figure(fig, id, f"Pool {pool}: each selector's and router's cross-validated {score} (mean over folds; bars: one SD) "
+                   "against the parameter it tunes, one line per category one-hot weight; computed inside the training split only.",
+                   alt=f"cross-validation curves, pool {pool}")
 
 
 def gain_figure(summary: pd.DataFrame, labels: list[str], id: str) -> Figure:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mlsel.report.blocks import Text
-from mlsel.report.figures import frontier_figure, heatmap_figure
+from mlsel.report.figures import cv_curves_figure, frontier_figure, heatmap_figure
 from mlsel.report.tables import fmt_generic, generic_table, slug
 
 GROUP_COLUMNS = ("pool", "router", "selector", "strategy", "kind", "model", "name")
@@ -72,7 +72,8 @@ def tune_heatmap_blocks(th: pd.DataFrame) -> list[Any]:
     """Heatmaps when the table is the tune stage's (:func:`_tune_stage_heatmaps`) or has two parameter columns and a
     score column; then the table."""
     if {"pool", "selector", "param", "param_value", "onehot_weight"} <= set(th.columns):
-        return _tune_stage_heatmaps(th) + [generic_table(th, "table-tune-heatmap", "Tuning grid scores.", link="tables/tune_heatmap.csv")]
+        curves = [cv_curves_figure(th, pool, f"fig-cv-curves-{slug(pool)}") for pool in dict.fromkeys(th["pool"])]
+        return curves + _tune_stage_heatmaps(th) + [generic_table(th, "table-tune-heatmap", "Tuning grid scores.", link="tables/tune_heatmap.csv")]
     blocks: list[Any] = []
     score = next((c for c in SCORE_COLUMNS if c in th.columns), None)
     if score is None:
