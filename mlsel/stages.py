@@ -41,6 +41,8 @@ from mlsel.data.records import DataLog
 from mlsel.features import features_for
 from mlsel.metrics.evaluate import Strategy, evaluate, saved_selector_strategies
 from mlsel.paths import params_hash, project_root, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
+from mlsel.report.blocks import Story
+from mlsel.selection.base import choose, utility
 from mlsel.selection.registry import make_selector, save_selector
 
 log = logging.getLogger(__name__)
@@ -161,15 +163,27 @@ def benchmark_models(p: Any) -> pd.DataFrame:
 # --------------------------------------------------------------------------- train
 
 
+TRAINING_LABELS = "best model (training labels)"
+"""The ``strategy`` of ``train_share.csv``'s label rows."""
+
+
+def _shares(pool: str, strategy: str, models: list[str], chosen: np.ndarray) -> list[dict[str, Any]]:
+    counts = np.bincount(chosen, minlength=len(models))
+    return [{"pool": pool, "strategy": strategy, "model": m, "share_pct": 100 * c / len(chosen)} for m, c in zip(models, counts)]
+
+
 def train_selectors(p: Any) -> pd.DataFrame:
     """Fit each selector on each pool's training queries; save them with manifests.
 
     Returns one row per (pool, selector): training queries, feature
-    dimension, fit time in seconds.
+    dimension, fit time in seconds. Writes ``tables/train_share.csv``: per
+    pool, the share of training queries whose best model (by utility, ties to
+    the better model on average) is each model, and the share each fitted
+    selector routes there.
     """
     queries, outcomes = load_prepared(p.run_dir)
     dhash = data_hash(p.run_dir)
-    rows = []
+    rows, shares = [], []
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, _ = split_masks(queries, matrix)
@@ -180,6 +194,10 @@ def train_selectors(p: Any) -> pd.DataFrame:
             t0 = time.perf_counter()
             sel.fit(X[train], tr.quality, tr.latency_s, models=models)
             fit_s = time.perf_counter() - t0
+            if not shares or shares[-1]["pool"] != pool:  # the labels: the best model per training query, with the selectors' tie rule
+                best = choose(utility(tr.quality, tr.latency_s, p.quality_weight), sel.rank_)
+                shares += _shares(pool, TRAINING_LABELS, models, best)
+            shares += _shares(pool, name, models, sel.predict_index(X[train]))
             save_selector(
                 sel, run_paths(p.run_dir)["models"] / pool, name,
                 {"embedder": p.embedder, "onehot_weight": p.onehot_weight, "data_hash": dhash, "seed": p.seed, "pool": pool,
@@ -188,6 +206,7 @@ def train_selectors(p: Any) -> pd.DataFrame:
             rows.append({"pool": pool, "selector": name, "n_train_queries": int(train.sum()), "feature_dim": int(X.shape[1]),
                          "fit_seconds": round(fit_s, 3)})
     summary = pd.DataFrame(rows)
+    write_csv(pd.DataFrame(shares, columns=["pool", "strategy", "model", "share_pct"]), run_paths(p.run_dir)["tables"] / "train_share.csv")
     update_manifest(p.run_dir, "train", _stage_entry(p, data_hash=dhash, fitted=summary.drop(columns="fit_seconds").to_dict("records")))
     return summary
 
@@ -227,12 +246,12 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
     return merged["results"]
 
 
-def read_seed_tables(run_dir: str) -> str:
-    """The markdown of the seed's two tables written by :func:`evaluate_selectors`."""
+def read_seed_tables(run_dir: str) -> Story:
+    """The markdown of the seed's two tables written by :func:`evaluate_selectors` (a notebook renders it)."""
     path = run_paths(run_dir)["tables"] / "seed_tables.md"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run the evaluate stage first")
-    return path.read_text()
+    return Story(path.read_text())
 
 
 def evaluate_router_config(p: Any) -> pd.DataFrame | None:

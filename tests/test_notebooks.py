@@ -138,9 +138,22 @@ def test_parameter_files_name_the_file_and_the_key(tmp_path):
 def test_notebook_namespace_is_checked():
     with pytest.raises(ConfigError, match=r"parameters \['run_dir'"):
         from_notebook("report", {"seed": 1})
-    ns = stage_values(Params(), "report") | {"seed": "x"}
-    with pytest.raises(ConfigError, match=r"notebook of stage report: seed: Input should be a valid integer"):
+    ns = stage_values(Params(), "report") | {"datasets": "mmlu_pro"}
+    with pytest.raises(ConfigError, match=r"notebook of stage report: datasets: Input should be a valid list"):
         from_notebook("report", ns)
+
+
+def test_stages_are_passed_only_the_parameters_they_read():
+    """The prepare notebook gets no selector or embedding keys, the report notebook only its folders and datasets,
+    and every stage's base keys are the ones listed for it in the parameter model."""
+    values = {stage: stage_values(Params(), stage) for stage in STAGES}
+    assert list(values["report"]) == ["run_dir", "datasets", "report_dir"]
+    assert not {"selector_names", "quality_weight", "embed_batch_size", "device", "datasets"} & set(values["prepare"])
+    assert list(values["benchmark"])[:2] == ["run_dir", "queries"]
+    for stage in ("train", "evaluate", "tune"):
+        assert "data_dir" not in values[stage] and "datasets" not in values[stage], stage
+    injected = pm.inspect_notebook(str(ROOT / "notebooks" / paths.NOTEBOOKS["prepare"]))
+    assert "selector_names" not in injected and "data_dir" in injected
 
 
 def test_constructor_defaults_come_from_the_model():
@@ -179,5 +192,5 @@ def test_checked_output_compares_only_with_the_recorded_parameters():
     assert stages.checked_output(p, "10_benchmark_models", recorded) == recorded
     with pytest.raises(AssertionError, match="differs from 10_benchmark_models.json"):
         stages.checked_output(p, "10_benchmark_models", recorded + " and more")
-    other = from_notebook("benchmark", {**defaults, "seed": 7})
+    other = from_notebook("benchmark", {**defaults, "concurrency": 7})
     assert stages.checked_output(other, "10_benchmark_models", "anything") == "anything"

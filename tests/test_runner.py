@@ -149,3 +149,39 @@ def test_up_to_date_stages_are_skipped_and_a_changed_parameter_reruns(smoke_runn
     assert not done["mmlu_pro/train"]["skipped"] and not done["mmlu_pro/evaluate"]["skipped"]  # evaluate reads the new models
     knn = json.loads((run_dir / "mmlu_pro" / "models" / "small4" / "knn.manifest.json").read_text())
     assert knn["params"]["k"] == 9
+
+
+FIGURES = {"00_prepare_data": 1, "20_train_selectors": 1, "30_evaluate_selectors": "pools", "40_tune_selectors": "2 x pools",
+           "90_build_report": 1}
+"""Figures each executed stage notebook shows after its "Result" heading: per pool for evaluate (quality vs cost) and tune
+(CV curves and the frontier)."""
+
+
+@pytest.mark.slow
+def test_each_stage_notebook_ends_with_its_table_figure_and_story(smoke_runner_run):
+    """Every executed notebook shows, after its "## Result" heading, a table (HTML), its figure(s) as PNG drawn by the report's
+    functions and the sentences (Markdown) computed from them; no cell failed."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    _, _, done = smoke_runner_run
+    pools = {"mmlu_pro": 2, "routerbench": 1}
+    for key, info in done.items():
+        nb = json.loads(Path(info["notebook"]).read_text())
+        stem = Path(info["notebook"]).stem
+        start = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("## Result"))
+        outputs = [o for c in nb["cells"][start:] if c["cell_type"] == "code" for o in c["outputs"]]
+        assert not [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "error"], key
+        pngs = [base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {})]
+        n_pools = pools.get(key.split("/")[0], 0)
+        want = {"pools": n_pools, "2 x pools": 2 * n_pools}.get(FIGURES[stem], FIGURES[stem])
+        assert len(pngs) == want, (key, len(pngs), want)
+        for png in pngs:
+            with Image.open(io.BytesIO(png)) as im:
+                assert im.format == "PNG" and im.width > 300 and im.height > 150, key
+        stories = ["".join(o["data"]["text/markdown"]) for o in outputs if "text/markdown" in o.get("data", {})]
+        assert stories and all(len(s) > 80 for s in stories), key
+        if stem != "30_evaluate_selectors":  # evaluate's table comes before its figure, under "Evaluate every pool"
+            assert any("text/html" in o.get("data", {}) for o in outputs), key

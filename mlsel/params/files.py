@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import ValidationError
 
-from mlsel.params.model import KEY_SECTION, SECTIONS, STAGE_MODELS, STAGE_SECTIONS, Params, Section, keys_of
+from mlsel.params.model import KEY_SECTION, SECTIONS, STAGE_BASE_KEYS, STAGE_MODELS, STAGE_SECTIONS, Params, Section, keys_of
 from mlsel.paths import STAGES, ConfigError, params_path, read_yaml
 
 
@@ -135,11 +135,12 @@ def apply_smoke(params: Params) -> Params:
 
 
 def stage_params(params: Params, stage: str) -> Section:
-    """The flat, validated parameters of one stage (base + the sections it reads)."""
+    """The flat, validated parameters of one stage (the base keys it reads + the sections it reads)."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    values: dict[str, Any] = {}
-    for section in ("base", *STAGE_SECTIONS[stage]):
+    base = params.section_values("base")
+    values: dict[str, Any] = {k: base[k] for k in STAGE_BASE_KEYS[stage]}
+    for section in STAGE_SECTIONS[stage]:
         values.update(params.section_values(section))
     return STAGE_MODELS[stage].model_validate(values)
 

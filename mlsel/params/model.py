@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 SELECTOR_NAMES = ("knn", "kmeans", "svm")
 """The reference's three selector algorithms."""
@@ -227,40 +227,41 @@ KEY_SECTION: dict[str, str] = {k: s for s, cls in SECTIONS.items() for k in keys
 assert len(KEY_SECTION) == sum(len(keys_of(c)) for c in SECTIONS.values()), "parameter names must be unique across sections"
 
 
+STAGE_BASE_KEYS: dict[str, tuple[str, ...]] = {
+    "prepare": ("run_dir", "seed", "data_dir", "pools"),
+    "benchmark": ("run_dir",),
+    "train": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device"),
+    "evaluate": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device"),
+    "tune": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device"),
+    "report": ("run_dir", "datasets"),
+}
+"""The ``base`` keys each stage reads: a notebook is passed these and its sections' keys, nothing it ignores."""
+
+
 class _Stage(Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
-# One flat model per stage: base first, then the sections the stage reads (STAGE_SECTIONS).
-class PrepareStageParams(PrepareParams, BaseParams, _Stage):
-    """The prepare stage's parameters: base + prepare."""
-
-
-class BenchmarkStageParams(BenchmarkParams, BaseParams, _Stage):
-    """The benchmark stage's parameters: base + benchmark."""
-
-
-class TrainStageParams(TrainParams, BaseParams, _Stage):
-    """The train stage's parameters: base + train."""
-
-
-class EvaluateStageParams(EvaluateParams, BaseParams, _Stage):
-    """The evaluate stage's parameters: base + evaluate."""
-
-
-class TuneStageParams(TuneParams, TrainParams, BaseParams, _Stage):
-    """The tune stage's parameters: base + train + tune (tuning searches around the train stage's values)."""
-
-
-class ReportStageParams(ReportParams, BaseParams, _Stage):
-    """The report stage's parameters: base + report."""
+def _stage_model(stage: str, doc: str) -> type[Section]:
+    """One flat model per stage: the base keys it reads (STAGE_BASE_KEYS), then its sections' keys (STAGE_SECTIONS)."""
+    fields: dict[str, Any] = {k: (BaseParams.model_fields[k].annotation, BaseParams.model_fields[k]) for k in STAGE_BASE_KEYS[stage]}
+    for section in STAGE_SECTIONS[stage]:
+        fields.update({k: (f.annotation, f) for k, f in SECTIONS[section].model_fields.items()})
+    model = create_model(f"{stage.capitalize()}StageParams", __base__=_Stage, __doc__=doc, **fields)
+    model.__module__ = __name__
+    return model
 
 
 STAGE_MODELS: dict[str, type[Section]] = {
-    "prepare": PrepareStageParams, "benchmark": BenchmarkStageParams, "train": TrainStageParams,
-    "evaluate": EvaluateStageParams, "tune": TuneStageParams, "report": ReportStageParams,
+    "prepare": _stage_model("prepare", "The prepare stage's parameters: the base keys it reads + prepare."),
+    "benchmark": _stage_model("benchmark", "The benchmark stage's parameters: run_dir + benchmark."),
+    "train": _stage_model("train", "The train stage's parameters: the base keys it reads + train."),
+    "evaluate": _stage_model("evaluate", "The evaluate stage's parameters: the base keys it reads + evaluate."),
+    "tune": _stage_model("tune", "The tune stage's parameters: the base keys it reads + train + tune (tuning searches around the "
+                                 "train stage's values)."),
+    "report": _stage_model("report", "The report stage's parameters: run_dir, datasets + report."),
 }
-"""One flat model per stage (base + the sections it reads): what its notebook takes and its stage function reads."""
+"""One flat model per stage (the base keys it reads + the sections it reads): what its notebook takes and its stage function reads."""
 
 
 class Params(BaseModel):

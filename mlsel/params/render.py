@@ -21,11 +21,11 @@ def render_params_yaml() -> str:
     lines = [
         "# The parameters of the default run, rendered from mlsel/params/model.py (the one definition",
         "# of every parameter: default, type, allowed values, description): `python -m mlsel.params > params.yaml`.",
-        "# `base` is shared by every stage; each other section belongs to one stage. Every key is also",
-        "# the notebook parameter name (unique across the file), so `mlsel run -p knn_k=7` or",
-        "# `-p train.knn_k=7`. A parameter file of your own (`mlsel run --params my.yaml`) may list",
-        "# only the keys it changes. Paths are relative to this folder. Every stage but the report runs",
-        "# once per dataset (dataset_defs, at the end).",
+        "# `base` holds keys shared by stages (each stage is passed only those it reads); each other",
+        "# section belongs to one stage. Every key is also the notebook parameter name (unique across",
+        "# the file), so `mlsel run -p knn_k=7` or `-p train.knn_k=7`. A parameter file of your own",
+        "# (`mlsel run --params my.yaml`) may list only the keys it changes. Paths are relative to this",
+        "# folder. Every stage but the report runs once per dataset (dataset_defs, at the end).",
     ]
     for section, cls in SECTIONS.items():
         lines += ["", f"{section}:"]
