@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from mlsel import CATEGORIES, paths
 from mlsel.data.outcomes import OutcomeMatrix
 from mlsel.params import BaseParams, TrainParams, default
+from mlsel.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class Embedder:
         which texts happened to be embedded together, that is, on the cache's history. The cache folder
         is ``<model>-batch<k>``, so vectors of different batch sizes are never mixed.
     device : torch device string ("cpu", "cuda", "mps")
-    progress : show a progress bar while encoding
+    progress : show a progress bar while encoding (:func:`mlsel.progress.progress_bar`)
     """
 
     def __init__(
@@ -123,6 +125,24 @@ class Embedder:
             np.save(buf, arr)
             paths.write_atomic(self.cache_path / f"{name}.npy", buf.getvalue())
 
+    def _encode(self, model, texts: list[str]) -> np.ndarray:
+        """Encode ``texts`` in chunks of whole batches behind :func:`mlsel.progress.progress_bar`; (n, d) float32.
+
+        sentence-transformers batches texts within one ``encode`` call, so a chunk
+        of whole batches changes nothing for ``batch_size=1`` (each text is encoded
+        alone, bit for bit as in one call); for larger batches the batches are
+        formed per chunk.
+        """
+        chunk = self.batch_size * math.ceil(64 / self.batch_size)
+        parts = []
+        with progress_bar(len(texts), f"embed {self.model_id.rsplit('/', 1)[-1]}", "text", enabled=self.progress) as bar:
+            for start in range(0, len(texts), chunk):
+                part = texts[start:start + chunk]
+                parts.append(model.encode(part, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True,
+                                          normalize_embeddings=True).astype(np.float32))
+                bar.update(len(part))
+        return np.vstack(parts)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns float32 array of shape (n, d), L2-normalised rows."""
         keys = np.array([_text_key(t) for t in texts], dtype="S32")
@@ -137,13 +157,7 @@ class Embedder:
         if todo:
             model = self._load()
             log.info("embedding %d new texts with %s (%d cached)", len(todo), self.model_id, len(index))
-            new_v = model.encode(
-                list(todo.values()),
-                batch_size=self.batch_size,
-                show_progress_bar=self.progress,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-            ).astype(np.float32)
+            new_v = self._encode(model, list(todo.values()))
             new_k = np.array(list(todo.keys()), dtype="S32")
             if cached_v.size and cached_v.shape[1] != new_v.shape[1]:
                 raise ValueError(f"embedding cache {self.cache_path} holds dim {cached_v.shape[1]}, model gives {new_v.shape[1]}")

@@ -65,6 +65,7 @@ from mlsel.llm.sandbox import SandboxError
 from mlsel.llm.scoring import has_ground_truth, resolve_metric, score
 from mlsel.params import BenchmarkParams, default
 from mlsel.paths import write_atomic
+from mlsel.progress import progress_bar
 
 __all__ = ["BenchmarkError", "STATUSES", "SUMMARY_COLUMNS", "load_queries", "run_benchmark", "summarize", "write_mmlu_pro_queries"]
 
@@ -254,29 +255,17 @@ def _call_all(
 
     limits = httpx.Limits(max_connections=int(concurrency), max_keepalive_connections=int(concurrency))
     with httpx.Client(limits=limits, timeout=timeout_s) as client:
-        bar = _progress_bar(len(todo), progress)
-        with ThreadPoolExecutor(max_workers=int(concurrency), thread_name_prefix="mlsel-bench") as pool:
+        with ThreadPoolExecutor(max_workers=int(concurrency), thread_name_prefix="mlsel-bench") as pool, \
+                progress_bar(len(todo), "benchmark", "call", enabled=progress) as bar:
             futures = [pool.submit(work, client, q, spec) for q, spec in todo]
             try:
                 for fut in as_completed(futures):
                     emit(fut.result())
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
             except BaseException:
                 for f in futures:
                     f.cancel()
                 raise
-            finally:
-                if bar is not None:
-                    bar.close()
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="benchmark", unit="call")
 
 
 @contextlib.contextmanager
@@ -367,7 +356,7 @@ def run_benchmark(
     enable_code_eval : bool
         Execute ``code_eval`` assertions in :mod:`mlsel.llm.sandbox`.
     progress : bool
-        Show a tqdm progress bar.
+        Show a progress bar (:func:`mlsel.progress.progress_bar`).
     backoff_initial_s, backoff_max_s : float
         Exponential backoff start and cap, seconds (also caps Retry-After).
 

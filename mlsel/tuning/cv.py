@@ -12,6 +12,7 @@ import pandas as pd
 
 from mlsel.data.outcomes import OutcomeMatrix, cost_matrix, kfold_queries, load_prepared, pool_matrix, split_masks
 from mlsel.features import Embedder, build_features
+from mlsel.progress import progress_bar
 from mlsel.selection.base import Selector, utility
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
 from mlsel.selection.registry import make_selector
@@ -172,19 +173,18 @@ def cv_task(t: CVTask) -> list[dict[str, Any]]:
 
 
 def run_cv_tasks(tasks: list[CVTask], n_jobs: int, scheduler: str = "") -> pd.DataFrame:
-    """Run the tasks with joblib behind a tqdm bar: local workers, or the Dask cluster at ``scheduler`` (an address).
+    """Run the tasks with joblib behind a progress bar: local workers, or the Dask cluster at ``scheduler`` (an address).
 
     One row per (task, combination), sorted by pool, selector, CV seed, fold
     and combination: the same table whatever the backend and completion order.
     """
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
 
     from mlsel.tuning.parallel import call_with, joblib_backend
 
     shared = ("X", "quality", "latency", "cost")  # the same arrays in many tasks: sent to a cluster once
     out: list[dict[str, Any]] = []
-    with joblib_backend(n_jobs, scheduler) as jobs, tqdm(total=len(tasks), desc="tune CV", unit="task") as bar:
+    with joblib_backend(n_jobs, scheduler) as jobs, progress_bar(len(tasks), "tune CV", "task") as bar:
         par = Parallel(n_jobs=jobs, return_as="generator_unordered")
         for rows in par(delayed(call_with)(cv_task, t._replace(**dict.fromkeys(shared)), **{k: getattr(t, k) for k in shared})
                         for t in tasks):
