@@ -2,23 +2,34 @@
 
 Checks that every table and figure of the page reaches the DOM, that every
 figure decodes (naturalWidth > 0), and that a screenshot of the page is not
-blank. Chromium comes from Debian (``apt-get install -y chromium``); without
+blank; and that the published executed-notebook pages and the page linking them
+load with no network request and no console error, their images decoding.
+Those are driven over the DevTools protocol (websocket-client, which
+jupyterlab's server brings), which sees every request a page makes, even one
+its Content-Security-Policy blocks (that one is a console error).
+Chromium comes from Debian (``apt-get install -y chromium``); without
 it the test is skipped, except in CI (``CI=true``), where the project's conftest
 hook makes the skip a failure.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
+from test_notebook_pages import executed_notebook, make_run
 
 from mlsel.params import stage_values
 from mlsel.report.page import build_report
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.browser
 
@@ -40,15 +51,17 @@ def _chromium() -> str:
     return path
 
 
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+    "--disable-default-apps", "--hide-scrollbars",
+    # Network off: no name resolves, and any request would go to a dead proxy.
+    "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9",
+)
+
+
 def _run_chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-        "--disable-default-apps", "--hide-scrollbars", f"--user-data-dir={profile}",
-        # Network off: no name resolves, and any request would go to a dead proxy.
-        "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9",
-        "--virtual-time-budget=10000", *args,
-    ]
+    cmd = [chromium, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
@@ -158,3 +171,153 @@ def test_cross_dataset_page_in_the_browser(cross_dataset_run, tmp_path):
     probe.write_text(text.replace(CSP, CSP + "; script-src 'unsafe-inline'").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     probed = _parse(_run_chromium(chromium, tmp_path / "profile2", "--dump-dom", probe.as_uri()).stdout)
     assert probed.attrs.get("data-img-ok") == str(source.imgs) == probed.attrs.get("data-img-total")
+
+
+# --------------------------------------------------------------------------- the executed-notebook pages
+
+PAGE_STATE = (
+    "({images: Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1), scripts: document.scripts.length,"
+    " links: Array.from(document.links).map(a => a.href), text: document.body.innerText.length})"
+)
+"""Evaluated in the loaded page over the DevTools protocol (the page's own policy forbids scripts; this is not one)."""
+
+
+class Devtools:
+    """Headless Chromium (network off) driven over the DevTools protocol: load a page, see what it requested and logged."""
+
+    def __init__(self, chromium: str, profile: Path) -> None:
+        import websocket  # websocket-client, a dependency of jupyter_server (jupyterlab)
+
+        self.proc = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 60
+        while not (port_file.is_file() and len(port_file.read_text().split()) >= 2):
+            assert self.proc.poll() is None and time.monotonic() < deadline, "chromium did not open its DevTools port"
+            time.sleep(0.05)
+        port, path = port_file.read_text().split()[:2]
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=60, suppress_origin=True)
+        self.events: list[dict] = []
+        self.last_id = 0
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self.last_id += 1
+        self.ws.send(json.dumps({"id": self.last_id, "method": method, "params": params or {}, **({"sessionId": session} if session else {})}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.last_id:
+                assert "error" not in msg, msg
+                return msg["result"]
+            self.events.append(msg)
+
+    def _wait(self, method: str, session: str) -> None:
+        while not any(e.get("method") == method and e.get("sessionId") == session for e in self.events):
+            self.events.append(json.loads(self.ws.recv()))
+
+    def load(self, url: str) -> dict:
+        """Open ``url`` in a new tab; its requests, console errors and :data:`PAGE_STATE` once it has loaded."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Network", "Runtime", "Log"):
+            self.send(f"{domain}.enable", session=session)
+        self.events.clear()
+        self.send("Page.navigate", {"url": url}, session)
+        self._wait("Page.loadEventFired", session)  # after every image has loaded or failed
+        state = self.send("Runtime.evaluate", {"expression": PAGE_STATE, "returnByValue": True}, session)["result"]["value"]
+        mine = [e for e in self.events if e.get("sessionId") == session]
+        self.send("Target.closeTarget", {"targetId": target})
+        state["requests"] = [e["params"]["request"]["url"] for e in mine if e["method"] == "Network.requestWillBeSent"]
+        state["errors"] = ([e["params"]["entry"]["text"] for e in mine if e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error"]
+                           + [str(e["params"]["args"]) for e in mine if e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert")]
+                           + [str(e["params"]["exceptionDetails"]) for e in mine if e["method"] == "Runtime.exceptionThrown"])
+        # Network: anything but the page's own file and its embedded data: URIs.
+        state["network"] = [u for u in state["requests"] if urlparse(u).scheme not in ("file", "data")]
+        return state
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        finally:
+            self.ws.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def devtools(tmp_path_factory):
+    browser = Devtools(_chromium(), tmp_path_factory.mktemp("devtools-profile"))
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def notebook_site(cross_dataset_run, tmp_path_factory):
+    """The cross-dataset run with executed notebooks (a tiny one, run with papermill) for every stage of a and b: the report
+    page built first, as the report notebook builds it, then the notebook pages published, as the runner does afterwards."""
+    from mlsel.report.notebook_pages import publish_notebooks
+    from mlsel.report.overview import build_run_report
+
+    tmp = tmp_path_factory.mktemp("notebook-site")
+    run, site = tmp / "run", tmp / "site"
+    shutil.copytree(cross_dataset_run, run)
+    make_run(run, executed_notebook(tmp / "tiny"), datasets=("a", "b"), stages=("prepare", "train", "evaluate", "tune"))
+    index = build_run_report(str(run), ["a", "b"], str(site))
+    return {"index": index, "pages": publish_notebooks(str(run), ["a", "b"], str(site))}
+
+
+def _local_target(url: str) -> Path:
+    return Path(unquote(urlparse(url).path))
+
+
+def test_every_notebook_page_loads_offline_without_errors(devtools, notebook_site):
+    index, pages = notebook_site["index"], notebook_site["pages"]
+    assert len(pages) == 9  # 2 datasets x 4 stages + the report notebook
+    home = devtools.load(index.as_uri())
+    assert home["network"] == [] and home["errors"] == [] and home["scripts"] == 0
+    assert len(home["images"]) >= 3 and all(w > 0 for w in home["images"]), home["images"]
+    linked = sorted(_local_target(u) for u in home["links"] if "/notebooks/" in u)
+    assert linked == sorted(pages), "the report links exactly the published pages"
+    for page in pages:
+        state = devtools.load(page.as_uri())
+        assert state["requests"][0] == page.as_uri(), state["requests"][:1]
+        assert state["network"] == [], (page, state["network"])
+        assert state["errors"] == [], (page, state["errors"])
+        assert state["scripts"] == 0 and state["text"] > 500, page
+        assert len(state["images"]) == 1 and state["images"][0] > 0, (page, state["images"])  # the tiny notebook's figure decodes
+        back = [u for u in state["links"] if u.startswith("file:") and "#notebooks" in u]
+        assert len(back) == 2 and all(_local_target(u) == index for u in back), back
+
+
+def test_the_probe_sees_requests_and_errors(devtools, tmp_path):
+    """The check above can fail: a page without our policy that loads a remote image and logs an error is caught."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><body><img src="https://example.com/x.png">'
+                   '<script>console.error("boom")</script></body></html>', encoding="utf-8")
+    state = devtools.load(bad.as_uri())
+    assert state["network"] == ["https://example.com/x.png"]
+    assert any("boom" in e for e in state["errors"]) and state["scripts"] == 1 and state["images"] == [0]
+    # With the pages' policy the attempt is still seen (the protocol reports it before the policy blocks it), and the
+    # refusal is a console error: "no request" above means the page attempted none, not that the policy stopped them.
+    from mlsel.report.notebook_pages import CSP
+
+    blocked = tmp_path / "blocked.html"
+    blocked.write_text(f'<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="{CSP}"></head>'
+                       '<body><img src="https://example.com/x.png"></body></html>', encoding="utf-8")
+    state = devtools.load(blocked.as_uri())
+    assert state["network"] == ["https://example.com/x.png"] and state["images"] == [0]
+    assert any("violates the following Content Security Policy" in e for e in state["errors"]), state["errors"]
+
+
+def test_published_notebook_pages_load_offline(devtools):
+    """The published report (reports/) links the default run's executed notebooks; every page loads with the network off,
+    attempts no request, logs no error, runs no script, and its figures (at least one per stage notebook) decode."""
+    report = ROOT / "reports"
+    home = devtools.load((report / "index.html").as_uri())
+    linked = sorted(_local_target(u) for u in home["links"] if "/notebooks/" in u)
+    pages = sorted((report / "notebooks").rglob("*.html"))
+    assert linked == pages and len(pages) == 4 * 4 + 1  # 4 datasets x 4 stages + the report notebook
+    for page in pages:
+        state = devtools.load(page.as_uri())
+        assert state["network"] == [] and state["errors"] == [] and state["scripts"] == 0, (page, state["network"], state["errors"])
+        assert len(state["images"]) >= 1 and all(w > 0 for w in state["images"]), (page, state["images"])

@@ -27,8 +27,8 @@ class Figure:
 
     id: str
     caption: str
-    png_b64: str
-    width_px: int
+    png_b64: str = field(repr=False)  # a notebook's text form of the figure names it, without the image's bytes
+    width_px: int = 0
     alt: str = ""
     type: str = "figure"
 
@@ -46,6 +46,15 @@ class Text:
     heading: str = ""
     links: list[str] = field(default_factory=list)  # file names under tables/
     type: str = "text"
+
+
+@dataclass
+class LinkList:
+    """A sub-heading and a list of links, ``(href, text)`` with ``href`` relative to the report folder."""
+
+    heading: str
+    links: list[tuple[str, str]] = field(default_factory=list)
+    type: str = "linklist"
 
 
 @dataclass

@@ -10,6 +10,10 @@ routing paid off there. Each dataset's sections follow (as
 :func:`mlsel.report.page.collect` builds them for one folder), their ids and
 table links scoped by the dataset's name.
 
+The page ends with links to the run's executed notebooks
+(:func:`mlsel.report.notebook_pages.notebook_links`); the runner publishes
+those pages after the report stage, when the report notebook has finished.
+
 Published files: ``<report_dir>/index.html``, ``tables/summary.csv`` (the
 matrix, one row per dataset x pool) and ``tables/<dataset>/*.csv``
 (byte-identical copies of each dataset's tables). The matrix is also written
@@ -26,8 +30,9 @@ from typing import Any
 import pandas as pd
 
 from mlsel.paths import resolve_path, run_paths, write_atomic, write_csv
-from mlsel.report.blocks import Section, Table, Text
+from mlsel.report.blocks import LinkList, Section, Table, Text
 from mlsel.report.figures import gain_figure, style
+from mlsel.report.notebook_pages import notebook_links
 from mlsel.report.tables import UNIT_NAMES, fmt_ci, fmt_num, is_missing, read_table, table_markdown
 
 log = logging.getLogger(__name__)
@@ -153,6 +158,25 @@ def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Sect
     return sec
 
 
+def notebooks_section(run_dir: str, datasets: list[str]) -> Section:
+    """Links to the executed notebooks' pages, per dataset, then the report notebook's."""
+    links = notebook_links(run_dir, datasets)
+    sec = Section("notebooks", "Executed notebooks")
+    sec.blocks.append(Text(text=(
+        f"The notebooks that produced this page, as mlsel run executed them for run {Path(str(run_dir)).name} (the default run for "
+        "the published report): each with the parameters the run injected (the cell tagged injected-parameters), its log, "
+        "tables and figures. Every stage notebook ran once per dataset; the report notebook ran once over the whole run. "
+        "Each is a static, self-contained page.")))
+    for ds in datasets:
+        mine = [(link.href, f"{link.stem}.ipynb ({link.stage} stage)") for link in links if link.dataset == ds]
+        if mine:
+            sec.blocks.append(LinkList(dataset_title(ds), mine))
+        else:
+            sec.blocks.append(Text(heading=dataset_title(ds), text="Its manifest lists no executed notebook: its stages ran outside mlsel run."))
+    sec.blocks.append(LinkList("The whole run", [(link.href, f"{link.stem}.ipynb (report stage)") for link in links if not link.dataset]))
+    return sec
+
+
 def _scope(sections: list[Section], ds: str) -> list[Section]:
     """Prefix every id with the dataset and point every table link at ``tables/<ds>/``."""
     title = dataset_title(ds)
@@ -196,6 +220,7 @@ def build_run_report(run_dir: str, datasets: list[str], report_dir: str) -> Path
     sections = [overview_section(summary, missing)]
     for ds in datasets:
         sections += _scope(collect(str(resolve_path(run_dir) / ds)), ds)
+    sections.append(notebooks_section(run_dir, datasets))
     subtitle = "datasets " + ", ".join(dataset_title(d) for d in datasets)
     html = render(sections, run_dir, {"stages": {}}, subtitle=subtitle)
     out = resolve_path(report_dir)
