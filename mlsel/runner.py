@@ -10,6 +10,15 @@ the stages themselves add input checksums and dropped-record counts.
 A failed stage stops the run and leaves the partly executed notebook and all
 earlier stages' outputs in place.
 
+Progress bars of a stage's kernel (:mod:`mlsel.progress`) go to a channel file
+that a thread copies to this process's stderr while the stage runs: they show
+live on the terminal (``bar``) or as a line every 30 s when stderr is not a
+terminal (``lines``, for CI logs), and never inside the executed notebooks.
+
+After the report stage the executed notebooks, the report's own included,
+are published beside the page as self-contained HTML
+(:func:`mlsel.report.notebook_pages.publish_notebooks`), and the page links them.
+
 Every stage but the report runs once per dataset (``base.datasets``, each
 defined under ``dataset_defs``) into ``<run_dir>/<dataset>/``, with its own
 manifest and executed notebooks; the report stage then runs once over the
@@ -24,12 +33,18 @@ by itself) and ``report`` always run. ``force=True`` reruns everything.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import mlsel
 from mlsel.params import Params, apply_overrides, apply_smoke, dataset_params, is_secret_name, load_params, stage_values
@@ -45,6 +60,8 @@ from mlsel.paths import (
     sha256_file,
     update_manifest,
 )
+from mlsel.progress import mode as progress_mode
+from mlsel.report.notebook_pages import publish_notebooks
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +127,53 @@ def _check_no_secrets(stage_params: dict[str, Any], stage: str) -> None:
             )
 
 
+def _relay(channel: str, stop: threading.Event, poll_s: float = 0.1) -> None:
+    """Copy what is appended to ``channel`` to stderr until ``stop`` is set, then copy the rest once more."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may straddle two reads
+    ends_line = True
+    with open(channel, "rb") as fh:
+        while True:
+            last = stop.is_set()
+            text = decoder.decode(fh.read(), final=last)
+            ends_line = text.endswith("\n") if text else ends_line
+            if last and not ends_line:
+                text += "\n"  # a bar cut short by a failing cell: what the runner logs next starts on a line of its own
+            if text:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            if last:
+                return
+            stop.wait(poll_s)
+
+
+@contextlib.contextmanager
+def progress_relay(stage: str) -> Iterator[str]:
+    """While in the block, kernels started from this process write their progress bars to a channel file (its path is
+    yielded) that a thread copies to our stderr. ``MLSEL_PROGRESS`` becomes ``bar`` when stderr is a terminal, else
+    ``lines``, unless it is set already; the environment is restored and the file removed afterwards."""
+    chosen = progress_mode()  # a bad value fails here, before the stage runs
+    fd, channel = tempfile.mkstemp(prefix=f"mlsel-{stage}-", suffix=".progress")
+    os.close(fd)
+    saved = {k: os.environ.get(k) for k in ("MLSEL_PROGRESS", "MLSEL_PROGRESS_FILE")}
+    tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    os.environ["MLSEL_PROGRESS"] = chosen or ("bar" if tty else "lines")
+    os.environ["MLSEL_PROGRESS_FILE"] = channel  # the kernel inherits the environment
+    stop = threading.Event()
+    thread = threading.Thread(target=_relay, args=(channel, stop), name=f"mlsel-progress-{stage}", daemon=True)
+    thread.start()
+    try:
+        yield channel
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        Path(channel).unlink(missing_ok=True)
+
+
 def run_stage(stage: str, params: Params, force: bool = False, progress: bool = False) -> dict[str, Any]:
     """Run one stage notebook with papermill into ``params``' run folder (skipped when up to date); its record."""
     import papermill as pm
@@ -128,10 +192,11 @@ def run_stage(stage: str, params: Params, force: bool = False, progress: bool = 
         return {"notebook": str(nb_out), "seconds": 0.0, "skipped": True}
     log.info("stage %s: %s -> %s", stage, nb_in, nb_out)
     t0 = time.perf_counter()
-    pm.execute_notebook(
-        str(nb_in), str(nb_out), parameters=sp, kernel_name="python3", cwd=str(root / "notebooks"),
-        progress_bar=progress, log_output=False, report_mode=False,
-    )
+    with progress_relay(stage):
+        pm.execute_notebook(
+            str(nb_in), str(nb_out), parameters=sp, kernel_name="python3", cwd=str(root / "notebooks"),
+            progress_bar=progress, log_output=False, report_mode=False,
+        )
     seconds = round(time.perf_counter() - t0, 1)
     manifest = read_manifest(params.base.run_dir)
     entry = manifest["stages"].get(stage, {})
@@ -175,4 +240,6 @@ def run(
                 done[f"{name}/{stage}"] = run_stage(stage, params, force, progress)
     if "report" in planned_stages(top, stages):
         done["report"] = run_stage("report", top, force, progress)
+        # The pages of every executed notebook, the report's own included (it has finished now), beside the page that links them.
+        publish_notebooks(top.base.run_dir, list(top.base.datasets), top.report.report_dir)
     return done

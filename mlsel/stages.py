@@ -154,7 +154,7 @@ def benchmark_models(p: Any) -> pd.DataFrame:
         timeout_s=p.timeout_s,
         max_retries=p.max_retries,
         enable_code_eval=p.enable_code_eval,
-        progress=False,
+        progress=True,  # the runner relays the bar to its terminal (mlsel.progress), never into the notebook
     )
     update_manifest(p.run_dir, "benchmark", {"output": str(out), "output_sha256": sha256_file(out), "summary": summary.to_dict("records")})
     return summary

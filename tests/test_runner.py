@@ -185,3 +185,20 @@ def test_each_stage_notebook_ends_with_its_table_figure_and_story(smoke_runner_r
         assert stories and all(len(s) > 80 for s in stories), key
         if stem != "30_evaluate_selectors":  # evaluate's table comes before its figure, under "Evaluate every pool"
             assert any("text/html" in o.get("data", {}) for o in outputs), key
+
+
+@pytest.mark.slow
+def test_executed_notebooks_are_published_beside_the_report_and_linked(smoke_runner_run):
+    """The runner publishes a page per executed notebook (the report's own too) under <report_dir>/notebooks/, each with its
+    figures as data: images, and the report page links every one of them."""
+    run_dir, _, done = smoke_runner_run
+    report = run_dir / "report"
+    html = (report / "index.html").read_text()
+    pages = sorted(str(p.relative_to(report)) for p in (report / "notebooks").rglob("*.html"))
+    want = sorted(f"notebooks/{k.split('/')[0]}/{Path(v['notebook']).stem}.html" if "/" in k else f"notebooks/{Path(v['notebook']).stem}.html"
+                  for k, v in done.items())
+    assert pages == want
+    for page in pages:
+        assert f'href="{page}"' in html, page
+        text = (report / page).read_text()
+        assert "<script" not in text and "data:image/png;base64," in text, page
