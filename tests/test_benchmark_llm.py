@@ -129,6 +129,12 @@ models:
                       stages=["benchmark", "prepare", "train", "evaluate", "report"])
     assert list(done) == ["local/benchmark", "local/prepare", "local/train", "local/evaluate", "report"]
     assert out.read_bytes() == before
+    # The executed benchmark notebook ends with its figure (quality and response time per model) and its sentences.
+    nb = json.loads(Path(done["local/benchmark"]["notebook"]).read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1
+    story = ["".join(o["data"]["text/markdown"]) for o in outputs if "text/markdown" in o.get("data", {})]
+    assert len(story) == 1 and story[0].startswith(f"Asked {N_QUESTIONS} queries of 2 models")
     import pandas as pd
 
     res = pd.read_csv(run_dir / "local" / "tables" / "selection_results.csv")

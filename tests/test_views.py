@@ -48,7 +48,7 @@ def test_prepare_story_says_what_the_table_says(run):
     assert isinstance(story, Story) and story._repr_markdown_() == str(story)
     assert "**5 queries** in 2 categories" in story and "3 training and 2 held-out" in story
     # A and B tie overall (2/3 each): idxmax keeps the first, A; A leads in law, B in math.
-    assert "best model overall is **A** (0.667); it leads in 1 of 2 categories, and other models lead in math (B)." in story
+    assert "best model overall is **A** (0.667); it leads in 1 of 2 categories with training queries, and other models lead in math (B)." in story
     assert "Models differ most in law (mean quality from 0.000 to 1.000) and least in math (a spread of 0.500)." in story
     assert "Dropped records: missing_quality 2." in story and "Repaired: duplicate_rows_averaged 1." in story
 
@@ -94,3 +94,31 @@ def test_report_story_counts_rows_and_links_the_page(tmp_path):
     assert story.startswith("Routing beats the best single model in quality on **1 of 3** dataset-pool rows (RouterBench / b); "
                             "at the best single model's quality it saves cost on 1 of the 3.")
     assert f"[Open the report]({(tmp_path / 'index.html').resolve().as_posix()})" in story
+
+
+def test_benchmark_figure_only_when_something_was_benchmarked():
+    assert views.benchmark_figure(pd.DataFrame(columns=["model", "n", "n_ok", "quality_mean", "response_time_s_mean"])) is None
+    summary = pd.DataFrame({"model": ["m1", "m2"], "n": [4, 4], "n_ok": [4, 3], "quality_mean": [0.5, 0.75],
+                            "response_time_s_mean": [0.2, 1.5]})
+    fig = views.benchmark_figure(summary)
+    assert fig.id == "fig-benchmark" and fig._repr_png_().startswith(PNG) and "mean response time" in fig.caption
+
+
+def test_prepare_story_with_a_category_of_held_out_queries_only(run):
+    """A category whose queries all fell into the test split has no training mean: it is named, not compared."""
+    queries = pd.read_csv(f"{run}/data/queries.csv", dtype=str, keep_default_na=False)
+    queries.loc[queries["query_id"] == "q5", "category"] = "history"
+    write_csv(queries, f"{run}/data/queries.csv")
+    table = views.category_quality(run)
+    assert table.loc["history", ["n_train", "n_test"]].tolist() == [0, 1] and table.loc["history", ["A", "B"]].isna().all()
+    story = views.prepare_story(table, run)
+    assert "it leads in 1 of 2 categories with training queries" in story and "Held-out queries only (nothing to learn from): history." in story
+    assert views.category_quality_figure(table)._repr_png_().startswith(PNG)
+
+
+def test_report_views_before_any_tune_stage(tmp_path):
+    """Without a summary row (no tune stage has run) the report notebook shows no figure and says why."""
+    empty = pd.DataFrame(columns=["dataset", "pool"])
+    assert views.gain_summary_figure(empty) is None
+    assert views.report_story(empty, tmp_path / "index.html").startswith("No dataset has a headline row yet")
+    assert views.summary_frame(empty).empty

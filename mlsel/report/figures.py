@@ -251,6 +251,31 @@ def cv_curves_figure(th: pd.DataFrame, pool: str, id: str) -> Figure:
                    alt=f"cross-validation curves, pool {pool}")
 
 
+def benchmark_figure(summary: pd.DataFrame, id: str = "fig-benchmark") -> Figure:
+    """The benchmark's summary, one bar per model: mean quality of the scored answers, and mean response time (s)."""
+    plt = _plt()
+    n = len(summary)
+    fig, (aq, at) = plt.subplots(1, 2, figsize=(9.5, max(2.4, 1.2 + 0.42 * n)), sharey=True)
+    y = np.arange(n)
+    colors = _colors(n)
+    aq.barh(y, summary["quality_mean"].astype(float), color=colors)
+    at.barh(y, summary["response_time_s_mean"].astype(float), color=colors)
+    for yi, (ok, total) in enumerate(zip(summary["n_ok"], summary["n"])):
+        aq.annotate(f"{int(ok)}/{int(total)} answered", (0, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7,
+                    color="white")
+    aq.set_yticks(y, [str(m) for m in summary["model"]])
+    aq.invert_yaxis()
+    aq.set_xlim(0, 1)
+    aq.set_xlabel("mean quality of the answers")
+    at.set_xlabel("mean response time (s)")
+    for ax in (aq, at):
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Benchmark: quality and response time per model", fontsize=11)
+    fig.tight_layout()
+    return _figure(fig, id, "Per model: the mean quality of its scored answers (failed calls are not scored as 0) and its mean response time.",
+                   alt="benchmark quality and response time per model")
+
+
 def gain_figure(summary: pd.DataFrame, labels: list[str], id: str) -> Figure:
     """Gain@B with its 95% CI per dataset and pool (a forest plot): right of 0, routing beats the best single model."""
     plt = _plt()

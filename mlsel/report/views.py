@@ -5,15 +5,16 @@ so a notebook shows what the page shows; the sentences are computed from the
 values (no number is typed in). Each function reads the run folder the stage
 has just written (:func:`mlsel.paths.run_paths`).
 
-========  ==========================================  ==========================================
-stage     table                                       figure
-========  ==========================================  ==========================================
-prepare   :func:`category_quality`                    :func:`category_quality_figure` (heatmap)
-train     :func:`training_share`                      :func:`training_share_figure` (shares)
-evaluate  :func:`results_table`                       :func:`quality_cost_figures` (one per pool)
-tune      :func:`routing_summary`                     :func:`cv_curve_figures`, :func:`frontier_figures`
-report    :func:`routing_summary` (all datasets)      :func:`gain_figure` of the summary
-========  ==========================================  ==========================================
+=========  ======================================  ==================================================
+stage      table                                   figure
+=========  ======================================  ==================================================
+prepare    :func:`category_quality`                :func:`category_quality_figure` (heatmap)
+benchmark  :func:`benchmark_story` (its summary)   :func:`benchmark_figure` (none without queries)
+train      :func:`training_share`                  :func:`training_share_figure` (shares)
+evaluate   :func:`results_table`                   :func:`quality_cost_figures` (one per pool)
+tune       :func:`routing_summary`                 :func:`cv_curve_figures`, :func:`frontier_figures`
+report     :func:`routing_summary` (all datasets)  :func:`gain_summary_figure`
+=========  ======================================  ==================================================
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 from mlsel.data.outcomes import load_prepared
 from mlsel.paths import project_root, read_manifest, resolve_path, run_paths
 from mlsel.report.blocks import Figure, Story, Table
+from mlsel.report.figures import benchmark_figure as benchmark_figure_of
 from mlsel.report.figures import cv_curves_figure, gain_figure, heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.overview import dataset_title, read_summary, summary_table, verdict
 from mlsel.report.tables import benefit_rows, efficiency_column, fmt_num, main_table, read_table, slug, verdicts
@@ -85,9 +87,11 @@ def prepare_story(table: pd.DataFrame, run_dir: str) -> Story:
     cats, models = table.drop(index=ALL), [c for c in table.columns if c not in ("n_train", "n_test")]
     overall = table.loc[ALL, models].astype(float)
     best = str(overall.idxmax())
-    leaders = cats[models].astype(float).idxmax(axis=1)
+    seen = cats[cats["n_train"] > 0]  # a category may have held-out queries only (no training mean to compare)
+    unseen = [str(c) for c in cats.index[cats["n_train"] == 0]]
+    leaders = seen[models].astype(float).idxmax(axis=1)
     others = leaders[leaders != best]
-    spread = (cats[models].max(axis=1) - cats[models].min(axis=1)).astype(float)
+    spread = (seen[models].max(axis=1) - seen[models].min(axis=1)).astype(float)
     data = read_manifest(run_dir)["stages"]["prepare"].get("data", {})
     dropped = {k: v for k, v in data.get("dropped", {}).items() if v}
     repaired = {k: v for k, v in data.get("repaired", {}).items() if v}
@@ -96,11 +100,12 @@ def prepare_story(table: pd.DataFrame, run_dir: str) -> Story:
         f"{int(table.loc[ALL, 'n_train'])} training and {int(table.loc[ALL, 'n_test'])} held-out queries, each answered by all "
         f"{len(models)} models.",
         f"On the training queries the best model overall is **{best}** ({fmt_num(overall[best])}); it leads in "
-        f"{int((leaders == best).sum())} of {len(cats)} categories"
+        f"{int((leaders == best).sum())} of {len(seen)} categories with training queries"
         + (f", and other models lead in {', '.join(f'{c} ({m})' for c, m in others.items())}." if len(others) else ", in every one: "
-           "a per-query selector can only gain where models differ on individual queries."),
-        f"Models differ most in {spread.idxmax()} (mean quality from {fmt_num(cats.loc[spread.idxmax(), models].min())} to "
-        f"{fmt_num(cats.loc[spread.idxmax(), models].max())}) and least in {spread.idxmin()} (a spread of {fmt_num(spread.min())}).",
+           "a per-query selector can only gain where models differ on individual queries.")
+        + (f" Held-out queries only (nothing to learn from): {', '.join(unseen)}." if unseen else ""),
+        f"Models differ most in {spread.idxmax()} (mean quality from {fmt_num(seen.loc[spread.idxmax(), models].min())} to "
+        f"{fmt_num(seen.loc[spread.idxmax(), models].max())}) and least in {spread.idxmin()} (a spread of {fmt_num(spread.min())}).",
         ("Dropped records: " + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "." if dropped else "No record was dropped.")
         + (" Repaired: " + ", ".join(f"{k} {v}" for k, v in repaired.items()) + "." if repaired else ""),
     ]
@@ -108,6 +113,14 @@ def prepare_story(table: pd.DataFrame, run_dir: str) -> Story:
 
 
 # --------------------------------------------------------------------------- benchmark
+
+
+def benchmark_figure(summary: pd.DataFrame) -> Figure | None:
+    """Quality and response time per model; None when nothing was benchmarked (no figure to draw)."""
+    if summary.empty:
+        return None
+    style()
+    return benchmark_figure_of(summary)
 
 
 def benchmark_story(summary: pd.DataFrame, queries: str) -> Story:
@@ -223,7 +236,10 @@ def routing_story(summary: pd.DataFrame) -> Story:
 # --------------------------------------------------------------------------- report
 
 
-def gain_summary_figure(summary: pd.DataFrame) -> Figure:
+def gain_summary_figure(summary: pd.DataFrame) -> Figure | None:
+    """Gain@B with its CI per dataset and pool; None when no dataset has a summary row (no tune stage has run)."""
+    if summary.empty:
+        return None
     style()
     return gain_figure(summary, [f"{dataset_title(d)} / {p}" for d, p in zip(summary["dataset"], summary["pool"])], "fig-gain-at-b")
 
@@ -231,13 +247,17 @@ def gain_summary_figure(summary: pd.DataFrame) -> Figure:
 def report_story(summary: pd.DataFrame, page: Any) -> Story:
     """How many dataset-pool rows routing paid off in, and a link to the page (relative to the notebooks folder, as JupyterLab opens it)."""
     page = Path(page)
-    paid = summary[summary["gain_at_b_ci_low"] > 0]
-    saved = summary[summary["cost_save_at_b_ci_low"] > 0] if "cost_save_at_b_ci_low" in summary else summary.iloc[:0]
     try:
         link = Path("..") / page.resolve().relative_to(project_root())
     except ValueError:
         link = page.resolve()
+    tail = f"\n\n[Open the report]({link.as_posix()}) — `{resolve_path(str(page))}`"
+    if summary.empty:
+        return Story("No dataset has a headline row yet: its tune stage, which chooses the router by cross-validation, has not run; "
+                     "the page shows each dataset's own sections." + tail)
+    paid = summary[summary["gain_at_b_ci_low"] > 0]
+    saved = summary[summary["cost_save_at_b_ci_low"] > 0] if "cost_save_at_b_ci_low" in summary else summary.iloc[:0]
     head = (f"Routing beats the best single model in quality on **{len(paid)} of {len(summary)}** dataset-pool rows"
             + (f" ({', '.join(f'{dataset_title(d)} / {p}' for d, p in zip(paid['dataset'], paid['pool']))})" if len(paid) else "")
             + f"; at the best single model's quality it saves cost on {len(saved)} of the {len(summary)}.")
-    return Story(f"{head}\n\n[Open the report]({link.as_posix()}) — `{resolve_path(str(page))}`")
+    return Story(head + tail)
