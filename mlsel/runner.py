@@ -61,7 +61,7 @@ from mlsel.paths import (
     update_manifest,
 )
 from mlsel.progress import mode as progress_mode
-from mlsel.report.notebook_pages import publish_notebooks
+from mlsel.report.notebook_pages import KERNEL_CWD, publish_notebooks
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def run_stage(stage: str, params: Params, force: bool = False, progress: bool = 
     t0 = time.perf_counter()
     with progress_relay(stage):
         pm.execute_notebook(
-            str(nb_in), str(nb_out), parameters=sp, kernel_name="python3", cwd=str(root / "notebooks"),
+            str(nb_in), str(nb_out), parameters=sp, kernel_name="python3", cwd=str(KERNEL_CWD),
             progress_bar=progress, log_output=False, report_mode=False,
         )
     seconds = round(time.perf_counter() - t0, 1)

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from mlsel.paths import resolve_path, run_paths, write_atomic, write_csv
-from mlsel.report.blocks import LinkList, Section, Table, Text
+from mlsel.report.blocks import Figure, LinkList, Section, Table, Text
 from mlsel.report.figures import gain_figure, style
 from mlsel.report.notebook_pages import notebook_links
 from mlsel.report.tables import UNIT_NAMES, fmt_ci, fmt_num, is_missing, read_table, table_markdown
@@ -154,8 +154,13 @@ def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Sect
         "single models. Intervals are 95% paired bootstrap intervals over held-out queries; a difference counts only when its "
         "whole interval is on one side of 0. The cost unit is USD where the data has a real per-query cost; a proxy is named "
         "as such and never shown as USD or seconds.")))
-    sec.blocks.append(gain_figure(df, [f"{dataset_title(d)} / {p}" for d, p in zip(df["dataset"], df["pool"])], "fig-gain-at-b"))
+    sec.blocks.append(gain_at_b_figure(df))
     return sec
+
+
+def gain_at_b_figure(df: pd.DataFrame) -> Figure:
+    """Gain@B with its 95% CI per row of the headline matrix, labelled dataset / pool."""
+    return gain_figure(df, [f"{dataset_title(d)} / {p}" for d, p in zip(df["dataset"], df["pool"])], "fig-gain-at-b")
 
 
 def notebooks_section(run_dir: str, datasets: list[str]) -> Section:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsel.report.blocks import Text
+from mlsel.report.blocks import Figure, Text
 from mlsel.report.figures import cv_curves_figure, frontier_figure, heatmap_figure
 from mlsel.report.tables import fmt_generic, generic_table, slug
 
@@ -50,6 +50,11 @@ def frontier_blocks(fr: pd.DataFrame, res: pd.DataFrame | None) -> list[Any]:
     return blocks
 
 
+def cv_curves_blocks(th: pd.DataFrame) -> list[Figure]:
+    """The tune stage's long table as one figure of cross-validation curves per pool (:func:`cv_curves_figure`)."""
+    return [cv_curves_figure(th, pool, f"fig-cv-curves-{slug(pool)}") for pool in dict.fromkeys(th["pool"])]
+
+
 def _tune_stage_heatmaps(th: pd.DataFrame) -> list[Any]:
     """The tune stage's long table (pool, selector, param, param_value, onehot_weight, cv_*): one heatmap of the CV
     utility over the parameter x one-hot weight per pool and selector whose grid varies both."""
@@ -72,8 +77,7 @@ def tune_heatmap_blocks(th: pd.DataFrame) -> list[Any]:
     """Heatmaps when the table is the tune stage's (:func:`_tune_stage_heatmaps`) or has two parameter columns and a
     score column; then the table."""
     if {"pool", "selector", "param", "param_value", "onehot_weight"} <= set(th.columns):
-        curves = [cv_curves_figure(th, pool, f"fig-cv-curves-{slug(pool)}") for pool in dict.fromkeys(th["pool"])]
-        return curves + _tune_stage_heatmaps(th) + [generic_table(th, "table-tune-heatmap", "Tuning grid scores.", link="tables/tune_heatmap.csv")]
+        return cv_curves_blocks(th) + _tune_stage_heatmaps(th) + [generic_table(th, "table-tune-heatmap", "Tuning grid scores.", link="tables/tune_heatmap.csv")]
     blocks: list[Any] = []
     score = next((c for c in SCORE_COLUMNS if c in th.columns), None)
     if score is None:

@@ -28,10 +28,11 @@ from mlsel.data.outcomes import load_prepared
 from mlsel.paths import project_root, read_manifest, resolve_path, run_paths
 from mlsel.report.blocks import Figure, Story, Table
 from mlsel.report.figures import benchmark_figure as benchmark_figure_of
-from mlsel.report.figures import cv_curves_figure, gain_figure, heatmap_figure, scatter_figure, share_figure, style
-from mlsel.report.overview import dataset_title, read_summary, summary_table, verdict
-from mlsel.report.tables import benefit_rows, efficiency_column, fmt_num, main_table, read_table, slug, verdicts
-from mlsel.report.tuned import frontier_blocks
+from mlsel.report.figures import heatmap_figure, share_figure, style
+from mlsel.report.overview import dataset_title, gain_at_b_figure, read_summary, summary_table, verdict
+from mlsel.report.page import efficiency_section
+from mlsel.report.tables import benefit_rows, fmt_num, main_table, read_table, verdicts
+from mlsel.report.tuned import cv_curves_blocks, frontier_blocks
 
 ALL = "all categories"
 """The last row of :func:`category_quality`: every training query."""
@@ -184,10 +185,9 @@ def results_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def quality_cost_figures(results: pd.DataFrame) -> list[Figure]:
-    """The report's quality-vs-cost figure, one per pool."""
+    """The report's quality-vs-cost figure, one per pool that has an efficiency column (its "Quality vs efficiency" section)."""
     style()
-    return [scatter_figure(df.sort_values("avg_quality", ascending=False, kind="mergesort"), str(pool), f"fig-scatter-{slug(pool)}")
-            for pool, df in results.groupby("pool", sort=False) if efficiency_column(df)[0] in df and df[efficiency_column(df)[0]].notna().any()]
+    return [b for b in efficiency_section(results).blocks if isinstance(b, Figure)]
 
 
 def evaluate_story(results: pd.DataFrame) -> Story:
@@ -219,8 +219,7 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 def cv_curve_figures(run_dir: str) -> list[Figure]:
     style()
-    th = _required(run_dir, "tune_heatmap.csv", "tune")
-    return [cv_curves_figure(th, pool, f"fig-cv-curves-{slug(pool)}") for pool in dict.fromkeys(th["pool"])]
+    return cv_curves_blocks(_required(run_dir, "tune_heatmap.csv", "tune"))
 
 
 def frontier_figures(run_dir: str) -> list[Figure]:
@@ -241,7 +240,7 @@ def gain_summary_figure(summary: pd.DataFrame) -> Figure | None:
     if summary.empty:
         return None
     style()
-    return gain_figure(summary, [f"{dataset_title(d)} / {p}" for d, p in zip(summary["dataset"], summary["pool"])], "fig-gain-at-b")
+    return gain_at_b_figure(summary)
 
 
 def report_story(summary: pd.DataFrame, page: Any) -> Story:
