@@ -34,7 +34,7 @@ from mlsel.deploy.routing import ALGORITHMS
 from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
 from mlsel.paths import resolve_path, run_paths, update_manifest
 from mlsel.selection.base import Selector
-from mlsel.selection.classic import KNNSelector
+from mlsel.selection.classic import KNNSelector, distinct_rows
 from mlsel.selection.registry import load_selector
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,13 @@ def runtime_knn_select(artifact: dict[str, Any], x: np.ndarray) -> str | np.ndar
     names = list(dict.fromkeys(labels))
     pos = {nm: j for j, nm in enumerate(names)}
     label_idx = np.asarray([pos[lb] for lb in labels])
-    e2 = (E * E).sum(axis=1)
+    first, inverse = distinct_rows(E)  # equal rows, equal distances on every CPU (see distinct_rows)
+    Eu = np.ascontiguousarray(E[first])
+    e2 = (Eu * Eu).sum(axis=1)
     out = []
     for start in range(0, len(X), 256):
         xb = X[start:start + 256]
-        d2 = e2[None, :] - 2.0 * xb @ E.T + (xb * xb).sum(axis=1)[:, None]
+        d2 = (e2[None, :] - 2.0 * xb @ Eu.T + (xb * xb).sum(axis=1)[:, None])[:, inverse]
         # Lowest row index first among equal distances: duplicate feature rows (e.g. texts that an
         # uncased embedder maps to one vector) tie exactly, and linfa's BallTree leaves their order unspecified.
         nn = np.argsort(d2, axis=1, kind="stable")[:, :k]

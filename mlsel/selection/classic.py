@@ -51,20 +51,39 @@ def augmented_rows(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.hstack([-2.0 * rows, (rows * rows).sum(axis=1, keepdims=True)]), dtype=np.float32)
 
 
-def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)`` with ``rows == rows[first][inverse]``: the first index of each distinct row.
+
+    A matrix product gives two equal rows bit-identical results only if they
+    take the same path through the BLAS kernel, and where a row falls in the
+    kernel's blocks depends on the CPU (an AVX-512 kernel splits rows
+    differently from an AVX2 one). Products over the distinct rows, mapped
+    back with ``inverse``, give equal rows equal scores on every CPU, so exact
+    ties between duplicates are ties everywhere and the lowest-index rule holds.
+    """
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int, distinct: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` stored rows nearest to each query by L2: (squared distances, indices), each (n, k), nearest first.
 
     ``aug`` is :func:`augmented_rows` of the stored rows: one float32 product
-    per block of queries ranks every row. Among rows at exactly the same
-    distance the lower index is nearer (the rule the runtime reference
-    implementation :func:`mlsel.deploy.runtime.runtime_knn_select` uses).
+    per block of queries ranks every distinct row (``distinct``, its
+    :func:`distinct_rows`, computed here when not given). Among rows at exactly
+    the same distance the lower index is nearer (the rule the runtime reference
+    implementation :func:`mlsel.deploy.runtime.runtime_knn_select` uses);
+    duplicate rows are at exactly the same distance on every CPU.
     """
     X = np.asarray(X, dtype=np.float32)
     r = len(aug)
     k = min(int(k), r)
     kk = min(k + 1, r)
+    first, inverse = distinct if distinct is not None else distinct_rows(aug)
+    uniq = np.ascontiguousarray(aug[first])
     if len(X) == 1:
-        return _nearest_one(X[0], aug, k, kk)
+        return _nearest_one(X[0], uniq, inverse, k, kk)
     import torch
 
     dist = np.empty((len(X), k), dtype=np.float32)
@@ -73,7 +92,7 @@ def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int) -> tuple[np.ndarray, np
         xb = X[s:s + CHUNK]
         xa = np.empty((len(xb), xb.shape[1] + 1), dtype=np.float32)
         xa[:, :-1], xa[:, -1] = xb, 1.0
-        score = xa @ aug.T
+        score = (xa @ uniq.T)[:, inverse]
         top_v, top_i = (t.numpy() for t in torch.topk(torch.from_numpy(score), kk, dim=1, largest=False, sorted=True))
         order = np.lexsort((top_i, top_v), axis=-1)  # nearest first, lower index first among equal distances
         top_v, top_i = np.take_along_axis(top_v, order, axis=1), np.take_along_axis(top_i, order, axis=1)
@@ -87,12 +106,12 @@ def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int) -> tuple[np.ndarray, np
     return dist, idx
 
 
-def _nearest_one(x: np.ndarray, aug: np.ndarray, k: int, kk: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`nearest_rows` for one query: one matrix-vector product and a partial sort of its result.
+def _nearest_one(x: np.ndarray, uniq: np.ndarray, inverse: np.ndarray, k: int, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest_rows` for one query: one matrix-vector product over the distinct rows and a partial sort.
 
     Every row scoring at most the (k+1)-th smallest score is ranked, so rows tied at the k-th place are all there.
     """
-    score = aug @ np.append(x, np.float32(1.0))
+    score = (uniq @ np.append(x, np.float32(1.0)))[inverse]
     part = _ranked(score, np.partition(score, kk - 1)[kk - 1])[:k]
     return np.maximum(score[part] + np.dot(x, x), 0.0)[None, :], part[None, :]
 
@@ -124,6 +143,7 @@ class KNNSelector(Selector):
     def _fit(self, X, u):
         neighbour_weights(np.ones((1, 1)), self.weights)  # rejects a bad `weights` at fit time
         self.aug_ = augmented_rows(stored_rows(X, self.store_decimals))
+        self.distinct_ = distinct_rows(self.aug_)
         self.k_ = min(int(self.k), len(X))
         self.train_utility_ = u
 
@@ -134,7 +154,9 @@ class KNNSelector(Selector):
 
     def kneighbors(self, X: np.ndarray, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Squared L2 distances and indices (n, k) of the nearest stored training rows, nearest first."""
-        return nearest_rows(X, self.aug_, n_neighbors or self.k_)
+        if getattr(self, "distinct_", None) is None:  # a selector saved before distinct_ was stored
+            self.distinct_ = distinct_rows(self.aug_)
+        return nearest_rows(X, self.aug_, n_neighbors or self.k_, self.distinct_)
 
     def decision_scores(self, X):
         d2, idx = self.kneighbors(X)
