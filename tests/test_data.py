@@ -88,7 +88,7 @@ def test_seed_reader_drops_failed_benchmark_rows_and_counts_them(tmp_path):
     [
         ('{"query": "x", ', "malformed JSON"),
         (json.dumps({k: v for k, v in _rec().items() if k != "model_name"}), "missing required field 'model_name'"),
-        (json.dumps(_rec(perf=float("nan"))).replace("NaN", "NaN"), "quality must be in [0, 1]"),
+        (json.dumps({k: v for k, v in _rec().items() if k != "performance"}), "missing required field 'performance'"),
         (json.dumps(_rec(perf=1.5)), "quality must be in [0, 1]"),
         (json.dumps(_rec(perf="high")), "quality must be a number"),
         (json.dumps(_rec(cat="astrology")), "unknown category 'astrology'"),
@@ -250,3 +250,111 @@ def test_seed_dataset_from_local_hugging_face_cache(tmp_path, monkeypatch):
     assert sorted(df["model"]) == ["llama-3.2-1b", "mistral-7b"]
     with pytest.raises(DataError, match="validation_benchmark_with_gt.jsonl"):
         fetch_seed_hf("validation_benchmark_with_gt.jsonl", cache=tmp_path)
+
+
+def _serve(folder: Path, handler=_Files):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(folder), **k))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _cached_files(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
+
+
+def test_corrupt_download_never_enters_the_cache(tmp_path):
+    """A download whose SHA-256 is wrong raises naming URL and both digests, leaves nothing cached; a later good one succeeds."""
+    served, cache = tmp_path / "www", tmp_path / "cache"
+    served.mkdir()
+    good = b'{"question": "q"}\n' * 100
+    corrupt = good[:-5] + b"XXXXX"
+    (served / "f.json").write_bytes(corrupt)
+    server = _serve(served)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/f.json"
+        src = SourceFile("x/f.json", url, hashlib.sha256(good).hexdigest())
+        actual = hashlib.sha256(corrupt).hexdigest()
+        with pytest.raises(DataError, match="does not match the pinned") as err:
+            fetch(src, None, cache=cache)
+        assert url in str(err.value) and src.sha256 in str(err.value) and actual in str(err.value)
+        assert _cached_files(cache) == []  # no partial, temporary or bad file left behind
+        (served / "f.json").write_bytes(good)  # the server is fixed: the next run downloads and succeeds
+        path = fetch(src, None, cache=cache)
+        assert path.read_bytes() == good and _cached_files(cache) == [path]
+    finally:
+        server.shutdown()
+
+
+def test_bad_file_already_in_the_cache_is_replaced(tmp_path):
+    """A cached file with the wrong SHA-256 (left by an older version) is not trusted: it is removed and downloaded again."""
+    served, cache = tmp_path / "www", tmp_path / "cache"
+    served.mkdir()
+    good = b"good bytes\n" * 50
+    (served / "f.json").write_bytes(good)
+    server = _serve(served)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/f.json"
+        src = SourceFile("x/f.json", url, hashlib.sha256(good).hexdigest())
+        stale = cache / "downloads" / url.split("://", 1)[1]
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"a bad copy from an older run")
+        assert fetch(src, None, cache=cache) == stale
+        assert stale.read_bytes() == good and _cached_files(cache) == [stale]
+    finally:
+        server.shutdown()
+
+
+class _Truncated(_Files):
+    """Announces more bytes than it sends, then closes the connection."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"only ten b")
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_truncated_download_never_enters_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    server = _serve(tmp_path, _Truncated)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/f.json"
+        with pytest.raises(DataError, match=f"{url} is truncated: 10 of 1000 bytes"):
+            fetch(SourceFile("x/f.json", url, "0" * 64), None, cache=cache)
+        assert _cached_files(cache) == []
+    finally:
+        server.shutdown()
+
+
+def _hf_cache_with_blob(tmp_path: Path, name: str, content: bytes, blob_name: str) -> Path:
+    commit = "a" * 40
+    repo = tmp_path / "hf" / "datasets--abdallah1008--ml-selection-benchmark-data"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    blob = repo / "blobs" / blob_name
+    blob.write_bytes(content)
+    (repo / "snapshots" / commit / name).symlink_to(Path("..") / ".." / "blobs" / blob_name)
+    return blob
+
+
+def test_seed_dataset_blob_with_wrong_digest_is_removed_and_reported(tmp_path, monkeypatch):
+    """huggingface_hub names a blob by its SHA-256: a cached blob whose content differs is removed and reported, not read."""
+    import huggingface_hub.constants as const
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(const, "HF_HUB_OFFLINE", True)
+    name = "benchmark_training_data.jsonl"
+    good = (json.dumps(_rec(model="llama-3.2-1b")) + "\n").encode()
+    pinned = hashlib.sha256(good).hexdigest()
+    blob = _hf_cache_with_blob(tmp_path, name, b"truncated", pinned)
+    with pytest.raises(DataError, match=name) as err:
+        fetch_seed_hf(name, cache=tmp_path)
+    assert pinned in str(err.value) and hashlib.sha256(b"truncated").hexdigest() in str(err.value)
+    assert not blob.exists()
+    blob.write_bytes(good)  # a fresh, good copy (what the next download writes)
+    (blob.parent.parent / "snapshots" / ("a" * 40) / name).symlink_to(Path("..") / ".." / "blobs" / pinned)
+    assert read_seed_jsonl(fetch_seed_hf(name, cache=tmp_path))["model"].tolist() == ["llama-3.2-1b"]

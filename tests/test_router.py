@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
+from mlsel.data.records import DataError
 from mlsel.deploy.artifacts import (
     ARTIFACT_BUILDERS,
     RUNTIME_CATEGORIES,
@@ -375,6 +377,22 @@ def test_pretrained_dimension_mismatch_is_a_clear_error(tmp_path, monkeypatch):
         check_compatible(arts["kmeans"], 398, MODELS, embedder="x")
     with pytest.raises(IncompatibleArtifactError, match=r"models \['llama-3.2-1b', 'mistral-7b'\] are not among"):
         check_compatible(arts["kmeans"], 1038, MODELS)
+
+
+def test_pretrained_blob_with_wrong_digest_is_removed_and_reported(tmp_path, monkeypatch):
+    """A cached file whose content is not the SHA-256 its blob is named by is removed and reported, not read."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = _hf_cache(tmp_path / "hf", {}, "c" * 40)
+    repo = cache / ("models--" + PRETRAINED_REPO.replace("/", "--"))
+    good = json.dumps({"algorithm": "kmeans", "centroids": [[0.0]], "cluster_models": ["m"]}).encode()
+    pinned = hashlib.sha256(good).hexdigest()
+    (repo / "blobs").mkdir()
+    blob = repo / "blobs" / pinned
+    blob.write_bytes(b'{"algorithm": "kmeans", "tampered": true}')
+    (repo / "snapshots" / ("c" * 40) / "kmeans_model.json").symlink_to(Path("..") / ".." / "blobs" / pinned)
+    with pytest.raises(DataError, match=r"kmeans_model.json has SHA-256 [0-9a-f]{64}, not the " + pinned):
+        load_pretrained(cache_dir=cache)
+    assert not blob.exists()
 
 
 def test_pretrained_files_are_evaluated_like_our_own(run_dir, smoke_run, exported, tmp_path, monkeypatch):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
+import joblib
 import numpy as np
 import pytest
 
@@ -10,7 +15,7 @@ from mlsel.metrics.evaluate import Strategy, evaluate, oracle_proba
 from mlsel.selection.base import choose, utility
 from mlsel.selection.baselines import BestSingleSelector, RandomSelector
 from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
-from mlsel.selection.registry import load_selector, save_selector
+from mlsel.selection.registry import UnverifiedSelectorError, load_selector, save_selector
 
 MODELS = ["a", "b", "c"]
 
@@ -87,6 +92,45 @@ def test_save_and_load_roundtrip(tmp_path):
     assert manifest["feature_dim"] == 3 and manifest["models"] == MODELS and manifest["embedder"] == "e"
     assert manifest["params"]["num_clusters"] == 3 and "package_version" in manifest
     assert (loaded.predict(X) == sel.predict(X)).all()
+    assert manifest["joblib_sha256"] == hashlib.sha256((tmp_path / "kmeans.joblib").read_bytes()).hexdigest()
+
+
+class _CreatesMarker:
+    """A pickle whose unpickling writes a marker file (what a tampered selector file could do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+def test_tampered_selector_is_refused_before_unpickling(tmp_path):
+    X, Q = clusters()
+    save_selector(KNNSelector(k=3).fit(X, Q, models=MODELS), tmp_path, "knn", {"embedder": "e"})
+    path, marker = tmp_path / "knn.joblib", tmp_path / "marker"
+    recorded = hashlib.sha256(path.read_bytes()).hexdigest()  # the saved file's digest, as its manifest records it
+    joblib.dump(_CreatesMarker(marker), path)
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(UnverifiedSelectorError, match="refusing to unpickle") as err:
+        load_selector(tmp_path, "knn")
+    assert str(path) in str(err.value) and recorded in str(err.value) and actual in str(err.value)
+    assert not marker.exists()
+
+
+def test_selector_without_recorded_digest_is_refused(tmp_path):
+    """A manifest with no digest (as older versions wrote) is not trusted either."""
+    X, Q = clusters()
+    save_selector(KNNSelector(k=3).fit(X, Q, models=MODELS), tmp_path, "knn", {"embedder": "e"})
+    mpath, marker = tmp_path / "knn.manifest.json", tmp_path / "marker"
+    manifest = json.loads(mpath.read_text())
+    manifest.pop("joblib_sha256", None)
+    mpath.write_text(json.dumps(manifest))
+    joblib.dump(_CreatesMarker(marker), tmp_path / "knn.joblib")
+    with pytest.raises(UnverifiedSelectorError, match="no recorded digest") as err:
+        load_selector(tmp_path, "knn")
+    assert str(tmp_path / "knn.joblib") in str(err.value) and str(mpath) in str(err.value)
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------- evaluation

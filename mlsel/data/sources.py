@@ -2,14 +2,17 @@
 
 Every file is checked against a pinned SHA-256. A local mirror folder
 (``MLSEL_DATA_DIR`` or the ``data_dir`` parameter) is read in place;
-otherwise the file is downloaded once into the cache.
+otherwise the file is downloaded once into the cache, which it enters only
+after its size and SHA-256 are checked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import logging
 import os
-import shutil
+import re
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from mlsel.data.records import DataError
 from mlsel.paths import cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
+
+_HEX = re.compile(r"[0-9a-f]+")
 
 SEED_HF_REPO = "abdallah1008/ml-selection-benchmark-data"
 
@@ -144,47 +149,93 @@ def fetch(source: SourceFile, data_dir: Path | None = None, cache: Path | None =
     ``data_dir / source.relpath`` and nothing is downloaded. Otherwise it is
     downloaded once from ``source.url`` into ``cache/downloads`` (default
     :func:`mlsel.paths.cache_dir`). Either way its SHA-256 must match the
-    pinned one.
+    pinned one. A download enters the cache only after its size and SHA-256
+    are checked (:func:`download_verified`); a cached file whose SHA-256 is
+    wrong (a bad copy left by an older mlsel) is removed and downloaded again.
     """
     if data_dir is not None:
         path = data_dir / source.relpath
         if not path.is_file():
             raise DataError(f"{path}: not found in the data mirror {data_dir} (expected {source.relpath})")
         got = sha256_file(path, decompress=path.suffix == ".gz")
-    else:
-        target = (cache or cache_dir()) / "downloads" / source.url.split("://", 1)[1]
-        path = target
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            log.info("downloading %s", source.url)
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                try:
-                    with urllib.request.urlopen(source.url, timeout=60) as resp:
-                        shutil.copyfileobj(resp, tmp)
-                except OSError as exc:
-                    os.unlink(tmp.name)
-                    raise DataError(
-                        f"could not download {source.url}: {exc}. Offline? Point MLSEL_DATA_DIR "
-                        "(or the data_dir parameter) at a local mirror folder."
-                    ) from exc
-            os.replace(tmp.name, target)
+        if got != source.sha256:
+            raise DataError(f"{path}: SHA-256 {got} does not match the pinned {source.sha256} for {source.url}")
+        return path
+    target = (cache or cache_dir()) / "downloads" / source.url.split("://", 1)[1]
+    if target.is_file():
         got = sha256_file(target)
-    if got != source.sha256:
-        raise DataError(f"{path}: SHA-256 {got} does not match the pinned {source.sha256} for {source.url}")
-    return path
+        if got == source.sha256:
+            return target
+        log.warning("%s: cached SHA-256 %s does not match the pinned %s for %s; removed it, downloading again",
+                    target, got, source.sha256, source.url)
+        target.unlink(missing_ok=True)
+    return download_verified(source.url, target, source.sha256)
+
+
+def download_verified(url: str, target: Path, sha256: str, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``target`` only if its content has SHA-256 ``sha256``.
+
+    The bytes go to a temporary file beside ``target`` (same folder, so the
+    final rename is atomic) while being hashed; the byte count must match the
+    server's ``Content-Length`` (when sent) and the digest the expected one.
+    Only then is the temporary file renamed to ``target``. On any failure the
+    temporary file is removed (nothing enters the cache) and a
+    :class:`DataError` names the URL, the file and, for a bad download, the
+    expected and actual digests.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s", url)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            got, size, expected_size = _stream(url, out, timeout)
+            out.flush()
+            os.fsync(out.fileno())
+        if expected_size is not None and size != expected_size:
+            raise DataError(f"download of {url} is truncated: {size} of {expected_size} bytes (Content-Length); "
+                            f"nothing was written to the cache ({target})")
+        if got != sha256:
+            raise DataError(f"download of {url}: SHA-256 {got} does not match the pinned {sha256} ({size} bytes); "
+                            f"nothing was written to the cache ({target})")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _stream(url: str, out, timeout: float) -> tuple[str, int, int | None]:
+    """Copy ``url``'s body into ``out``; its SHA-256, byte count and ``Content-Length`` (None if not sent)."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    except (OSError, http.client.HTTPException) as exc:
+        raise DataError(
+            f"could not download {url}: {exc}. Offline? Point MLSEL_DATA_DIR "
+            "(or the data_dir parameter) at a local mirror folder."
+        ) from exc
+    return h.hexdigest(), size, int(length) if length and length.isdigit() else None
 
 
 def fetch_seed_hf(filename: str = SEED_HF_FILES[0], revision: str | None = None, cache: Path | None = None) -> Path:
     """Download one file of the seed's Hugging Face dataset (cached by huggingface_hub).
 
     Honors ``HF_HUB_OFFLINE=1`` and an existing Hugging Face cache under
-    ``cache/hf`` (default :func:`mlsel.paths.cache_dir`).
+    ``cache/hf`` (default :func:`mlsel.paths.cache_dir`). The file is checked
+    against the digest its cache blob is named by (:func:`verify_hf_cached`).
     """
     from huggingface_hub import hf_hub_download
 
     hf_cache = (cache or cache_dir()) / "hf"
     try:
-        return Path(
+        path = Path(
             hf_hub_download(
                 repo_id=SEED_HF_REPO, filename=filename, repo_type="dataset", revision=revision, cache_dir=hf_cache
             )
@@ -193,3 +244,39 @@ def fetch_seed_hf(filename: str = SEED_HF_FILES[0], revision: str | None = None,
         raise DataError(
             f"could not get {filename} from the Hugging Face dataset {SEED_HF_REPO} (cache {hf_cache}): {exc}"
         ) from exc
+    verify_hf_cached(path, f"{SEED_HF_REPO}:{filename}")
+    return path
+
+
+def verify_hf_cached(path: Path, what: str) -> Path:
+    """Check a file of a Hugging Face cache against the digest its blob is named by; return ``path``.
+
+    huggingface_hub stores a downloaded file as ``blobs/<etag>`` (the SHA-256
+    of an LFS file, the git blob SHA-1 of any other) and links
+    ``snapshots/<commit>/<file>`` to it. A blob whose content does not match
+    its name is removed with its link (the next run downloads it afresh) and a
+    :class:`DataError` names the file and both digests. A file that is no link
+    into ``blobs`` (a copy, on file systems without links) has no recorded
+    digest and is returned as is.
+    """
+    if not path.is_symlink():
+        return path
+    blob = path.resolve()
+    expected = blob.name
+    if blob.parent.name != "blobs" or not _HEX.fullmatch(expected) or len(expected) not in (40, 64):
+        return path
+    kind, got = ("SHA-256", sha256_file(blob)) if len(expected) == 64 else ("git blob SHA-1", _git_blob_sha1(blob))
+    if got != expected:
+        blob.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        raise DataError(f"{what}: cached file {path} has {kind} {got}, not the {expected} its blob {blob} is named by; "
+                        "removed it from the cache (run again to download a fresh copy)")
+    return path
+
+
+def _git_blob_sha1(path: Path) -> str:
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -18,6 +18,7 @@ import pandas as pd
 
 from mlsel import paths
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
+from mlsel.data.sources import verify_hf_cached
 from mlsel.deploy.artifacts import runtime_onehot_order, to_runtime_layout
 from mlsel.deploy.router_config import feature_settings, onehot
 from mlsel.deploy.routing import ALGORITHMS
@@ -37,7 +38,8 @@ def load_pretrained(repo_id: str = PRETRAINED_REPO, revision: str | None = None,
     Uses ``huggingface_hub.snapshot_download`` with the cache under
     ``mlsel.paths.cache_dir()/hf`` by default. With ``HF_HUB_OFFLINE=1`` it
     reads the local Hugging Face cache only (``refs/<revision>`` and
-    ``snapshots/<commit>/``).
+    ``snapshots/<commit>/``). Each file must match the digest its cache blob
+    is named by (:func:`mlsel.data.sources.verify_hf_cached`).
     """
     from huggingface_hub import snapshot_download
 
@@ -46,6 +48,7 @@ def load_pretrained(repo_id: str = PRETRAINED_REPO, revision: str | None = None,
     folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=str(cache), allow_patterns=["*_model.json"], local_files_only=offline))
     out: dict[str, dict] = {}
     for path in sorted(folder.rglob("*_model.json")):
+        verify_hf_cached(path, f"{repo_id}:{path.relative_to(folder)}")
         algo = path.name[: -len("_model.json")]
         try:
             data = json.loads(path.read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -11,6 +13,7 @@ import joblib
 
 import mlsel
 from mlsel.params import for_stage
+from mlsel.paths import write_atomic
 from mlsel.selection.base import Selector
 from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
 from mlsel.selection.cost_aware import CostAwareRouter, KNNRegressorSelector, LogRegSelector, MLPSelector
@@ -86,16 +89,25 @@ def selector_params(**values: Any) -> Any:
     return for_stage("tune", values, where="selector parameters")
 
 
+class UnverifiedSelectorError(ValueError):
+    """A saved selector file whose SHA-256 is not the one recorded when it was saved (or none was recorded)."""
+
+
 def save_selector(selector: Selector, folder: str | os.PathLike[str], name: str, manifest: dict[str, Any]) -> Path:
     """Write ``<name>.joblib`` and ``<name>.manifest.json`` into ``folder``.
 
     The manifest records what a loader must match: embedder id, feature
-    dimension, models, parameters, data hash, seed, package version.
+    dimension, models, parameters, data hash, seed, package version, and the
+    SHA-256 of the ``.joblib`` file (``joblib_sha256``), which
+    :func:`load_selector` checks before unpickling. Both files are written
+    atomically (:func:`mlsel.paths.write_atomic`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.joblib"
-    joblib.dump(selector, path)
+    buf = io.BytesIO()
+    joblib.dump(selector, buf)
+    data = buf.getvalue()
     full = {
         "selector": name,
         "class": type(selector).__name__,
@@ -104,19 +116,37 @@ def save_selector(selector: Selector, folder: str | os.PathLike[str], name: str,
         "feature_dim": int(selector.n_features_in_),
         "package_version": mlsel.__version__,
         **manifest,
+        "joblib_sha256": hashlib.sha256(data).hexdigest(),
     }
-    (folder / f"{name}.manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
+    write_atomic(path, data)
+    write_atomic(folder / f"{name}.manifest.json", json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 
 def load_selector(folder: str | os.PathLike[str], name: str) -> tuple[Selector, dict[str, Any]]:
-    """Load a selector saved by :func:`save_selector` and its manifest."""
+    """Load a selector saved by :func:`save_selector` and its manifest.
+
+    The ``.joblib`` file is read once and unpickled only if its SHA-256 equals
+    the ``joblib_sha256`` its manifest recorded; otherwise (or when the
+    manifest records none, as before mlsel recorded it) an
+    :class:`UnverifiedSelectorError` names the file and both digests, and
+    nothing is unpickled.
+    """
     folder = Path(folder)
     mpath = folder / f"{name}.manifest.json"
     if not mpath.is_file():
         raise FileNotFoundError(f"{mpath}: no selector manifest; run the train stage first")
     manifest = json.loads(mpath.read_text())
-    selector = joblib.load(folder / f"{name}.joblib")
+    path = folder / f"{name}.joblib"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no saved selector beside its manifest {mpath}; run the train stage again")
+    data = path.read_bytes()
+    got, expected = hashlib.sha256(data).hexdigest(), manifest.get("joblib_sha256")
+    if got != expected:
+        recorded = f"the recorded {expected}" if expected else "no recorded digest (joblib_sha256)"
+        raise UnverifiedSelectorError(f"{path}: SHA-256 {got} does not match {recorded} in {mpath}; "
+                                      "refusing to unpickle it (run the train stage again)")
+    selector = joblib.load(io.BytesIO(data))
     if list(selector.models_) != manifest["models"] or selector.n_features_in_ != manifest["feature_dim"]:
         raise ValueError(f"{mpath}: manifest does not match the saved selector")
     return selector, manifest
