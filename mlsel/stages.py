@@ -32,7 +32,7 @@ from mlsel.data.outcomes import (
     pool_matrix,
     pool_models,
     resolve_duplicates,
-    restrict_to_pool,
+    restrict_to_pools,
     split_masks,
     subsample_queries,
 )
@@ -105,7 +105,7 @@ def prepare_data(p: Any) -> pd.DataFrame:
     df = read_source(p.source, p.source_path, p.data_dir, p.run_dir, models, dlog, p.unknown_category_policy)
     df = apply_missing_quality(df, p.missing_quality_policy, dlog)
     df = resolve_duplicates(df, p.duplicate_policy, dlog)
-    df = restrict_to_pool(df, models, p.incomplete_policy, dlog)
+    df = restrict_to_pools(df, p.pools, p.incomplete_policy, dlog)
     df = subsample_queries(df, p.max_queries, p.seed, dlog)
     queries = df.drop_duplicates("query_id")[["query_id", "query", "category", "task"]].sort_values("query_id")
     queries["split"] = assign_split(queries, df, p.split, p.test_size, list(p.test_tasks), p.seed)

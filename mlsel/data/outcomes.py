@@ -4,9 +4,22 @@ Duplicates and incomplete queries
 ---------------------------------
 Duplicate (query, model) rows: ``duplicate_policy`` = ``error`` |
 ``mean`` (average them) | ``first`` (keep the first). Queries not scored by every
-model of a pool: ``incomplete_policy`` = ``drop`` | ``error``. Every
-dropped or repaired record is counted in a :class:`~None.None.DataLog`,
-which the stage writes to the run manifest.
+model of a pool: ``incomplete_policy`` = ``drop`` | ``error``, pool by pool
+(:func:`restrict_to_pools`): a query stays in every pool whose models all
+scored it and leaves only the others (counted per pool as
+``dropped.incomplete_query_in_pool_<pool>``); a query in no pool leaves the
+data (``dropped.incomplete_query``). :func:`pool_matrix` gives each pool its
+complete queries. Every dropped or repaired record is counted in a
+:class:`~mlsel.data.records.DataLog`, which the stage writes to the run manifest.
+
+Missing costs
+-------------
+One rule, :func:`fill_missing_cost`, wherever a cost matrix has holes (router
+fits, CV scores, the CV AIQ choice, held-out scores): a model's missing cost is
+its mean known cost on the training rows at hand. Per model, because costs
+differ by model far more than by query (RouterBench: a GPT-4 call costs 62
+Mistral-7B calls on average): one mean over all models would charge a cheap
+model's missing call like an expensive one's and the reverse.
 
 Splits are by query, seeded, stratified by category, and made before any
 label is derived; K-fold for tuning is by query inside the training split.
@@ -57,10 +70,11 @@ def apply_missing_quality(df: pd.DataFrame, policy: str, dlog: DataLog) -> pd.Da
     ``error``: a :class:`DataError` naming the first such cell's file and row
     (``source_row`` where the reader records it), model and query. ``drop``:
     the empty cells are removed, counted as ``dropped.missing_quality_cell``;
-    a query left without a score for some pool model then leaves that pool by
-    ``incomplete_policy`` (counted as ``dropped.incomplete_query``), while a
+    a query left without a score for some pool model then leaves the pools of
+    that model by ``incomplete_policy`` (:func:`restrict_to_pools`), while a
     query scored in another record of the source (RouterBench repeats some
-    prompts) keeps that score.
+    prompts) keeps that score. Every reader hands null/NaN/empty scores here
+    as NaN quality.
     """
     bad = df["quality"].isna()
     if not bad.any():
@@ -105,26 +119,55 @@ def assign_split(queries: pd.DataFrame, df: pd.DataFrame, split: str, test_size:
     raise ConfigError(f"unknown split {split!r}; expected seeded, source or by_task")
 
 
-def restrict_to_pool(df: pd.DataFrame, models: list[str], policy: str, dlog: DataLog) -> pd.DataFrame:
-    """Keep the pool's models and queries scored by all of them (``incomplete_policy``)."""
+def _complete_queries(sub: pd.DataFrame, models: list[str]) -> pd.Index:
+    """The query ids of ``sub`` with a row for every one of ``models``."""
+    counts = sub[sub["model"].isin(models)].groupby("query_id")["model"].nunique()
+    return counts.index[counts == len(set(models))]
+
+
+def restrict_to_pools(df: pd.DataFrame, pools: dict[str, list[str]], policy: str, dlog: DataLog) -> pd.DataFrame:
+    """Keep each query in every pool whose models all scored it (``incomplete_policy``, pool by pool).
+
+    A (query, model) row stays when its model is in a pool that keeps the
+    query. ``drop`` counts, per pool, the queries it leaves out as
+    ``dropped.incomplete_query_in_pool_<pool>``, and the queries no pool keeps
+    as ``dropped.incomplete_query``. ``error``: a :class:`DataError` naming the
+    pool and one such query.
+    """
+    models = pool_models(pools)
     missing = sorted(set(models) - set(df["model"]))
     if missing:
         raise DataError(f"models {missing} have no records; the data has {sorted(df['model'].unique())}")
     sub = df[df["model"].isin(models)]
-    counts = sub.groupby("query_id")["model"].nunique()
-    incomplete = counts[counts < len(models)].index
-    if len(incomplete):
-        if policy == "error":
-            q = sub[sub["query_id"] == incomplete[0]].iloc[0]
-            raise DataError(
-                f"{len(incomplete)} queries are not scored by every model of the pool, e.g. {q['query'][:80]!r}; "
-                "set incomplete_policy: drop to leave them out"
-            )
-        if policy != "drop":
-            raise DataError(f"unknown incomplete_policy {policy!r}; expected drop or error")
-        dlog.dropped["incomplete_query"] += len(incomplete)
-        sub = sub[~sub["query_id"].isin(incomplete)]
-    return sub.reset_index(drop=True)
+    n_queries = sub["query_id"].nunique()
+    keep = np.zeros(len(sub), dtype=bool)
+    for pool, names in pools.items():
+        complete = _complete_queries(sub, names)
+        n_out = n_queries - len(complete)
+        if n_out:
+            if policy == "error":
+                q = sub[~sub["query_id"].isin(complete)].iloc[0]
+                raise DataError(
+                    f"pool {pool!r}: {n_out} of {n_queries} queries not scored by every model of the pool {list(names)}, e.g. "
+                    f"{q['query'][:80]!r}; set incomplete_policy: drop to leave them out of that pool"
+                )
+            if policy != "drop":
+                raise DataError(f"unknown incomplete_policy {policy!r}; expected drop or error")
+            dlog.dropped[f"incomplete_query_in_pool_{pool}"] += n_out
+        keep |= (sub["model"].isin(names) & sub["query_id"].isin(complete)).to_numpy()
+    n_gone = n_queries - sub.loc[keep, "query_id"].nunique()
+    if n_gone:
+        dlog.dropped["incomplete_query"] += n_gone
+    return sub[keep].reset_index(drop=True)
+
+
+def restrict_to_pool(df: pd.DataFrame, models: list[str], policy: str, dlog: DataLog) -> pd.DataFrame:
+    """:func:`restrict_to_pools` for one pool of ``models``; its drops are counted as ``dropped.incomplete_query`` alone."""
+    one = DataLog()
+    out = restrict_to_pools(df, {"pool": list(models)}, policy, one)
+    if one.dropped["incomplete_query"]:
+        dlog.dropped["incomplete_query"] += one.dropped["incomplete_query"]
+    return out
 
 
 @dataclass
@@ -230,6 +273,27 @@ def cost_matrix(m: OutcomeMatrix) -> tuple[np.ndarray | None, str | None]:
     return None, None
 
 
+def fill_missing_cost(cost: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """The one rule for missing costs (module docstring): each NaN of ``cost`` (n, m) becomes its model's mean known cost in ``reference``.
+
+    ``reference`` (k, m), default ``cost`` itself, is the training rows at hand:
+    the rows a router fits on, or the training split when choices on
+    validation or test queries are scored. Returns a new array; a model with
+    a missing cost and no known cost in ``reference`` is a ``ValueError``.
+    """
+    out = np.array(cost, dtype=float, copy=True)
+    ref = out if reference is None else np.asarray(reference, dtype=float)
+    holes = np.isnan(out)
+    if not holes.any():
+        return out
+    need = holes.any(axis=0)
+    if (need & np.isnan(ref).all(axis=0)).any():
+        raise ValueError("cost has a model with no values at all: its missing costs have no known cost to take the mean of")
+    means = np.full(out.shape[1], np.nan)
+    means[need] = np.nanmean(ref[:, need], axis=0)
+    return np.where(holes, means[None, :], out)
+
+
 def split_queries(queries: pd.DataFrame, test_size: float, seed: int) -> pd.Series:
     """Assign each query to ``train`` or ``test``, stratified by category.
 
@@ -301,8 +365,14 @@ def load_prepared(run_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def pool_matrix(queries: pd.DataFrame, outcomes: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
-    """The query x model matrix of one pool (all splits; queries sorted by id)."""
-    df = outcomes.merge(queries[["query_id", "query", "category", "task"]], on="query_id")
+    """The query x model matrix of one pool: the prepared queries scored by every model of it (all splits; sorted by id).
+
+    A prepared query may lack a score of a model of another pool
+    (:func:`restrict_to_pools`); it is in this pool's matrix only if all of ``models`` scored it.
+    """
+    sub = outcomes[outcomes["model"].isin(models)]
+    sub = sub[sub["query_id"].isin(_complete_queries(sub, list(models)))]
+    df = sub.merge(queries[["query_id", "query", "category", "task"]], on="query_id")
     return to_matrix(df, list(models))
 
 

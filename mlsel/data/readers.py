@@ -6,7 +6,8 @@
     or from the Hugging Face dataset ``abdallah1008/ml-selection-benchmark-data``.
     Records written by ``mlsel benchmark`` carry ``status``; rows whose status is
     not ``ok`` are failed or unscored calls, not outcomes: they are dropped and
-    counted.
+    counted. A ``performance`` of ``null`` or ``NaN`` (Python's json writes NaN
+    for a missing float) is a missing quality, for ``missing_quality_policy``.
 ``mmlu_pro``
     The MMLU-Pro authors' per-model output zips. quality = 1 if the extracted
     prediction ``pred`` equals the answer key ``answer`` *in that model's file*
@@ -16,7 +17,16 @@
 ``llmrouter``
     LLMRouter's default routing data (``dcrouter_preprocessed/{train,test}.json``
     for scores, ``query_data/default_query_{train,test}.jsonl`` for the task
-    name). Task -> category mapping: :data:`LLMROUTER_TASK_CATEGORY`.
+    name). Task -> category mapping: :data:`LLMROUTER_TASK_CATEGORY`. A score
+    of ``null`` or ``NaN`` is a missing quality, for ``missing_quality_policy``.
+
+Missing quality means one thing in every source: the reader keeps the cell
+with quality NaN and its ``source_row``, and the prepare stage's
+``missing_quality_policy`` step (:func:`mlsel.data.outcomes.apply_missing_quality`)
+stops with an error naming file, line (or record), model and query, or drops
+the cell and counts it as ``dropped.missing_quality_cell`` (RouterBench's
+empty cells: :mod:`mlsel.data.routerbench`; MMLU-Pro has no missing score, a
+null ``pred`` being a graded wrong answer).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from mlsel.data.records import (
     DataLog,
     check_cost,
     check_latency,
-    check_quality,
+    check_quality_or_missing,
     iter_jsonl,
     normalize_category,
     open_text,
@@ -79,6 +89,9 @@ def read_seed_jsonl(
     """Read the seed's JSONL records (or ``mlsel benchmark`` output) into an outcome table.
 
     Required fields: ``query``, ``model_name``, ``performance``, ``category``.
+    ``performance`` null or NaN is a missing quality (NaN, then
+    ``missing_quality_policy``); an absent ``performance`` key is a malformed record.
+    ``source_row`` is ``<file>:<line>``.
     ``response_time`` (seconds, may be null) becomes ``latency_s``.
     ``response_chars`` is taken from the field of that name or from
     ``len(response)``. ``cost_usd`` (US dollars, optional, null or a finite
@@ -98,9 +111,11 @@ def read_seed_jsonl(
         if status != "ok":
             dlog.dropped[f"status_{status}"] += 1
             continue
-        for name in ("query", "model_name", "performance", "category"):
+        for name in ("query", "model_name", "category"):
             if rec.get(name) is None or rec.get(name) == "":
                 raise DataError(f"{where}: missing required field {name!r}")
+        if "performance" not in rec:
+            raise DataError(f"{where}: missing required field 'performance' (null or NaN for a missing score)")
         if not isinstance(rec["query"], str):
             raise DataError(f"{where}: field 'query' must be a string")
         response = rec.get("response")
@@ -113,16 +128,17 @@ def read_seed_jsonl(
                 rec["query"],
                 normalize_category(rec["category"], where, unknown_category_policy, dlog),
                 str(rec["model_name"]),
-                check_quality(rec["performance"], where),
+                check_quality_or_missing(rec["performance"], where),
                 check_latency(rec.get("response_time"), where),
                 float(chars) if chars is not None else float("nan"),
                 str(rec.get("task_name") or ""),
                 check_cost(rec.get("cost_usd"), where),
+                where,
             )
         )
     if not rows:
         raise DataError(f"{p}: no usable records")
-    return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+    return pd.DataFrame(rows, columns=[*OUTCOME_COLUMNS, "source_row"])
 
 
 def _mmlu_records(path: Path) -> list[Any]:
@@ -233,7 +249,9 @@ def read_llmrouter(data_dir: Path | None = None, dlog: DataLog | None = None) ->
     (``repaired.query_in_two_tasks``). The data has no per-query cost: each
     model's list price (:func:`read_list_prices`) is the cost proxy
     ``list_price``; a scored model without a price is an error. ``source_split``
-    is the scores file a query comes from (``split: source``).
+    is the scores file a query comes from (``split: source``). A null or NaN
+    score is a missing quality (NaN, then ``missing_quality_policy``);
+    ``source_row`` is ``<file> record <i>``.
     """
     dlog = dlog if dlog is not None else DataLog()
     paths = {}
@@ -269,10 +287,10 @@ def read_llmrouter(data_dir: Path | None = None, dlog: DataLog | None = None) ->
             for model, score in scores.items():
                 if model not in prices:
                     raise DataError(f"{paths['prices']}: no price for model {model!r}, which {where} scores")
-                quality = check_quality(score, f"{where} model {model!r}")
+                quality = check_quality_or_missing(score, f"{where} model {model!r}")
                 rows.append((query_id(q), q, LLMROUTER_TASK_CATEGORY[task], model, quality, float("nan"), float("nan"), task,
-                             float("nan"), prices[model], key.removeprefix("scores_")))
-    return pd.DataFrame(rows, columns=[*OUTCOME_COLUMNS, "list_price", "source_split"])
+                             float("nan"), prices[model], key.removeprefix("scores_"), where))
+    return pd.DataFrame(rows, columns=[*OUTCOME_COLUMNS, "list_price", "source_split", "source_row"])
 
 
 def read_source(source: str, source_path: str, data_dir: str, run_dir: str, models: list[str], dlog: DataLog,

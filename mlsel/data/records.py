@@ -6,12 +6,15 @@ An *outcome table* is a DataFrame with one row per (query, model)::
     query           the query text
     category        one of :data:`mlsel.CATEGORIES`
     model           model name
-    quality         float in [0, 1]
+    quality         float in [0, 1]; NaN for a missing score (JSON null or NaN, an
+                    empty CSV cell) until ``missing_quality_policy`` handles it
     latency_s       measured response time in seconds, NaN where not measured
     response_chars  length of the model's answer text, NaN where unknown
     task            source task / sub-dataset, "" where unknown
     cost_usd        real cost of that call in US dollars, NaN where unknown
 
+A reader may add ``source_row``: where the record was read (``file:line`` or
+``file record i``), which the ``missing_quality_policy`` error names.
 A reader may add ``list_price``: the model's list price per 1M tokens, where
 the data has prices but no per-query cost (LLMRouter). It is a proxy (equal
 token counts across models assumed), never shown as a cost in USD.
@@ -100,6 +103,19 @@ def check_quality(value: Any, where: str) -> float:
     if math.isnan(q) or q < 0.0 or q > 1.0:
         raise DataError(f"{where}: quality must be in [0, 1], got {value!r}")
     return q
+
+
+def check_quality_or_missing(value: Any, where: str) -> float:
+    """:func:`check_quality`, except that null (``None``) and NaN are a missing quality: NaN, for ``missing_quality_policy``.
+
+    A hole in real results is written as ``null`` or, by Python's json for a
+    missing float, as ``NaN``; both mean "no score", never a malformed record,
+    so every reader hands them to the same policy step
+    (:func:`mlsel.data.outcomes.apply_missing_quality`) as RouterBench's empty cells.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return float("nan")
+    return check_quality(value, where)
 
 
 def check_latency(value: Any, where: str) -> float:

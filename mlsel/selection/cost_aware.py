@@ -49,6 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mlsel.data.outcomes import fill_missing_cost
 from mlsel.params import TuneParams, default
 from mlsel.selection.base import QUALITY_WEIGHT, SEED, Selector, candidate_mask, choose, neighbour_weights, weighted_neighbour_mean
 
@@ -86,7 +87,8 @@ class CostAwareRouter(Selector):
         """Fit on one row per query. X (n, d); quality, latency_s, cost (n, m).
 
         ``cost`` defaults to ``latency_s`` (None when neither is given). Missing
-        cost values are filled with that model's mean training cost.
+        cost values are filled with that model's mean training cost
+        (:func:`mlsel.data.outcomes.fill_missing_cost`, the one rule).
         """
         if cost is None and latency_s is not None:
             cost = latency_s
@@ -94,10 +96,7 @@ class CostAwareRouter(Selector):
             cost = np.array(cost, dtype=float, copy=True)
             if cost.shape != np.shape(quality):
                 raise ValueError(f"cost must have the shape of quality {np.shape(quality)}, got {cost.shape}")
-            if np.isnan(cost).all(axis=0).any():
-                raise ValueError("cost has a model with no values at all")
-            col_mean = np.nanmean(cost, axis=0)
-            cost = np.where(np.isnan(cost), col_mean[None, :], cost)
+            cost = fill_missing_cost(cost)
             if (cost < 0).any():
                 raise ValueError("cost must be non-negative")
             self.cost_mean_ = cost.mean(axis=0)

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import OutcomeMatrix, cost_matrix, kfold_queries, load_prepared, pool_matrix, split_masks
+from mlsel.data.outcomes import OutcomeMatrix, cost_matrix, fill_missing_cost, kfold_queries, load_prepared, pool_matrix, split_masks
 from mlsel.features import Embedder, build_features
 from mlsel.progress import progress_bar
 from mlsel.selection.base import Selector, utility
@@ -146,12 +146,16 @@ def _fit_or_share(t: CVTask, combo: dict[str, Any], fitted: dict[tuple, Selector
 
 
 def cv_task(t: CVTask) -> list[dict[str, Any]]:
-    """Fit every combination on ``fit_idx`` and score it on ``valid_idx`` (both training-split rows)."""
+    """Fit every combination on ``fit_idx`` and score it on ``valid_idx`` (both training-split rows).
+
+    A missing validation cost takes its model's mean training-split cost (:func:`mlsel.data.outcomes.fill_missing_cost`),
+    as the CV AIQ choice charges the single models (:func:`mlsel.tuning.summary.cv_aiq_router`).
+    """
     rows = []
     vi = t.valid_idx
     qv = t.quality[vi]
     uv = utility(qv, None if t.latency is None else t.latency[vi], t.user_qw)
-    cv = None if t.cost is None else np.nan_to_num(t.cost[vi], nan=float(np.nanmean(t.cost)))
+    cv = None if t.cost is None else fill_missing_cost(t.cost[vi], reference=t.cost)
     ar = np.arange(len(vi))
     fitted: dict[tuple, Selector] = {}
     for combo_id, combo in t.combos:

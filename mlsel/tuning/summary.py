@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import cost_matrix
+from mlsel.data.outcomes import cost_matrix, fill_missing_cost
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.metrics.evaluate import oracle_proba
 from mlsel.metrics.frontier import aiq as area_quality
@@ -89,7 +89,7 @@ def cv_aiq_router(d: PoolData, sweep: pd.DataFrame, folds: pd.DataFrame | None, 
     cost, unit = cost_matrix(d.tr)
     if cost is None or not names:
         return None
-    cost = np.where(np.isnan(cost), np.nanmean(cost, axis=0)[None, :], cost)
+    cost = fill_missing_cost(cost)  # each model's training mean, as cv_task charges the routers
     single_cost = [cv_mean(d, folds, cost[:, j]) for j in range(len(d.models))]
     cmin, cmax = min(single_cost), max(single_cost)
     scores = {}
