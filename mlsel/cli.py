@@ -10,43 +10,68 @@ import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from mlsel import runner, stages
 from mlsel.deploy.commands import add_cli as add_deploy_cli
 from mlsel.llm.commands import add_cli as add_benchmark_cli
-from mlsel.params import load_params
-from mlsel.paths import run_paths
+from mlsel.paths import PUBLISHED_REPORT_DIR, project_root, resolve_path
+
+
+def _shown(path: Path) -> str:
+    """A path as the user sees it: relative to the project root when inside it."""
+    path = resolve_path(path)
+    return str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else str(path)
 
 
 def _run(args: argparse.Namespace) -> int:
     done = runner.run(stages=args.stage or None, overrides=args.param, params_file=args.params, smoke=args.smoke,
-                      progress=args.progress, force=args.force)
+                      progress=args.progress, force=args.force, publish=args.publish)
     for stage, info in done.items():
         status = "up to date, skipped" if info["skipped"] else f"{info['seconds']:.1f} s"
         print(f"{stage:<28} {status:>20}  {info['notebook']}")
+    if "index" in done.get("report", {}):
+        where = "the published report" if done["report"]["published"] else f"this run's own; {PUBLISHED_REPORT_DIR}/ unchanged"
+        print(f"report: {_shown(Path(done['report']['index']))} ({where})")
     return 0
 
 
+def _dataset_tables(root: Path, summary: pd.DataFrame | None) -> dict[str, Path]:
+    """Each dataset's tables folder under ``root`` (``<root>/<dataset>/tables`` of a run folder, ``<root>/<dataset>`` of a
+    published one): the matrix's datasets in its order, then any other folder holding the seed tables."""
+    def tables(folder: Path) -> Path:
+        return folder / "tables" if (folder / "tables").is_dir() else folder
+
+    found = {d.name: tables(d) for d in sorted(root.iterdir()) if d.is_dir()} if root.is_dir() else {}
+    found = {ds: t for ds, t in found.items() if (t / "seed_tables.md").is_file() or (t / "selection_results.csv").is_file()}
+    order = [ds for ds in (summary["dataset"].tolist() if summary is not None and "dataset" in summary else []) if ds in found]
+    return {ds: found[ds] for ds in dict.fromkeys(order + list(found))}
+
+
 def _results(args: argparse.Namespace) -> int:
-    """The cross-dataset matrix (``tables/summary.csv``), then each dataset's two seed tables."""
-    import pandas as pd
-
+    """The cross-dataset matrix, then each dataset's two seed tables: of the published report (``reports/tables/``, what a
+    fresh clone has) or, with ``--run``, of a run folder (``<run>/tables/summary.csv``, ``<run>/<dataset>/tables/``)."""
     from mlsel.report.overview import dataset_title, summary_markdown
+    from mlsel.report.tables import seed_tables_markdown
 
-    params = load_params(args.params)
-    run_dir = Path(args.run_dir or params.base.run_dir)
-    summary = run_paths(str(run_dir))["tables"] / "summary.csv"
-    seed_tables = {ds: run_paths(str(run_dir / ds))["tables"] / "seed_tables.md" for ds in params.base.datasets}
-    if not summary.is_file() and not any(p.is_file() for p in seed_tables.values()):
-        print(f"{run_dir}: no results (no tables/summary.csv, no <dataset>/tables/seed_tables.md); run `mlsel run` first", file=sys.stderr)
+    folder = resolve_path(args.run) if args.run else resolve_path(PUBLISHED_REPORT_DIR)
+    summary_path = folder / "tables" / "summary.csv"
+    summary = pd.read_csv(summary_path) if summary_path.is_file() else None
+    datasets = _dataset_tables(folder if args.run else folder / "tables", summary)
+    if summary is None and not datasets:
+        print(f"{args.run or _shown(folder)}: no results (no tables/summary.csv, no <dataset>/tables/selection_results.csv); "
+              "run `mlsel run` first", file=sys.stderr)
         return 1
-    if summary.is_file():
-        print("## Does routing pay? (held-out queries)\n")
-        print(summary_markdown(pd.read_csv(summary)))
-    for ds, path in seed_tables.items():
-        if path.is_file():
-            print(f"## {dataset_title(ds)}: the reference's two tables\n")
-            print(path.read_text())
-            print(f"(tidy table: {path.with_name('selection_results.csv')})\n")
+    what = f"the run {_shown(folder)}" if args.run else "the published report (`mlsel results --run <run_dir>` for a run's own)"
+    print(f"# Results of {what}\n")
+    if summary is not None:
+        print(f"## Does routing pay? (held-out queries; {_shown(summary_path)})\n")
+        print(summary_markdown(summary))
+    for ds, tables in datasets.items():
+        print(f"## {dataset_title(ds)}: the reference's two tables\n")
+        md = tables / "seed_tables.md"
+        print(md.read_text() if md.is_file() else seed_tables_markdown(pd.read_csv(tables / "selection_results.csv")) + "\n")
+        print(f"(tidy table: {_shown(tables / 'selection_results.csv')})\n")
     return 0
 
 
@@ -62,11 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="apply the small, fast 'smoke' profile of params.yaml")
     p.add_argument("--progress", action="store_true", help="show papermill's cell progress bar")
     p.add_argument("--force", action="store_true", help="rerun stages that are up to date")
+    p.add_argument("--publish", action="store_true",
+                   help=f"write the report to the published {PUBLISHED_REPORT_DIR}/ (only the default run does otherwise; "
+                        "any other run writes <run_dir>/report)")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("results", help="print the cross-dataset matrix and each dataset's two seed tables (held-out results) of a run")
-    p.add_argument("--run-dir", default=None, help="run folder (default: params.yaml run_dir)")
-    p.add_argument("--params", default=None)
+    p = sub.add_parser("results", help="print the cross-dataset matrix and each dataset's two seed tables (held-out results): "
+                                       f"the published ones ({PUBLISHED_REPORT_DIR}/tables), or a run's with --run")
+    p.add_argument("--run", "--run-dir", dest="run", default=None, metavar="RUN_DIR",
+                   help=f"a run folder, e.g. runs/default (default: the published report, {PUBLISHED_REPORT_DIR}/tables)")
     p.set_defaults(func=_results)
 
     add_benchmark_cli(sub)

@@ -24,6 +24,17 @@ defined under ``dataset_defs``) into ``<run_dir>/<dataset>/``, with its own
 manifest and executed notebooks; the report stage then runs once over the
 run folder and builds the cross-dataset page.
 
+Where the report goes (:func:`report_folder`): only the default run (the
+project's params.yaml, no ``-p`` overrides, no ``--smoke``) or ``publish=True``
+(``mlsel run --publish``) writes the published report, ``reports/``. Any other
+run (another parameter file, overrides, the smoke profile, a subset of the
+datasets) writes its report into its own run folder, ``<run_dir>/report``,
+unless ``report_dir`` is set explicitly (a ``-p report_dir=...`` override, or a
+parameter file of its own naming a folder other than ``reports``); naming the
+published folder that way without ``publish`` is an error. Every published
+file goes through :func:`mlsel.paths.publishable` (credentials masked, local
+paths relative).
+
 Up-to-date stages are skipped (per dataset), as make or DVC would: ``train``,
 ``evaluate`` and ``tune`` rerun only when their fingerprint changes — their
 parameters, the bytes of the files they read in the run folder, their
@@ -47,13 +58,17 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import mlsel
-from mlsel.params import Params, apply_overrides, apply_smoke, dataset_params, is_secret_name, load_params, stage_values
+from mlsel.params import Params, apply_overrides, apply_smoke, dataset_params, is_secret_name, load_params, parse_overrides, stage_values
 from mlsel.paths import (
+    MASK,
     NOTEBOOKS,
+    PUBLISHED_REPORT_DIR,
     STAGES,
     ConfigError,
     params_hash,
+    params_path,
     project_root,
+    publishable,
     read_manifest,
     resolve_path,
     run_paths,
@@ -125,6 +140,35 @@ def _check_no_secrets(stage_params: dict[str, Any], stage: str) -> None:
                 f"stage {stage}: parameter {key!r} looks like a secret; papermill would record it in the executed "
                 "notebook. Put secrets in the environment and reference them as ${VAR} in models.yaml."
             )
+        if isinstance(value, str) and MASK in publishable(value, local_paths=False) and MASK not in value:
+            log.warning("stage %s: parameter %r holds a credential; the run folder's executed notebook records it, the published "
+                        "pages show it masked. Prefer ${VAR} in models.yaml.", stage, key)
+
+
+def report_folder(file_params: Params, params_file: str | Path | None, overrides: dict[str, Any] | list[str] | None,
+                  smoke: bool, publish: bool) -> str:
+    """The folder the report stage writes (absolute; see the module docstring).
+
+    ``file_params`` is the parameter file as loaded (no smoke profile, no overrides).
+    """
+    published = resolve_path(PUBLISHED_REPORT_DIR)
+    explicit = [v for k, v in parse_overrides(overrides or []) if k.split(".")[-1] == "report_dir"]
+    chosen = resolve_path(str(explicit[-1])) if explicit else None
+    if publish:
+        if chosen is not None and chosen != published:
+            raise ConfigError(f"--publish writes the published report ({published}); drop -p report_dir={explicit[-1]} or --publish")
+        return str(published)
+    if chosen is not None:
+        if chosen == published:
+            raise ConfigError(f"report_dir {explicit[-1]!r} is the published report: only the default run writes it; add --publish")
+        return str(chosen)
+    default_file = params_file is None or resolve_path(params_file) == params_path().resolve()
+    if default_file and not overrides and not smoke:
+        return str(resolve_path(file_params.report.report_dir))
+    if not default_file and resolve_path(file_params.report.report_dir) != published:
+        return str(resolve_path(file_params.report.report_dir))  # the parameter file names its own report folder
+    top = apply_overrides(apply_smoke(file_params) if smoke else file_params, overrides)
+    return str(resolve_path(top.base.run_dir) / "report")
 
 
 def _relay(channel: str, stop: threading.Event, poll_s: float = 0.1) -> None:
@@ -213,10 +257,12 @@ def run(
     smoke: bool = False,
     progress: bool = False,
     force: bool = False,
+    publish: bool = False,
 ) -> dict[str, Any]:
     """Run stages with papermill: every stage but the report once per dataset, then the report over all.
 
-    Returns ``{"<dataset>/<stage>" or "report": {"notebook": path, "seconds": t, "skipped": bool}}``.
+    Returns ``{"<dataset>/<stage>" or "report": {"notebook": path, "seconds": t, "skipped": bool}}``; the report's entry
+    also has ``"index"`` (the page written) and ``"published"`` (whether that is the published report).
     Dataset ``d`` runs into ``<run_dir>/d/`` with the parameters of
     :func:`mlsel.params.dataset_params`; the report reads every dataset's folder
     and writes the cross-dataset page.
@@ -228,9 +274,11 @@ def run(
     params_file : default ``<project root>/params.yaml``
     smoke : apply the params.yaml ``smoke`` profile (small, fast values) first
     force : rerun stages that are up to date (see the module docstring)
+    publish : write the report to the published folder (``reports/``) though this is not the default run
     """
     file_params = load_params(params_file)
     top = apply_overrides(apply_smoke(file_params) if smoke else file_params, overrides)
+    top = apply_overrides(top, {"report_dir": report_folder(file_params, params_file, overrides, smoke, publish)})
     done: dict[str, Any] = {}
     for name in top.base.datasets:
         params = dataset_params(file_params, name, smoke, overrides)
@@ -242,4 +290,7 @@ def run(
         done["report"] = run_stage("report", top, force, progress)
         # The pages of every executed notebook, the report's own included (it has finished now), beside the page that links them.
         publish_notebooks(top.base.run_dir, list(top.base.datasets), top.report.report_dir)
+        index = Path(top.report.report_dir) / "index.html"
+        done["report"].update(index=str(index), published=index.parent == resolve_path(PUBLISHED_REPORT_DIR))
+        log.info("report: %s (%s)", index, "the published report" if done["report"]["published"] else "this run's own; reports/ unchanged")
     return done

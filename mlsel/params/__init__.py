@@ -26,6 +26,7 @@ from mlsel.params.files import (
     from_notebook,
     is_secret_name,
     load_params,
+    parse_overrides,
     stage_params,
     stage_values,
 )
@@ -54,6 +55,6 @@ from mlsel.params.render import notebook_parameters_source, render_params_yaml
 __all__ = [
     "BaseParams", "BenchmarkParams", "EvaluateParams", "Params", "PrepareParams", "ROUTER_NAMES", "ReportParams", "SECTIONS",
     "SELECTOR_NAMES", "SMOKE", "STAGE_MODELS", "STAGE_SECTIONS", "Section", "TrainParams", "TuneParams", "apply_overrides",
-    "apply_smoke", "dataset_params", "default", "describe", "for_stage", "from_notebook", "is_secret_name", "keys_of", "load_params", "notebook_parameters_source",
+    "apply_smoke", "dataset_params", "default", "describe", "for_stage", "from_notebook", "is_secret_name", "keys_of", "load_params", "notebook_parameters_source", "parse_overrides",
     "render_params_yaml", "stage_params", "stage_values",
 ]

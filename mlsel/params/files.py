@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from mlsel.params.model import KEY_SECTION, SECTIONS, STAGE_BASE_KEYS, STAGE_MODELS, STAGE_SECTIONS, Params, Section, keys_of
-from mlsel.paths import STAGES, ConfigError, params_path, read_yaml
+from mlsel.paths import SECRET_WORDS, STAGES, ConfigError, is_secret_name, params_path, read_yaml  # noqa: F401 (re-exported)
 
 
 def _explain(exc: ValidationError, where: str, section: str | None = None) -> ConfigError:
@@ -98,7 +98,8 @@ def load_params(path: str | os.PathLike[str] | None = None) -> Params:
     return _validate(raw if raw is not None else {}, str(p))
 
 
-def _parse_overrides(overrides: Mapping[str, Any] | list[str]) -> list[tuple[str, Any]]:
+def parse_overrides(overrides: Mapping[str, Any] | list[str]) -> list[tuple[str, Any]]:
+    """``(key, value)`` pairs of overrides given as a mapping or as ``key=value`` strings (values parsed as YAML)."""
     if isinstance(overrides, Mapping):
         return list(overrides.items())
     items = []
@@ -118,7 +119,7 @@ def apply_overrides(params: Params, overrides: Mapping[str, Any] | list[str] | N
     (``7`` -> int, ``true`` -> bool, ``[a, b]`` -> list), then checked by the model.
     """
     data = params.as_dict()
-    for key, value in _parse_overrides(overrides or []):
+    for key, value in parse_overrides(overrides or []):
         section, name = key.split(".", 1) if "." in key else (KEY_SECTION.get(key), key)
         if section is None or section not in SECTIONS or KEY_SECTION.get(name) != section:
             raise ConfigError(f"{where} {key!r}: unknown parameter {key!r}")
@@ -170,16 +171,3 @@ def from_notebook(stage: str, namespace: Mapping[str, Any]) -> Section:
     if missing:
         raise ConfigError(f"notebook of stage {stage}: parameters {missing} are not defined; the parameters cell must define them")
     return for_stage(stage, {k: namespace[k] for k in keys}, where=f"notebook of stage {stage}")
-
-
-SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "authorization", "auth", "credential", "credentials",
-                          "bearer", "cookie"})
-"""A parameter whose name has one of these as a word (``api_key``, ``apiKey``, ``X-Api-Key``, ``hf_token``,
-``Authorization``; not ``max_tokens``) holds a secret."""
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a parameter or header name reads as a credential: a word of it (split at non-letters and
-    camelCase humps) is in :data:`SECRET_WORDS`."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(name))
-    return bool({w for w in re.split(r"[^A-Za-z]+", spaced.lower()) if w} & SECRET_WORDS)

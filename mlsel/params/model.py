@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from mlsel.paths import PUBLISHED_REPORT_DIR
+
 SELECTOR_NAMES = ("knn", "kmeans", "svm")
 """The reference's three selector algorithms."""
 
@@ -175,7 +177,7 @@ class TuneParams(Section):
 class ReportParams(Section):
     """The report stage (90_build_report)."""
 
-    report_dir: str = _field("reports", "where index.html and tables/*.csv are published")
+    report_dir: str = _field(PUBLISHED_REPORT_DIR, "where index.html and tables/*.csv are published")
 
 
 SECTIONS: dict[str, type[Section]] = {

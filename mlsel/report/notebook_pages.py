@@ -21,7 +21,12 @@ notebook's metadata; after it, ``script``, ``iframe``, ``object``, ``embed``,
 anchor or a relative link, and ``url(...)``/``@import`` in CSS. Images stay
 ``data:`` URIs, ANSI colours in logs become CSS classes, consecutive stream
 outputs are merged as Jupyter shows them (a progress bar shows its last
-state). Nothing else is rewritten: log lines keep their absolute paths.
+state). Every text of the notebook (cell sources, the injected parameters,
+outputs, tracebacks) and then the whole page go through
+:func:`mlsel.paths.publishable`: credentials (in an endpoint URL, an
+``Authorization`` header) are masked and paths under the project, the data
+mirror, the cache or the run folder are shown relative to it; a path elsewhere
+stays as it was logged.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from mlsel.paths import NOTEBOOKS, STAGES, project_root, read_manifest, resolve_path, run_paths, write_atomic
+from mlsel.paths import NOTEBOOKS, STAGES, project_root, publishable, read_manifest, resolve_path, run_paths, write_published
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def publish_notebooks(run_dir: str, datasets: list[str], report_dir: str) -> lis
     pages: dict[Path, str] = {}
     for link in notebook_links(run_dir, datasets):
         back = "../" * link.href.count("/") + "index.html#notebooks"
-        pages[out / link.href] = notebook_page(link.source, link.title, back, page=out / link.href)
+        pages[out / link.href] = notebook_page(link.source, link.title, back, page=out / link.href, run_dir=run_dir)
     pages_dir = out / PAGES_DIR
     existing = sorted(pages_dir.rglob("*")) if pages_dir.is_dir() else []
     for stale in [p for p in existing if p.suffix == ".html" and p.is_file() and p not in pages]:
@@ -125,7 +130,7 @@ def publish_notebooks(run_dir: str, datasets: list[str], report_dir: str) -> lis
     for folder in reversed([p for p in existing if p.is_dir()]):  # deepest first; a dataset no longer run leaves no folder
         if not any(folder.iterdir()):
             folder.rmdir()
-    written = [write_atomic(path, text) for path, text in pages.items()]
+    written = [write_published(path, text, run_dir) for path, text in pages.items()]
     sizes = [p.stat().st_size for p in written]
     for p, size in zip(written, sizes):
         log.info("notebook page %s: %.0f KB", p.relative_to(out), size / 1024)
@@ -133,7 +138,7 @@ def publish_notebooks(run_dir: str, datasets: list[str], report_dir: str) -> lis
     return written
 
 
-def notebook_page(ipynb: Path, title: str, back_link: str, page: Path | None = None) -> str:
+def notebook_page(ipynb: Path, title: str, back_link: str, page: Path | None = None, run_dir: str | Path | None = None) -> str:
     """One executed notebook as a self-contained HTML page (see the module docstring).
 
     Parameters
@@ -144,14 +149,17 @@ def notebook_page(ipynb: Path, title: str, back_link: str, page: Path | None = N
     page : where the page will be written. A relative link in the notebook is relative to the folder its kernel ran in
         (:data:`KERNEL_CWD`, as in JupyterLab); on the page it is rewritten relative to the page's folder, and a link
         to nothing becomes plain text (its address in the title). Without ``page`` relative links stay as they are.
+    run_dir : the run folder the notebook belongs to; paths under it are shown relative to it (:func:`mlsel.paths.publishable`)
     """
     nb = _read(Path(ipynb))
     _drop_active_outputs(nb)
+    _mask_texts(nb, run_dir)
     try:
         body = _export(nb)
     except Exception as exc:  # nbconvert's errors vary by cause; the caller needs the file's name
         raise NotebookPageError(f"{ipynb}: cannot render the notebook as HTML: {exc}") from exc
-    return _wrap(_sanitize(body, Path(page).parent if page is not None else None), title, back_link, Path(ipynb).name)
+    page_text = _wrap(_sanitize(body, Path(page).parent if page is not None else None), title, back_link, Path(ipynb).name)
+    return publishable(page_text, run_dir)
 
 
 def _read(ipynb: Path):
@@ -184,6 +192,24 @@ def _drop_active_outputs(nb) -> None:
             meta = output.get("metadata", {}).get("text/html")
             if isinstance(meta, dict):
                 meta.pop("isolated", None)
+
+
+def _mask_texts(nb, run_dir: str | Path | None) -> None:
+    """Every text the page shows made :func:`~mlsel.paths.publishable` before rendering, so that syntax highlighting or ANSI
+    colours cannot split a credential or a path across elements (the finished page is masked once more)."""
+    for cell in nb.cells:
+        cell.source = publishable(cell.source, run_dir)
+        for output in cell.get("outputs", []):
+            if isinstance(output.get("text"), str):
+                output["text"] = publishable(output["text"], run_dir)
+            if "evalue" in output:
+                output["evalue"] = publishable(str(output["evalue"]), run_dir)
+            if isinstance(output.get("traceback"), list):
+                output["traceback"] = [publishable(str(line), run_dir) for line in output["traceback"]]
+            data = output.get("data", {})
+            for mime, value in data.items():
+                if mime.startswith("text/") or mime == "image/svg+xml":
+                    data[mime] = publishable(value if isinstance(value, str) else "".join(value), run_dir)
 
 
 @functools.lru_cache(maxsize=1)

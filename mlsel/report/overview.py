@@ -16,20 +16,20 @@ those pages after the report stage, when the report notebook has finished.
 
 Published files: ``<report_dir>/index.html``, ``tables/summary.csv`` (the
 matrix, one row per dataset x pool) and ``tables/<dataset>/*.csv``
-(byte-identical copies of each dataset's tables). The matrix is also written
+(copies of each dataset's tables, byte-identical unless they held something
+:func:`mlsel.paths.publishable` masks). The matrix is also written
 into the run folder as ``<run_dir>/tables/summary.csv``.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mlsel.paths import resolve_path, run_paths, write_atomic, write_csv
+from mlsel.paths import resolve_path, run_paths, write_csv, write_published
 from mlsel.report.blocks import Figure, LinkList, Section, Table, Text
 from mlsel.report.figures import gain_figure, style
 from mlsel.report.notebook_pages import notebook_links
@@ -212,7 +212,7 @@ def _publish_tables(run_dir: str, datasets: list[str], out_tables: Path) -> None
     for dst, src in wanted.items():
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.resolve() != src.resolve():
-            shutil.copyfile(src, dst)
+            write_published(dst, src.read_bytes(), run_dir)
 
 
 def build_run_report(run_dir: str, datasets: list[str], report_dir: str) -> Path:
@@ -232,6 +232,6 @@ def build_run_report(run_dir: str, datasets: list[str], report_dir: str) -> Path
     out_tables = out / "tables"
     out_tables.mkdir(parents=True, exist_ok=True)
     _publish_tables(run_dir, datasets, out_tables)
-    index = write_atomic(out / "index.html", html)
+    index = write_published(out / "index.html", html, run_dir)
     log.info("report: %s (%d sections, %d datasets)", index, len(sections), len(datasets))
     return index

@@ -2,15 +2,17 @@
 
 :func:`build_report` reads only files of the run folder
 (:func:`mlsel.paths.run_paths`): ``tables/*.csv`` and ``manifest.json``. It
-writes ``<report_dir>/index.html`` and byte-identical copies of every
-``tables/*.csv`` under ``<report_dir>/tables/``.
+writes ``<report_dir>/index.html`` and copies of every ``tables/*.csv`` under
+``<report_dir>/tables/``, both through :func:`mlsel.paths.publishable` (credentials
+masked, this machine's folders shown relative to the project, the data mirror or
+the cache; a table with nothing to mask is copied byte-identical).
 
 The page opens with no network: CSS is inline, figures are base64 PNG
 ``data:`` URIs drawn with matplotlib (Agg backend, fixed DPI, no software or
 time stamp in the PNG metadata), there is no script, and a
 Content-Security-Policy forbids loading anything but ``data:`` images. The
 same run folder always gives the same bytes: nothing in the page depends on
-the clock, the environment or the machine.
+the clock, the environment or the machine (its paths are shown relative).
 
 Sections (a section or table appears only when its input file exists):
 
@@ -38,13 +40,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mlsel.paths import resolve_path, run_paths, write_atomic
+from mlsel.paths import resolve_path, run_paths, write_published
 from mlsel.report.blocks import Section, Table, Text
 from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.provenance import provenance_section
@@ -332,7 +333,7 @@ def build_report(run_dir: str, report_dir: str) -> Path:
                 log.info("report: removing %s (not in %s)", stale, paths["tables"])
                 stale.unlink()
         for src in sources:
-            shutil.copyfile(src, out_tables / src.name)
-    index = write_atomic(out / "index.html", html)
+            write_published(out_tables / src.name, src.read_bytes(), run_dir)
+    index = write_published(out / "index.html", html, run_dir)
     log.info("report: %s (%d sections)", index, len(sections))
     return index

@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-from mlsel.params import is_secret_name
-from mlsel.paths import STAGES
+from mlsel.paths import MASK, STAGES, is_secret_name, publishable
 from mlsel.report.blocks import Section, Table, Text
 from mlsel.report.tables import fmt_generic, read_table, slug
 
-MASK = "***"
-
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_URL_SECRET_PARAM = re.compile(r"([?&][^=&\s#]*?(?:key|token|secret|password|signature|sig|auth)[^=&\s#]*=)[^&\s#]+", re.IGNORECASE)
-_BEARER = re.compile(r"(\bBearer\s+)\S+", re.IGNORECASE)
-
-
-def mask_text(text: str) -> str:
-    """A string with credentials inside it masked: URL user info, secret-looking query parameters, bearer tokens."""
-    text = _URL_USERINFO.sub(MASK + "@", text)
-    text = _URL_SECRET_PARAM.sub(lambda m: m.group(1) + MASK, text)
-    return _BEARER.sub(lambda m: m.group(1) + MASK, text)
-
 
 def mask_secrets(value: Any) -> Any:
-    """Copy of a (nested) parameter mapping with secret-named keys' values masked and credentials inside strings masked."""
+    """Copy of a (nested) parameter mapping with secret-named keys' values masked and credentials inside strings masked
+    (:func:`~mlsel.paths.publishable`; the page's paths are made relative when it is written)."""
     if isinstance(value, dict):
         return {k: (MASK if is_secret_name(k) and v not in (None, "") else mask_secrets(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_secrets(v) for v in value]
     if isinstance(value, str):
-        return mask_text(value)
+        return publishable(value, local_paths=False)
     return value
 
 
