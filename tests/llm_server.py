@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -40,13 +41,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_until_up(proc: subprocess.Popen, base: str, startup_timeout_s: float) -> None:
+def log_tail(log_path: Path, n_lines: int = 30) -> str:
+    """The last ``n_lines`` of the server's log (what it said before it died)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"(no log: {e})"
+    return "\n".join(lines[-n_lines:])
+
+
+class ServerDied(RuntimeError):
+    """The server process ended while it was in use or starting; the message carries its log's last lines."""
+
+
+def _died(proc: subprocess.Popen, when: str, log_path: Path) -> ServerDied:
+    return ServerDied(f"llama_cpp.server exited with code {proc.returncode} {when}; last lines of {log_path}:\n{log_tail(log_path)}")
+
+
+def _wait_until_up(proc: subprocess.Popen, base: str, startup_timeout_s: float, log_path: Path) -> None:
     import httpx
 
     deadline = time.monotonic() + startup_timeout_s
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode} during start-up")
+            raise _died(proc, "during start-up", log_path)
         try:
             if httpx.get(f"{base}/models", timeout=2.0).status_code == 200:
                 return
@@ -84,12 +102,17 @@ def local_llm_server(
     """Run ``python -m llama_cpp.server`` on loopback; yields its ``.../v1`` endpoint.
 
     Waits until ``GET /v1/models`` answers, and terminates the server (its
-    process group) on exit. The model defaults to :func:`smollm2_gguf`.
+    process group) on exit. The model defaults to :func:`smollm2_gguf`. The
+    server's output goes to ``log_path`` (a temporary file when not given).
 
     Raises
     ------
     RuntimeError
         No model file, or the server did not come up in ``startup_timeout_s``.
+    ServerDied
+        The server exited during start-up or while the block used it (e.g. a
+        crash on its first completion): the message holds its log's last
+        lines, and the block's own error (a refused connection) is its cause.
     """
     model_path = model_path or smollm2_gguf()
     if model_path is None:
@@ -99,14 +122,21 @@ def local_llm_server(
     if n_threads:
         cmd += ["--n_threads", str(n_threads)]
     cmd += list(extra_args)
-    logf = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        _wait_until_up(proc, base, startup_timeout_s)
+    with contextlib.ExitStack() as stack:
+        if log_path is None:
+            log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llm-server-"))) / "server.log"
+        log_path = Path(log_path)
+        logf = stack.enter_context(open(log_path, "ab"))
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        stack.callback(_stop, proc)
+        base = f"http://127.0.0.1:{port}/v1"
+        _wait_until_up(proc, base, startup_timeout_s, log_path)
         log.info("local LLM server up at %s (%s)", base, Path(model_path).name)
-        yield base
-    finally:
-        _stop(proc)
-        if log_path:
-            logf.close()
+        try:
+            yield base
+        except BaseException as e:
+            if proc.poll() is not None:
+                raise _died(proc, "while in use", log_path) from e
+            raise
+        if proc.poll() is not None:
+            raise _died(proc, "while in use", log_path)
