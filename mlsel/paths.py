@@ -17,6 +17,7 @@ What may be published (:func:`publishable`, the one masking function): every fil
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -168,6 +169,36 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+"""The instruction sets that decide which float kernels torch and the BLAS take (and so the last bits of a result)."""
+
+
+def compute_platform() -> dict[str, str]:
+    """The CPU and the float kernels a run used: CPU model and flags, torch's kernel level, the BLAS and its core type.
+
+    Two CPUs of one machine kind can give results a few units in the last place
+    apart (see the README's "Same answer on another CPU"); this says which kind ran.
+    """
+    import torch
+    from threadpoolctl import threadpool_info
+
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key.strip() == "model name":
+                model = val.strip()
+            elif key.strip() == "flags":
+                flags = set(val.split())
+                break
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture') or i.get('threading_layer')})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return {"cpu": model, "cpu_flags": " ".join(f for f in CPU_FLAGS if f in flags) or "none of " + " ".join(CPU_FLAGS),
+            "torch_cpu_capability": f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()}",
+            "blas": "; ".join(blas) or "unknown",
+            "kernel_overrides": " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE") if k in os.environ) or "none"}
+
+
 def update_manifest(run_dir: str, stage: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Merge one stage's entry into ``<run_dir>/manifest.json`` and return the manifest."""
     path = run_paths(run_dir)["manifest"]
@@ -175,6 +206,7 @@ def update_manifest(run_dir: str, stage: str, entry: dict[str, Any]) -> dict[str
     manifest = json.loads(path.read_text()) if path.is_file() else {"stages": {}}
     manifest["git_commit"] = _git_commit()
     manifest["package_versions"] = package_versions()
+    manifest["platform"] = compute_platform()
     manifest["stages"][stage] = entry
     write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     return manifest

@@ -75,7 +75,9 @@ def provenance_section(manifest: dict[str, Any], csvs: list[str], tables_dir: Pa
     if versions or manifest.get("git_commit"):
         sec.blocks.append(Text(heading="Software"))
         items = [("git commit", str(manifest.get("git_commit", "unknown")))] + [(k, str(v)) for k, v in versions]
-        sec.blocks.append(_kv_table("prov-software", "Git commit and package versions.", items, ("Package", "Version")))
+        items += [(k.replace("_", " "), str(v)) for k, v in (manifest.get("platform") or {}).items()]
+        sec.blocks.append(_kv_table("prov-software", "Git commit, package versions, and the CPU and float kernels that ran.", items,
+                                    ("Package", "Version")))
     sec.blocks.append(Text(heading="Tables"))
     rows = []
     for name in csvs:
