@@ -65,13 +65,20 @@ def distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse.reshape(-1)
 
 
+def distinct_aug(aug: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(distinct rows, inverse)`` of ``aug``, the rows C-contiguous (what :func:`nearest_rows` multiplies)."""
+    first, inverse = distinct_rows(aug)
+    return np.ascontiguousarray(aug[first]), inverse
+
+
 def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int, distinct: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` stored rows nearest to each query by L2: (squared distances, indices), each (n, k), nearest first.
 
     ``aug`` is :func:`augmented_rows` of the stored rows: one float32 product
-    per block of queries ranks every distinct row (``distinct``, its
-    :func:`distinct_rows`, computed here when not given). Among rows at exactly
+    per block of queries ranks every distinct row (``distinct``: those rows,
+    C-contiguous, and the inverse of :func:`distinct_rows`; computed here when
+    not given). Among rows at exactly
     the same distance the lower index is nearer (the rule the runtime reference
     implementation :func:`mlsel.deploy.runtime.runtime_knn_select` uses);
     duplicate rows are at exactly the same distance on every CPU.
@@ -80,8 +87,7 @@ def nearest_rows(X: np.ndarray, aug: np.ndarray, k: int, distinct: tuple[np.ndar
     r = len(aug)
     k = min(int(k), r)
     kk = min(k + 1, r)
-    first, inverse = distinct if distinct is not None else distinct_rows(aug)
-    uniq = np.ascontiguousarray(aug[first])
+    uniq, inverse = distinct if distinct is not None else distinct_aug(aug)
     if len(X) == 1:
         return _nearest_one(X[0], uniq, inverse, k, kk)
     import torch
@@ -143,7 +149,6 @@ class KNNSelector(Selector):
     def _fit(self, X, u):
         neighbour_weights(np.ones((1, 1)), self.weights)  # rejects a bad `weights` at fit time
         self.aug_ = augmented_rows(stored_rows(X, self.store_decimals))
-        self.distinct_ = distinct_rows(self.aug_)
         self.k_ = min(int(self.k), len(X))
         self.train_utility_ = u
 
@@ -154,9 +159,14 @@ class KNNSelector(Selector):
 
     def kneighbors(self, X: np.ndarray, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Squared L2 distances and indices (n, k) of the nearest stored training rows, nearest first."""
-        if getattr(self, "distinct_", None) is None:  # a selector saved before distinct_ was stored
-            self.distinct_ = distinct_rows(self.aug_)
-        return nearest_rows(X, self.aug_, n_neighbors or self.k_, self.distinct_)
+        if getattr(self, "_distinct", None) is None:  # computed once per process, never saved (see __getstate__)
+            self._distinct = distinct_aug(self.aug_)
+        return nearest_rows(X, self.aug_, n_neighbors or self.k_, self._distinct)
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_distinct", None)  # a copy of the distinct stored rows: rebuilt on first use, not written to the file
+        return state
 
     def decision_scores(self, X):
         d2, idx = self.kneighbors(X)
