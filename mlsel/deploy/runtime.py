@@ -34,7 +34,7 @@ from mlsel.deploy.routing import ALGORITHMS
 from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
 from mlsel.paths import resolve_path, run_paths, update_manifest
 from mlsel.selection.base import Selector
-from mlsel.selection.classic import KNNSelector, distinct_rows
+from mlsel.selection.classic import KNNSelector, distinct_aug
 from mlsel.selection.registry import load_selector
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,7 @@ def runtime_knn_select(artifact: dict[str, Any], x: np.ndarray) -> str | np.ndar
     names = list(dict.fromkeys(labels))
     pos = {nm: j for j, nm in enumerate(names)}
     label_idx = np.asarray([pos[lb] for lb in labels])
-    first, inverse = distinct_rows(E)  # equal rows, equal distances on every CPU (see distinct_rows)
-    Eu = np.ascontiguousarray(E[first])
+    Eu, inverse = distinct_aug(E)  # equal rows, equal distances on every CPU (see distinct_rows)
     e2 = (Eu * Eu).sum(axis=1)
     out = []
     for start in range(0, len(X), 256):
