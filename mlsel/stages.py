@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from mlsel.data.outcomes import (
     OUTCOME_FILE_COLUMNS,
@@ -39,7 +40,8 @@ from mlsel.data.outcomes import (
 from mlsel.data.readers import read_source
 from mlsel.data.records import DataLog
 from mlsel.features import features_for
-from mlsel.metrics.evaluate import Strategy, evaluate, saved_selector_strategies
+from mlsel.deploy.routing import static_config
+from mlsel.metrics.evaluate import Strategy, evaluate, lookup_table, saved_selector_strategies
 from mlsel.paths import params_hash, project_root, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
 from mlsel.report.blocks import Story
 from mlsel.selection.base import choose, utility
@@ -213,31 +215,42 @@ def train_selectors(p: Any) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- evaluate
 
+STATIC_HEADER = ("# Static routing learned on this run's training split: each category goes to the model with the best\n"
+                 "# training mean (mlsel.selection.lookup); no ML. Evaluate it offline with\n"
+                 "#   mlsel evaluate-config --config <this file>\n")
+
 
 def pool_strategies(p: Any, pool: str, matrix: OutcomeMatrix, train: np.ndarray, test: np.ndarray) -> list[Strategy]:
     """The strategies of one pool on its test queries: oracle, the trained selectors, baselines."""
     return saved_selector_strategies(run_paths(p.run_dir)["models"] / pool, list(p.selector_names), list(p.pools[pool]),
-                                     matrix.subset(test), matrix.subset(train), p.quality_weight, p.embed_batch_size, p.device)
+                                     matrix.subset(test), matrix.subset(train), p.quality_weight, p.embed_batch_size, p.device,
+                                     p.lookup_min_queries)
 
 
 def evaluate_selectors(p: Any) -> pd.DataFrame:
     """Evaluate every pool's selectors and baselines on the held-out queries.
 
     Writes ``tables/selection_results.csv``, ``per_category.csv``,
-    ``selection_share.csv`` and ``seed_tables.md`` into the run folder and
-    returns the results table.
+    ``selection_share.csv``, ``seed_tables.md``, the static lookups' content
+    (``static_lookup.csv``) and each pool's per-category lookup as a
+    per-decision routing config (``static_routing_<pool>.yaml``) into the run
+    folder and returns the results table.
     """
     from mlsel.report.tables import seed_tables_markdown
 
     queries, outcomes = load_prepared(p.run_dir)
-    parts: dict[str, list[pd.DataFrame]] = {"results": [], "per_category": [], "selection_share": []}
+    parts: dict[str, list[pd.DataFrame]] = {"results": [], "per_category": [], "selection_share": [], "static_lookup": []}
+    tables = run_paths(p.run_dir)["tables"]
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, test = split_masks(queries, matrix)
         out = evaluate(matrix.subset(test), pool_strategies(p, pool, matrix, train, test), pool, n_bootstrap=p.n_bootstrap, seed=p.seed)
+        out["static_lookup"] = lookup_table(matrix.subset(train), matrix.subset(test), pool, p.quality_weight, p.lookup_min_queries)
+        cat = out["static_lookup"][out["static_lookup"]["lookup"] == "category"]
+        config = static_config(cat.to_dict("records"), f"best training mean of pool {pool}, {int(train.sum())} training queries")
+        write_atomic(tables / f"static_routing_{pool}.yaml", STATIC_HEADER + yaml.safe_dump(config, sort_keys=False))
         for key in parts:
             parts[key].append(out[key])
-    tables = run_paths(p.run_dir)["tables"]
     merged = {key: pd.concat(v, ignore_index=True) for key, v in parts.items()}
     for key, df in merged.items():
         write_csv(df, tables / f"{'selection_results' if key == 'results' else key}.csv")

@@ -55,7 +55,7 @@ def one_hot(picks: np.ndarray, m: int = 3) -> np.ndarray:
 def table():
     te, tr = hand_split()
     strategies = [Strategy("Oracle", "oracle", oracle_proba(te)), Strategy("Sel", "selector", one_hot(SEL))]
-    strategies += baseline_strategies(tr, len(te), quality_weight=1.0)
+    strategies += baseline_strategies(tr, te, quality_weight=1.0)
     out = evaluate(te, strategies, "p", n_bootstrap=200, seed=0)
     return out["results"].set_index("strategy"), out
 
@@ -144,7 +144,7 @@ def test_bootstrap_is_paired_hand_computed_interval():
     """
     te, tr, picks = one_query_apart()
     strategies = [Strategy("Oracle", "oracle", oracle_proba(te)), Strategy("Almost a", "selector", np.eye(2)[picks])]
-    strategies += baseline_strategies(tr, len(te), quality_weight=1.0)
+    strategies += baseline_strategies(tr, te, quality_weight=1.0)
     r = evaluate(te, strategies, "p", n_bootstrap=2000, seed=3)["results"].set_index("strategy")
     row = r.loc["Almost a"]
     assert row["uplift_vs_best_single"] == pytest.approx(1 / 20)
@@ -244,15 +244,21 @@ def test_aiq_difference_to_the_zero_router_is_paired():
 def test_summary_verdict_and_matrix_print_the_hand_numbers():
     d, fitted, plan, cv = _pool()
     row = summary_row(d, fitted, plan, cv, ("knn_reg", 1.0), ("knn_reg", 0.0), COST, None, 1.0, 200, 0, match_ratio=0.97)
+    row.update({"category_lookup_quality": 0.55, "lookup_gain_at_b": 0.05, "lookup_gain_at_b_ci_low": -0.1, "lookup_gain_at_b_ci_high": 0.2,
+                "gain_vs_lookup": 0.075, "gain_vs_lookup_ci_low": -0.05, "gain_vs_lookup_ci_high": 0.2, "verdict": "static routing is enough"})
     df = summary_table([row], "source")
     df.insert(0, "dataset", "routerbench")
     cells = [c[0] for c in summary_matrix(df).rows[0]]
     assert cells[3] == "4" and cells[4] == "b (0.500)" and cells[5] == "0.750" and cells[6] == "KNN (tuned) (0.625)"
-    assert cells[7].startswith("+0.125 [") and cells[8] == "50.0%" and cells[9] == "57.1%" and cells[11].startswith("43.8% [")
-    assert cells[12] == "100.0% / 87.5%"
+    assert cells[7].startswith("+0.125 [") and cells[8] == "0.550" and cells[9] == "+0.075 [-0.050, +0.200]"
+    assert cells[10] == "static routing is enough"
+    assert cells[11] == "50.0%" and cells[12] == "57.1%" and cells[14].startswith("43.8% [")
+    assert cells[15] == "100.0% / 87.5%"
     s = verdict(next(df.itertuples(index=False)))
     assert s.startswith("RouterBench, pool p: routing did not pay off in quality. KNN (tuned) is not distinguishable from always "
                         f"using b (+0.125 [{row['gain_at_b_ci_low']:+.3f}, {row['gain_at_b_ci_high']:+.3f}]; the interval includes 0)")
+    assert (" Static routing, each category to its best model on train, scores 0.550 (+0.050 [-0.100, +0.200] over b); the "
+            "router's gain over it is +0.075 [-0.050, +0.200]: static routing is enough.") in s
     assert (" At the operating point chosen on CV to keep its quality, routing saves 43.8% "
             f"[{row['cost_save_at_b_ci_low']:.1f}%, {row['cost_save_at_b_ci_high']:.1f}%] of the cost in USD "
             "(held-out quality 0.750 against 0.500).") in s

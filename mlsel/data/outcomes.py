@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -183,6 +183,7 @@ class OutcomeMatrix:
     response_chars : ndarray of float, shape (n, m), or None when unknown
     cost_usd : ndarray of float, shape (n, m), or None when the data has no real cost
     list_price : ndarray of float, shape (n, m), or None: the model's list price per 1M tokens (a proxy)
+    tasks : ndarray of str, shape (n,), or None when the data names no task (the dataset or benchmark a query came from)
     """
 
     query_ids: np.ndarray
@@ -194,37 +195,24 @@ class OutcomeMatrix:
     response_chars: np.ndarray | None
     cost_usd: np.ndarray | None = None
     list_price: np.ndarray | None = None
+    tasks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.query_ids)
 
     def subset(self, mask_or_index: np.ndarray) -> "OutcomeMatrix":
         idx = np.asarray(mask_or_index)
-        return OutcomeMatrix(
-            self.query_ids[idx],
-            self.queries[idx],
-            self.categories[idx],
-            list(self.models),
-            self.quality[idx],
-            None if self.latency_s is None else self.latency_s[idx],
-            None if self.response_chars is None else self.response_chars[idx],
-            None if self.cost_usd is None else self.cost_usd[idx],
-            None if self.list_price is None else self.list_price[idx],
-        )
+        rows = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
+        return OutcomeMatrix(models=list(self.models), **{k: None if v is None else v[idx] for k, v in rows.items()})
 
     def select_models(self, models: list[str]) -> "OutcomeMatrix":
         cols = [self.models.index(m) for m in models]
-        return OutcomeMatrix(
-            self.query_ids,
-            self.queries,
-            self.categories,
-            list(models),
-            self.quality[:, cols],
-            None if self.latency_s is None else self.latency_s[:, cols],
-            None if self.response_chars is None else self.response_chars[:, cols],
-            None if self.cost_usd is None else self.cost_usd[:, cols],
-            None if self.list_price is None else self.list_price[:, cols],
-        )
+        return replace(self, models=list(models), **{k: None if getattr(self, k) is None else getattr(self, k)[:, cols]
+                                                     for k in PER_MODEL_FIELDS})
+
+
+PER_MODEL_FIELDS = ("quality", "latency_s", "response_chars", "cost_usd", "list_price")
+"""The (n, m) fields of :class:`OutcomeMatrix`; the others are per query (n,)."""
 
 
 def to_matrix(df: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
@@ -241,6 +229,8 @@ def to_matrix(df: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
     chars = pivot("response_chars")
     usd = pivot("cost_usd") if "cost_usd" in sub else np.full_like(quality, np.nan)
     price = pivot("list_price") if "list_price" in sub else np.full_like(quality, np.nan)
+    tasks = meta["task"].fillna("").to_numpy(dtype=str) if "task" in meta else None
+    tasks = None if tasks is None or not (tasks != "").any() else tasks
     return OutcomeMatrix(
         meta.index.to_numpy(dtype=str),
         meta["query"].to_numpy(dtype=str),
@@ -251,6 +241,7 @@ def to_matrix(df: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
         None if np.isnan(chars).all() else chars,
         None if np.isnan(usd).all() else usd,
         None if np.isnan(price).all() else price,
+        tasks,
     )
 
 

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_matrix, split_masks
-from mlsel.deploy.routing import CONFIG_KEYS, Decision, RouterConfig, load_router_config
+from mlsel.deploy.routing import CONFIG_KEYS, STATIC, Decision, RouterConfig, load_router_config
 from mlsel.features import DEFAULT_EMBEDDER, DEVICE, EMBED_BATCH_SIZE, features_for
 from mlsel.metrics.bootstrap import paired_difference
-from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
+from mlsel.metrics.evaluate import LOOKUP_MIN_QUERIES, Strategy, baseline_strategies, evaluate, oracle_proba
 from mlsel.params import BaseParams, TrainParams, default
 from mlsel.paths import read_manifest, run_paths, update_manifest, write_csv
 from mlsel.selection.base import Selector
@@ -129,6 +129,7 @@ class _Context:
     seed: int
     n_bootstrap: int
     fitted: dict[tuple, Selector] = field(default_factory=dict)
+    lookup_min_queries: int = LOOKUP_MIN_QUERIES
 
     def selector(self, algorithm: str, params: tuple) -> Selector:
         """The decision algorithm fitted on all training queries and models (once per algorithm and parameters)."""
@@ -154,7 +155,9 @@ def _decision_table(ctx: _Context, d: Decision | None, mask: np.ndarray, name: s
     refs = list(d.model_refs) if d else list(ctx.models)
     ted = ctx.te.subset(mask).select_models(refs)
     strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(ted))]
-    if d is not None:
+    if d is not None and d.algorithm == STATIC:
+        pick = np.asarray([refs[0]] * int(mask.sum()), dtype=object)
+    elif d is not None:
         pick = ctx.selector(d.algorithm, d.params).predict(ctx.Xte[mask], candidates=refs)
         strategies.append(Strategy(_algo_label(d.algorithm, d.params), "selector", onehot(refs, pick)))
         trd_mask = np.isin(ctx.tr.categories, d.categories)
@@ -165,7 +168,7 @@ def _decision_table(ctx: _Context, d: Decision | None, mask: np.ndarray, name: s
                                        onehot(refs, [bsd.model_] * int(mask.sum()))))
     else:
         pick = np.asarray([best_model] * int(mask.sum()), dtype=object)
-    strategies += baseline_strategies(ctx.tr.select_models(refs), len(ted), ctx.quality_weight)
+    strategies += baseline_strategies(ctx.tr.select_models(refs), ted, ctx.quality_weight, ctx.lookup_min_queries)
     out = _describe(ctx.results(ted, strategies, name), "decision", d.algorithm if d else "best_single",
                     d.params_text() if d else "", ";".join(d.categories) if d else "", ";".join(refs))
     return out, pick, refs
@@ -182,11 +185,12 @@ def _overall_strategies(ctx: _Context, cfg: RouterConfig, chosen: np.ndarray, ca
     strategies.append(Strategy(f"Router config ({Path(cfg.path).name})", "router_config", onehot(ctx.models, list(chosen))))
     single_algos: dict[str, tuple] = {}
     for d in cfg.decisions:
-        single_algos.setdefault(d.algorithm, d.params)
+        if d.algorithm != STATIC:
+            single_algos.setdefault(d.algorithm, d.params)
     for algorithm, params in single_algos.items():
         sel = ctx.selector(algorithm, params)
         strategies.append(Strategy(f"{_algo_label(algorithm, params)} on every query", "selector", sel.predict_proba(ctx.Xte)))
-    strategies += baseline_strategies(ctx.tr.select_models(list(ctx.models)), len(te), ctx.quality_weight)
+    strategies += baseline_strategies(ctx.tr.select_models(list(ctx.models)), te, ctx.quality_weight, ctx.lookup_min_queries)
     rand_c = cand_mask / cand_mask.sum(axis=1, keepdims=True)
     strategies.append(Strategy("Random within each decision's modelRefs (expected)", "random_routed", rand_c))
     return strategies
@@ -213,6 +217,7 @@ def evaluate_router_config(
     quality_weight: float = default(BaseParams, "quality_weight"),
     embed_batch_size: int = EMBED_BATCH_SIZE,
     device: str = DEVICE,
+    lookup_min_queries: int = LOOKUP_MIN_QUERIES,
     **other_stage_params: Any,
 ) -> RouterConfigEvaluation | None:
     """Evaluate a router config offline on the held-out queries of a run folder (None if ``router_config`` is empty).
@@ -236,6 +241,7 @@ def evaluate_router_config(
         return None
     quality_weight = float(quality_weight)
     cfg, ctx, embedder, onehot_weight = _context(run_dir, seed, router_config, n_bootstrap, quality_weight, embed_batch_size, device)
+    ctx.lookup_min_queries = int(lookup_min_queries)
     te, models = ctx.te, ctx.models
     routed = np.asarray([(d.name if d else (cfg.default_decision or UNMATCHED)) for d in map(cfg.route, te.categories)], dtype=object)
     n_unmatched = int(sum(cfg.route(c) is None for c in te.categories))

@@ -13,6 +13,10 @@ The reference's ``config.yaml``::
         algorithm: {type: knn, knn: {k: 5}}
         modelRefs: [{model: Phi-3-mini-4k-instruct}, ...]
 
+A decision with exactly one modelRef may leave ``algorithm`` out (or say
+``type: static``): static routing, always that model. :func:`static_config`
+writes a per-category lookup learned on training data in this form.
+
 ``routing.decisions`` and ``global.router.model_selection.ml`` are accepted
 as the nested variants. Algorithm parameters: the decision's own block wins,
 then the ``ml`` block's (``ml.knn.k`` ...), then the defaults of the
@@ -48,6 +52,9 @@ log = logging.getLogger(__name__)
 
 ALGORITHMS: tuple[str, ...] = ("knn", "kmeans", "svm")
 """The algorithm types a config may name (the reference's three selectors)."""
+
+STATIC = "static"
+"""The algorithm of a decision with one modelRef and no ``algorithm`` block (or ``type: static``): it always routes to that model."""
 
 CONFIG_KEYS: dict[str, dict[str, str]] = {
     "knn": {"k": "knn_k"},
@@ -211,21 +218,25 @@ def _parse_decision(raw: Any, i: int, path: str, ml: dict[str, Any]) -> Decision
     if not isinstance(name, str) or not name:
         raise RouterConfigError(f"{path}: decisions[{i}]: missing field 'name'")
     where = f"{path}: decision {name!r}"
-    for key in ("priority", "rules", "algorithm", "modelRefs"):
+    for key in ("priority", "rules", "modelRefs"):
         if key not in raw or raw[key] is None:
             raise RouterConfigError(f"{where}: missing field {key!r}")
     priority = raw["priority"]
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise RouterConfigError(f"{where}: priority must be an integer, got {priority!r}")
     categories = _parse_rules(raw["rules"], where)
-    algo_block = raw["algorithm"]
+    refs = _parse_model_refs(raw["modelRefs"], where)
+    algo_block = raw.get("algorithm")
+    if algo_block is None or (isinstance(algo_block, dict) and str(algo_block.get("type", "")).lower() == STATIC):
+        if len(refs) != 1:
+            raise RouterConfigError(f"{where}: a decision without an ML algorithm (static) needs exactly one modelRef, got {list(refs)}")
+        return Decision(name, priority, categories, STATIC, (), refs, str(raw.get("description") or ""))
     if not isinstance(algo_block, dict) or "type" not in algo_block:
         raise RouterConfigError(f"{where}: missing field 'algorithm.type'")
     algo = str(algo_block["type"]).lower()
     if algo not in ALGORITHMS:
-        raise RouterConfigError(f"{where}: unknown algorithm type {algo_block['type']!r}; mlsel evaluates {list(ALGORITHMS)}")
+        raise RouterConfigError(f"{where}: unknown algorithm type {algo_block['type']!r}; mlsel evaluates {list(ALGORITHMS)} or {STATIC!r}")
     params = _algorithm_params(algo, algo_block, ml, where)
-    refs = _parse_model_refs(raw["modelRefs"], where)
     return Decision(name, priority, categories, algo, tuple(params.items()), refs, str(raw.get("description") or ""))
 
 
@@ -289,3 +300,30 @@ def load_router_config(path: str | os.PathLike[str], models: Sequence[str] | Non
     if models is not None:
         cfg.check_models(models)
     return cfg
+
+
+def static_config(lookup: Sequence[dict[str, Any]], source: str) -> dict[str, Any]:
+    """A per-decision config that sends each category to one model (static routing, no ML).
+
+    ``lookup`` holds one row per category of :data:`mlsel.CATEGORIES` with
+    ``group`` (the category), ``model`` and ``source`` (``train``, or
+    ``fallback: ...`` where the best single model stands in), as
+    :func:`mlsel.metrics.evaluate.lookup_table` writes them. One decision per
+    model, matching its categories with ``OR``; the fallback model's decision
+    is the ``default_decision``.
+    """
+    chosen = {str(r["group"]): str(r["model"]) for r in lookup}
+    missing = [c for c in CATEGORIES if c not in chosen]
+    if missing:
+        raise ValueError(f"static_config: no model for categories {missing}")
+    fallback = next((str(r["model"]) for r in lookup if str(r["source"]).startswith("fallback")), None)
+    by_model: dict[str, list[str]] = {}
+    for c in CATEGORIES:
+        by_model.setdefault(chosen[c], []).append(c)
+    decisions = [{"name": f"static_{i}", "description": f"{model}: {', '.join(cats)} ({source})", "priority": 100,
+                  "rules": {"operator": "OR", "conditions": [{"type": "domain", "name": c} for c in cats]},
+                  "modelRefs": [{"model": model}]} for i, (model, cats) in enumerate(by_model.items())]
+    out: dict[str, Any] = {"decisions": decisions}
+    if fallback is not None:
+        out["default_decision"] = next(d["name"] for d in decisions if d["modelRefs"][0]["model"] == fallback)
+    return out

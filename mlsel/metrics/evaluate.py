@@ -18,7 +18,9 @@ Definitions (per query, then averaged over the n test queries):
   a proxy computed from the data, not a time) is reported.
 - Uplifts: ``uplift_vs_random_pct = 100 (Q - Q_random) / Q_random``;
   ``uplift_vs_best_single = Q - Q_best_single`` (best single model chosen on
-  the *training* split); ``gap_closed_pct = 100 (Q - Q_random) / (Q_oracle -
+  the *training* split); ``uplift_vs_category_lookup = Q - Q_lookup``, the
+  per-category lookup learned on the training split (static routing, the
+  router's per-decision config with one model per category); ``gap_closed_pct = 100 (Q - Q_random) / (Q_oracle -
   Q_random)``; ``best_model_x_vs_random`` = Best Model % / random's.
 - Confidence intervals: 95% percentile bootstrap over test queries, paired
   (every strategy is resampled on the same query draws), ``n_bootstrap``
@@ -34,10 +36,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlsel import CATEGORIES
 from mlsel.data.outcomes import OutcomeMatrix, cost_matrix
 from mlsel.features import features_for
 from mlsel.metrics.bootstrap import ci95, resample_indices
+from mlsel.params import BaseParams, default
 from mlsel.selection.baselines import AlwaysSelector, BestSingleSelector, RandomSelector
+from mlsel.selection.lookup import GroupLookup
 from mlsel.selection.registry import label, load_selector
 
 log = logging.getLogger(__name__)
@@ -64,24 +69,77 @@ class Strategy:
     """One row of the results table: a named choice distribution over models."""
 
     name: str
-    kind: str  # oracle | selector | best_single | always | random
+    kind: str  # oracle | selector | best_single | category_lookup | task_lookup | always | random
     proba: np.ndarray
     model: str = ""  # the one model a best_single / always row picks ("" otherwise): data, never parsed from ``name``
 
 
-def baseline_strategies(train: OutcomeMatrix, n_test: int, quality_weight: float) -> list[Strategy]:
-    """The exact baselines over ``train.models``, for ``n_test`` held-out queries.
+LOOKUP_MIN_QUERIES: int = default(BaseParams, "lookup_min_queries")
 
-    Best single (chosen on ``train``), one Always row per model, and Random as
-    the exact expectation (uniform choice distribution). The Oracle needs the
-    test outcomes: see :func:`oracle_proba`.
+CATEGORY_LOOKUP = "Per-category lookup on train"
+TASK_LOOKUP = "Per-task lookup on train (benchmark-only)"
+
+
+def lookup_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight: float,
+                      min_queries: int = LOOKUP_MIN_QUERIES) -> list[Strategy]:
+    """The static lookups (:mod:`mlsel.selection.lookup`) fitted on ``train``, as strategies on ``test``.
+
+    Per category always; per task where both splits name tasks (a benchmark-only
+    reference: a router does not know a query's task). Which group took which
+    model, and how many queries took the fallback: :func:`lookup_table`.
+    """
+    fit = dict(latency_s=train.latency_s, models=list(train.models), quality_weight=quality_weight, min_queries=min_queries)
+    out = []
+    for name, kind, tr_groups, te_groups in [(CATEGORY_LOOKUP, "category_lookup", train.categories, test.categories),
+                                             (TASK_LOOKUP, "task_lookup", train.tasks, test.tasks)]:
+        if tr_groups is None or te_groups is None:
+            continue
+        lk = GroupLookup.fit(tr_groups, train.quality, **fit)
+        out.append(Strategy(name, kind, lk.predict_proba(te_groups)))
+    return out
+
+
+def lookup_table(train: OutcomeMatrix, test: OutcomeMatrix, pool: str, quality_weight: float,
+                 min_queries: int = LOOKUP_MIN_QUERIES) -> pd.DataFrame:
+    """The static lookups' content: one row per pool, lookup and group (every group of either split; for
+    the category lookup, every category of :data:`mlsel.CATEGORIES`, so the table is a complete static config).
+
+    Columns: ``lookup`` (category | task), ``group``, ``n_train``, ``n_test``,
+    ``model`` (the group's choice), ``source`` (``train`` where the group's own
+    training mean chose it; ``fallback: unseen`` or ``fallback: n_train <
+    min_queries`` where the best single model stands in).
+    """
+    rows = []
+    for lookup, tr_groups, te_groups in [("category", train.categories, test.categories), ("task", train.tasks, test.tasks)]:
+        if tr_groups is None or te_groups is None:
+            continue
+        lk = GroupLookup.fit(tr_groups, train.quality, train.latency_s, list(train.models), quality_weight, min_queries)
+        te_groups = np.asarray(te_groups, dtype=str)
+        every = set(CATEGORIES) if lookup == "category" else set()
+        for g in sorted(set(lk.n_train) | set(te_groups) | every):
+            n_tr = lk.n_train.get(g, 0)
+            source = "train" if g in lk.table else ("fallback: unseen" if n_tr == 0 else f"fallback: n_train < {min_queries}")
+            rows.append({"pool": pool, "lookup": lookup, "group": g, "n_train": n_tr, "n_test": int((te_groups == g).sum()),
+                         "model": lk.models[lk.predict_index([g])[0]], "source": source})
+    return pd.DataFrame(rows, columns=["pool", "lookup", "group", "n_train", "n_test", "model", "source"])
+
+
+def baseline_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight: float,
+                        min_queries: int = LOOKUP_MIN_QUERIES) -> list[Strategy]:
+    """The exact baselines over ``train.models``, for the held-out queries ``test`` (only their groups are read).
+
+    Best single (chosen on ``train``), the static lookups (:func:`lookup_strategies`),
+    one Always row per model, and Random as the exact expectation (uniform
+    choice distribution). The Oracle needs the test outcomes: see :func:`oracle_proba`.
     """
     models = list(train.models)
+    n_test = len(test)
     dummy = np.zeros((len(train), 1))
     xte = np.zeros((n_test, 1))
     fit = dict(quality=train.quality, latency_s=train.latency_s, models=models)
     best = BestSingleSelector(quality_weight=quality_weight).fit(dummy, **fit)
     out = [Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte), model=best.model_)]
+    out += lookup_strategies(train, test, quality_weight, min_queries)
     for model in models:
         always = AlwaysSelector(model=model, quality_weight=quality_weight).fit(dummy, **fit)
         out.append(Strategy(f"Always {model}", "always", always.predict_proba(xte), model=model))
@@ -91,7 +149,8 @@ def baseline_strategies(train: OutcomeMatrix, n_test: int, quality_weight: float
 
 
 def saved_selector_strategies(folder: Path, names: list[str], models: list[str], te: OutcomeMatrix, tr: OutcomeMatrix,
-                              quality_weight: float, embed_batch_size: int, device: str) -> list[Strategy]:
+                              quality_weight: float, embed_batch_size: int, device: str,
+                              lookup_min_queries: int = LOOKUP_MIN_QUERIES) -> list[Strategy]:
     """Oracle, the selectors the train stage saved in ``folder`` (``names``) and the baselines, on the test queries ``te``.
 
     Each selector gets the features its manifest names (embedder, one-hot
@@ -108,7 +167,7 @@ def saved_selector_strategies(folder: Path, names: list[str], models: list[str],
         if key not in feats:
             feats[key] = features_for(te, key[0], key[1], embed_batch_size, device)
         strategies.append(Strategy(label(name), "selector", sel.predict_proba(feats[key])))
-    return strategies + baseline_strategies(tr, len(te), quality_weight)
+    return strategies + baseline_strategies(tr, te, quality_weight, lookup_min_queries)
 
 
 def _results_row(s: Strategy, pool: str, test: OutcomeMatrix, per_q: dict, hit: dict, boot: dict, boot_hit: dict,
@@ -122,6 +181,9 @@ def _results_row(s: Strategy, pool: str, test: OutcomeMatrix, per_q: dict, hit: 
         up_r = 100 * (bq - boot[r_name]) / boot[r_name]
         gap = 100 * (bq - boot[r_name]) / (boot[o_name] - boot[r_name])
     d_best = bq - boot[b_name]
+    lk_name = names.get("category_lookup")
+    d_lk = bq - boot[lk_name] if lk_name else np.full_like(bq, np.nan)
+    Qlk = per_q[lk_name].mean() if lk_name else np.nan
     hit_rate = hit[s.name].mean()
     rand_hit = hit[r_name].mean()
     return {
@@ -148,6 +210,9 @@ def _results_row(s: Strategy, pool: str, test: OutcomeMatrix, per_q: dict, hit: 
         "uplift_vs_best_single": Q - Qb,
         "uplift_vs_best_single_ci_low": ci95(d_best)[0],
         "uplift_vs_best_single_ci_high": ci95(d_best)[1],
+        "uplift_vs_category_lookup": Q - Qlk,
+        "uplift_vs_category_lookup_ci_low": ci95(d_lk)[0] if lk_name else np.nan,
+        "uplift_vs_category_lookup_ci_high": ci95(d_lk)[1] if lk_name else np.nan,
         "gap_closed_pct": 100 * (Q - Qr) / (Qo - Qr) if Qo > Qr else np.nan,
         "gap_closed_pct_ci_low": ci95(gap)[0],
         "gap_closed_pct_ci_high": ci95(gap)[1],
@@ -203,7 +268,7 @@ def evaluate(
     for need in ("oracle", "random", "best_single"):
         if need not in kinds:
             raise ValueError(f"strategies must include a {need!r} row")
-    names = {k: kinds[k].name for k in ("oracle", "random", "best_single")}
+    names = {k: kinds[k].name for k in ("oracle", "random", "best_single", "category_lookup") if k in kinds}
     per_q = {s.name: (s.proba * q).sum(axis=1) for s in strategies}
     hit = {s.name: (s.proba * best).sum(axis=1) for s in strategies}
     idx = resample_indices(n, n_bootstrap, seed)  # one draw of queries for every strategy: the CIs are paired

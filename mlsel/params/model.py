@@ -69,6 +69,8 @@ class BaseParams(Section):
     pools: dict[str, list[str]] = _field(_POOLS, "model pools evaluated side by side (names as in the data)")
     selector_names: list[Literal["knn", "kmeans", "svm"]] = _field(list(SELECTOR_NAMES), "selectors trained and evaluated")
     quality_weight: float = _field(0.9, "utility: w*quality + (1-w)/(1+latency_s); no effect without measured latency", ge=0.0, le=1.0)
+    lookup_min_queries: int = _field(20, "static lookups (best model per category or task on train): a group with fewer training "
+                                     "queries keeps the best single model (counted)", ge=1)
     embed_batch_size: int = _field(1, "texts per forward pass; 1: a text's vector depends on the text alone, so cold and warm caches "
                                    "give the same run (16 is 1.3x faster on 2 CPU cores but ties a vector's last bits to its batch mates)", ge=1)
     device: Literal["cpu", "cuda", "mps"] = _field("cpu", "torch device for the embedder: cpu | cuda | mps")
@@ -233,8 +235,8 @@ STAGE_BASE_KEYS: dict[str, tuple[str, ...]] = {
     "prepare": ("run_dir", "seed", "data_dir", "pools"),
     "benchmark": ("run_dir",),
     "train": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device"),
-    "evaluate": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device"),
-    "tune": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device"),
+    "evaluate": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "embed_batch_size", "device"),
+    "tune": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "embed_batch_size", "device"),
     "report": ("run_dir", "datasets"),
 }
 """The ``base`` keys each stage reads: a notebook is passed these and its sections' keys, nothing it ignores."""

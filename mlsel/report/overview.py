@@ -33,7 +33,7 @@ from mlsel.paths import resolve_path, run_paths, write_csv, write_published
 from mlsel.report.blocks import Figure, LinkList, Section, Table, Text
 from mlsel.report.figures import gain_figure, style
 from mlsel.report.notebook_pages import notebook_links
-from mlsel.report.tables import UNIT_NAMES, fmt_ci, fmt_num, is_missing, read_table, table_markdown
+from mlsel.report.tables import PUBLISHED_TABLES, UNIT_NAMES, fmt_ci, fmt_num, is_missing, read_table, table_markdown
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def verdict(r: Any) -> str:
     else:
         s = (f"{where}: routing did not pay off in quality. {r.router} is not distinguishable from always using {r.best_single} "
              f"({gain}; the interval includes 0): for quality alone, {r.best_single} does as well.")
+    s += static_sentence(r)
     unit = UNIT_NAMES[r.cost_unit] if isinstance(r.cost_unit, str) and r.cost_unit in UNIT_NAMES else "cost"
     if is_missing(r.cost_unit) or r.cost_unit == "":
         return s + " The data has no per-query cost, so no saving is computed."
@@ -94,6 +95,18 @@ def verdict(r: Any) -> str:
     else:
         s += f" At the operating point chosen on CV to keep its quality, the saving in {unit} is {save}: not shown to be above 0 ({kept})."
     return s + matched_sentence(r, unit)
+
+
+def static_sentence(r: Any) -> str:
+    """Static routing against ML routing: the per-category lookup's quality, the router's gain over it, the verdict."""
+    if is_missing(getattr(r, "category_lookup_quality", None)):
+        return ""
+    lk = fmt_ci(r.lookup_gain_at_b, r.lookup_gain_at_b_ci_low, r.lookup_gain_at_b_ci_high, 3, True)
+    vs = fmt_ci(r.gain_vs_lookup, r.gain_vs_lookup_ci_low, r.gain_vs_lookup_ci_high, 3, True)
+    task = "" if is_missing(getattr(r, "task_lookup_quality", None)) else (
+        f" (the per-task lookup, which needs the query's dataset, scores {fmt_num(r.task_lookup_quality, 3)})")
+    return (f" Static routing, each category to its best model on train, scores {fmt_num(r.category_lookup_quality, 3)} "
+            f"({lk} over {r.best_single}){task}; the router's gain over it is {vs}: {r.verdict}.")
 
 
 def matched_sentence(r: Any, unit: str) -> str:
@@ -115,6 +128,10 @@ def summary_table(df: pd.DataFrame) -> Table:
             (f"{r.best_single} ({fmt_num(r.best_single_quality, 3)})", "name"), (fmt_num(r.oracle_quality, 3), "num"),
             (f"{r.router} ({fmt_num(r.router_quality, 3)})", "name"),
             (fmt_ci(r.gain_at_b, r.gain_at_b_ci_low, r.gain_at_b_ci_high, 3, True), "num"),
+            (fmt_num(getattr(r, "category_lookup_quality", None), 3), "num"),
+            (fmt_ci(getattr(r, "gain_vs_lookup", None), getattr(r, "gain_vs_lookup_ci_low", None),
+                    getattr(r, "gain_vs_lookup_ci_high", None), 3, True), "num"),
+            ("—" if is_missing(getattr(r, "verdict", None)) else str(r.verdict), "name"),
             (_pct(r.gap_closed_pct), "num"), (_pct(r.gap_closed_random_pct), "num"), (unit, "name"),
             (_pct(r.cost_save_at_b_pct, r.cost_save_at_b_ci_low, r.cost_save_at_b_ci_high), "num"),
             ("—" if is_missing(getattr(r, "matched_quality_pct", None)) else
@@ -122,7 +139,8 @@ def summary_table(df: pd.DataFrame) -> Table:
             (fmt_ci(r.aiq_minus_zero, r.aiq_minus_zero_ci_low, r.aiq_minus_zero_ci_high, 3, True), "num"),
         ])
     columns = ["Dataset", "Pool", "Split", "Held-out queries", "Best single, chosen on train (quality)", "Oracle",
-               "Router chosen by CV (quality)", "Gain@B [95% CI]", "Gap@O closed", "Random → oracle closed", "Cost unit",
+               "Router chosen by CV (quality)", "Gain@B [95% CI]", "Per-category lookup on train (quality)",
+               "Router − lookup [95% CI]", "ML or static routing?", "Gap@O closed", "Random → oracle closed", "Cost unit",
                "CostSave@B [95% CI]", "Matched point: quality / cost, % of best single", "AIQ − zero router [95% CI]"]
     return Table("summary-matrix", "Does routing pay? One row per dataset and pool, on held-out queries.", columns, rows,
                  link="tables/summary.csv", css="compact")
@@ -145,7 +163,12 @@ def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Sect
     sec.blocks.append(summary_table(df))
     sec.blocks.append(Text(text=(
         "Gain@B: the router's quality minus the best single model's (the best single model and the router are both chosen on the "
-        "training split: the router is the tuned selector with the best cross-validated utility). Gap@O: the share of the best "
+        "training split: the router is the tuned selector with the best cross-validated utility). Per-category lookup: static "
+        "routing with no ML, each category sent to the model with the best training mean (the router's per-decision config; "
+        "published as tables/<dataset>/static_routing_<pool>.yaml); Router − lookup: the router's gain over it. ML or static "
+        "routing?: \"ML routing beats static routing\" when the router beats both the best single model and the lookup; \"static "
+        "routing is enough\" when the router or the lookup beats the best single model but the router does not beat the lookup; "
+        "else \"neither beats the best single model\". Gap@O: the share of the best "
         "single → oracle gap it closes. CostSave@B: the cost saved at the operating point chosen by cross-validation to keep at "
         "least the best single model's quality. Matched point: the cheapest point chosen by cross-validation to keep "
         "tune_match_quality_ratio of its quality (97% for RouterBench, as its benchmarks report; 98% elsewhere), its held-out "
@@ -200,12 +223,12 @@ def _scope(sections: list[Section], ds: str) -> list[Section]:
 
 
 def _publish_tables(run_dir: str, datasets: list[str], out_tables: Path) -> None:
-    """Copy every dataset's tables to ``<out_tables>/<dataset>/`` and the matrix; remove published CSVs the run does not have."""
+    """Copy every dataset's tables (:data:`PUBLISHED_TABLES`) to ``<out_tables>/<dataset>/`` and the matrix; remove published ones the run does not have."""
     wanted = {out_tables / "summary.csv": run_paths(run_dir)["tables"] / "summary.csv"}
     for ds in datasets:
         src = run_paths(str(resolve_path(run_dir) / ds))["tables"]
-        wanted.update({out_tables / ds / p.name: p for p in sorted(src.glob("*.csv"))})
-    for stale in sorted(out_tables.rglob("*.csv")):
+        wanted.update({out_tables / ds / p.name: p for pattern in PUBLISHED_TABLES for p in sorted(src.glob(pattern))})
+    for stale in sorted(p for pattern in PUBLISHED_TABLES for p in out_tables.rglob(pattern)):
         if stale not in wanted:
             log.info("report: removing %s (not in the run)", stale)
             stale.unlink()

@@ -50,6 +50,7 @@ from mlsel.report.blocks import Section, Table, Text
 from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.provenance import provenance_section
 from mlsel.report.tables import (
+    PUBLISHED_TABLES,
     benefit_rows,
     benefit_table,
     best_single_model,
@@ -80,6 +81,7 @@ KNOWN_TABLES = (
     "cv_results.csv",
     "router_config_results.csv",
     "router_export.csv",
+    "static_lookup.csv",
 )
 """CSV files the report renders specifically; any other CSV is listed and linked."""
 
@@ -191,6 +193,24 @@ def efficiency_section(res: pd.DataFrame) -> Section:
     return sec
 
 
+def static_section(lk: pd.DataFrame, tables: Path) -> Section:
+    """Static routing: per pool, the category lookup learned on train (the categories the data has), and its config file."""
+    sec = Section("static-routing", "Static routing: the best model per category on train")
+    sec.blocks.append(Text(text=(
+        "Each category goes to the model with the best mean on the training split: no ML, what the router's per-decision "
+        "config can do by itself. A category with fewer training queries than lookup_min_queries, or none, keeps the best "
+        "single model (source: fallback). Its held-out quality is the \"Per-category lookup on train\" row of the results "
+        "tables; the per-task lookup (\"benchmark-only\") needs the dataset a query came from, which a router does not know.")))
+    seen = lk[(lk["n_train"] > 0) | (lk["n_test"] > 0)]
+    for pool, df in seen.groupby("pool", sort=False):
+        cat = df[df["lookup"] == "category"].drop(columns=["pool", "lookup"])
+        sec.blocks.append(generic_table(cat, f"table-static-{slug(str(pool))}", f"Pool {pool}: per-category lookup.", link="tables/static_lookup.csv"))
+    configs = sorted(p.name for p in tables.glob("static_routing_*.yaml"))
+    if configs:
+        sec.blocks.append(Text(text="As a per-decision routing config the router reads (mlsel evaluate-config checks it offline):", links=configs))
+    return sec
+
+
 def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
     out: list[Section] = []
     tuned = read_table(tables, "tuned_results.csv")
@@ -215,6 +235,9 @@ def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
     if cv is not None:
         out.append(Section("cv-results", "Cross-validation results",
                            [generic_table(cv, "table-cv-results", "Cross-validation results (first rows).", link="tables/cv_results.csv", max_rows=20)]))
+    lk = read_table(tables, "static_lookup.csv")
+    if lk is not None and len(lk):
+        out.append(static_section(lk, tables))
     rc = read_table(tables, "router_config_results.csv")
     if rc is not None:
         out.append(Section("router-config", "Per-decision routing config",
@@ -302,7 +325,7 @@ def render(sections: list[Section], run_dir: str, manifest: dict[str, Any], subt
 
 
 def build_report(run_dir: str, report_dir: str) -> Path:
-    """Build ``<report_dir>/index.html`` and copy ``<run_dir>/tables/*.csv`` to ``<report_dir>/tables/``.
+    """Build ``<report_dir>/index.html`` and copy ``<run_dir>/tables/`` (:data:`PUBLISHED_TABLES`) to ``<report_dir>/tables/``.
 
     Parameters
     ----------
@@ -323,12 +346,12 @@ def build_report(run_dir: str, report_dir: str) -> Path:
     out_tables.mkdir(parents=True, exist_ok=True)
     sections = collect(run_dir)
     html = render(sections, run_dir, _read_manifest(paths["manifest"]))
-    sources = sorted(paths["tables"].glob("*.csv")) if paths["tables"].is_dir() else []
+    sources = sorted(p for pattern in PUBLISHED_TABLES for p in paths["tables"].glob(pattern)) if paths["tables"].is_dir() else []
     if out_tables.resolve() != paths["tables"].resolve():
         # The published tables mirror the run: a CSV left by an earlier build of
         # another run would sit beside the page without being what it shows.
         names = {p.name for p in sources}
-        for stale in sorted(out_tables.glob("*.csv")):
+        for stale in sorted(p for pattern in PUBLISHED_TABLES for p in out_tables.glob(pattern)):
             if stale.name not in names:
                 log.info("report: removing %s (not in %s)", stale, paths["tables"])
                 stale.unlink()

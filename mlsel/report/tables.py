@@ -38,6 +38,10 @@ UNIT_NAMES = {"cost_usd": "USD", "latency_s": "latency (s)", "response_chars": "
 # --------------------------------------------------------------------------- formatting
 
 
+PUBLISHED_TABLES = ("*.csv", "static_routing_*.yaml")
+"""What a report copies from a run's ``tables/`` beside its page: the tables and the static routing configs."""
+
+
 def is_missing(v: Any) -> bool:
     try:
         return v is None or (isinstance(v, float) and math.isnan(v)) or bool(pd.isna(v))
@@ -135,8 +139,11 @@ def best_single_model(df: pd.DataFrame) -> str:
 def main_table(df: pd.DataFrame, id: str = "", caption: str = "", link: str = "") -> Table:
     """The seed's main table for one pool, sorted by quality (ties keep file order)."""
     col, label = efficiency_column(df)
+    with_lookup = "uplift_vs_category_lookup" in df and df["uplift_vs_category_lookup"].notna().any()
     rows = []
     for r in df.sort_values("avg_quality", ascending=False, kind="mergesort").itertuples(index=False):
+        lookup = [(fmt_ci(r.uplift_vs_category_lookup, r.uplift_vs_category_lookup_ci_low, r.uplift_vs_category_lookup_ci_high,
+                          sign=True), "num")] if with_lookup else []
         rows.append([
             (str(r.strategy), f"name kind-{r.kind}"),
             (fmt_ci(r.avg_quality, getattr(r, "avg_quality_ci_low", np.nan), getattr(r, "avg_quality_ci_high", np.nan)), "num"),
@@ -144,8 +151,9 @@ def main_table(df: pd.DataFrame, id: str = "", caption: str = "", link: str = ""
             (fmt_num(r.best_model_pct, 1, suffix="%"), "num"),
             (fmt_ci(getattr(r, "uplift_vs_best_single", np.nan), getattr(r, "uplift_vs_best_single_ci_low", np.nan),
                     getattr(r, "uplift_vs_best_single_ci_high", np.nan), sign=True), "num"),
-        ])
+        ] + lookup)
     columns = ["Strategy", "Avg Quality [95% CI]", label, "Best Model %", "vs best single [95% CI]"]
+    columns += ["vs per-category lookup [95% CI]"] if with_lookup else []
     return Table(id=id, caption=caption, columns=columns, rows=rows, link=link)
 
 

@@ -121,7 +121,7 @@ def evaluate_pool(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], pl
     cost_te = test_cost(d)
     strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(d.te))]
     tuned, front, curves_q, curves_c = _tuned_strategies(d, fitted, plan, operating, cost_te)
-    baselines = baseline_strategies(d.tr, len(d.te), p.quality_weight)
+    baselines = baseline_strategies(d.tr, d.te, p.quality_weight, p.lookup_min_queries)
     strategies += tuned + baselines
     # The best single model (chosen on the training split), as a column index.
     best_j = next(int(s.proba[0].argmax()) for s in baselines if s.kind == "best_single")

@@ -16,7 +16,7 @@ from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_poi
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, run_cv_tasks
 from mlsel.tuning.final import final_tables, fit_final, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
-from mlsel.tuning.summary import cheapest_point, cv_aiq_router, summary_row, summary_table
+from mlsel.tuning.summary import cheapest_point, cv_aiq_router, static_columns, summary_row, summary_table
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def manifest_entry(p: Any, plan: TunePlan, pools: dict[str, PoolData], chosen_co
 
 def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: dict[tuple[str, str], dict[str, Any]], cv: pd.DataFrame,
                    sweep: pd.DataFrame, operating: dict[tuple[str, str], dict[str, Any]], aiq: pd.DataFrame,
-                   folds: pd.DataFrame) -> pd.DataFrame:
+                   folds: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`); operating points chosen on CV only."""
     at_best = operating_points(pools, sweep, plan.router_names, p.quality_weight, 1.0, folds)
     rows = []
@@ -70,6 +70,7 @@ def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: d
         rows.append(summary_row(d, fitted, plan, cv, cheapest_point(at_best, pool, d.unit), cheapest_point(operating, pool, d.unit),
                                 test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, p.quality_weight, p.tune_n_bootstrap, p.seed,
                                 p.tune_match_quality_ratio, cv_aiq_router(d, sweep, folds, plan.router_names)))
+        rows[-1].update(static_columns(tuned[tuned["pool"] == pool], rows[-1]["router"], rows[-1]["gain_at_b_ci_low"]))
     prepared = read_manifest(p.run_dir)["stages"]["prepare"]["params"]
     return summary_table(rows, prepared["split"] if "split" in prepared else "seeded")
 
@@ -115,7 +116,7 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     write_csv(tuned, paths["tables"] / "tuned_results.csv")
     write_csv(front, paths["tables"] / "frontier.csv")
     write_csv(aiq, paths["tables"] / "aiq.csv")
-    write_csv(pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds), paths["tables"] / "summary.csv")
+    write_csv(pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds, tuned), paths["tables"] / "summary.csv")
 
     total = time.perf_counter() - t_start
     update_manifest(p.run_dir, "tune", manifest_entry(p, plan, pools, chosen_combos, operating, raw, len(tasks), cv_seconds, total))

@@ -21,6 +21,18 @@ CostSave@B
 Matched point
     The same choice at ``tune_match_quality_ratio`` of the best single model's
     quality (``matched_*``): the share of its quality kept and of its cost paid.
+Static routing
+    The per-category lookup learned on the training split (each category to
+    its best training model, :mod:`mlsel.selection.lookup`: what the router's
+    per-decision config can do without ML): its quality, its gain over the
+    best single model (``lookup_gain_at_b``) and the router's gain over it
+    (``gain_vs_lookup``), each with its CI; the per-task lookup's quality
+    (``task_lookup_quality``, benchmark-only: a router does not know the task).
+    ``verdict``, from the intervals: "ML routing beats static routing" when
+    the router's gains over the best single model and over the lookup both
+    have CI low > 0; else "static routing is enough" when the router's or the
+    lookup's gain over the best single model has CI low > 0; else "neither
+    beats the best single model".
 AIQ - zero
     The AIQ of the cost-aware router with the highest AIQ on its CV sweep
     (over the single models' CV cost range; :func:`cv_aiq_router`) minus the
@@ -52,6 +64,8 @@ SUMMARY_COLUMNS = [
     "pool", "split", "n_train", "n_test", "best_single", "best_single_quality", "oracle_quality", "random_quality",
     "router", "router_quality", "gain_at_b", "gain_at_b_ci_low", "gain_at_b_ci_high",
     "gap_closed_pct", "gap_closed_pct_ci_low", "gap_closed_pct_ci_high", "gap_closed_random_pct",
+    "category_lookup_quality", "lookup_gain_at_b", "lookup_gain_at_b_ci_low", "lookup_gain_at_b_ci_high",
+    "gain_vs_lookup", "gain_vs_lookup_ci_low", "gain_vs_lookup_ci_high", "task_lookup_quality", "verdict",
     "cost_unit", "best_single_cost", "cost_router", "cost_lambda", "op_quality", "op_cost",
     "cost_save_at_b_pct", "cost_save_at_b_ci_low", "cost_save_at_b_ci_high",
     "matched_target_pct", "matched_router", "matched_cost_lambda", "matched_quality_pct", "matched_quality_pct_ci_low", "matched_quality_pct_ci_high",
@@ -158,6 +172,32 @@ def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan
         row.update({"aiq_router": aiq_router, "aiq_minus_zero": a["aiq_minus_zero_router"],
                     "aiq_minus_zero_ci_low": a["aiq_minus_zero_router_ci_low"], "aiq_minus_zero_ci_high": a["aiq_minus_zero_router_ci_high"]})
     return row
+
+
+VERDICTS = ("ML routing beats static routing", "static routing is enough", "neither beats the best single model")
+
+
+def static_columns(tuned: pd.DataFrame, router: str, gain_at_b_ci_low: float) -> dict[str, Any]:
+    """The static-routing columns of one pool's summary row, from its tuned results table (the same paired draws).
+
+    ``router`` is the CV-chosen router's strategy name in ``tuned``.
+    """
+    by_kind = tuned.set_index("kind")
+    lookup = by_kind.loc["category_lookup"]
+    r = tuned[tuned["strategy"] == router].iloc[0]
+    lk_low = float(lookup["uplift_vs_best_single_ci_low"])
+    if gain_at_b_ci_low > 0 and r["uplift_vs_category_lookup_ci_low"] > 0:
+        verdict = VERDICTS[0]
+    elif gain_at_b_ci_low > 0 or lk_low > 0:
+        verdict = VERDICTS[1]
+    else:
+        verdict = VERDICTS[2]
+    return {"category_lookup_quality": lookup["avg_quality"], "lookup_gain_at_b": lookup["uplift_vs_best_single"],
+            "lookup_gain_at_b_ci_low": lk_low, "lookup_gain_at_b_ci_high": lookup["uplift_vs_best_single_ci_high"],
+            "gain_vs_lookup": r["uplift_vs_category_lookup"], "gain_vs_lookup_ci_low": r["uplift_vs_category_lookup_ci_low"],
+            "gain_vs_lookup_ci_high": r["uplift_vs_category_lookup_ci_high"],
+            "task_lookup_quality": by_kind.loc["task_lookup", "avg_quality"] if "task_lookup" in by_kind.index else np.nan,
+            "verdict": verdict}
 
 
 def summary_table(rows: list[dict[str, Any]], split: str) -> pd.DataFrame:
