@@ -147,3 +147,30 @@ def test_summary_verdict_from_the_intervals(gain_low, router_low, lookup_low, ve
     assert cols["verdict"] == verdict
     assert cols["category_lookup_quality"] == 0.58 and cols["gain_vs_lookup"] == 0.02
     assert cols["gain_vs_lookup_ci_low"] == router_low and np.isnan(cols["task_lookup_quality"])
+
+
+def test_exported_static_config_scores_exactly_the_lookup_row_offline(smoke_run, tmp_path):
+    """The evaluate stage's static_routing_<pool>.yaml, read back by the offline config evaluation, routes every
+    held-out query as the per-category lookup row did: the same quality (to the 6 decimals the table is written with)."""
+    from mlsel.deploy.router_config import evaluate_router_config
+    from mlsel.params import stage_values
+    from mlsel.paths import run_paths
+
+    tables = run_paths(smoke_run.base.run_dir)["tables"]
+    res = pd.read_csv(tables / "selection_results.csv")
+    pool = max(smoke_run.base.pools, key=lambda p: len(smoke_run.base.pools[p]))  # the pool holding every model of the run
+    lookup = res[(res["pool"] == pool) & (res["kind"] == "category_lookup")]
+    assert len(lookup) == 1
+    static = tables / f"static_routing_{pool}.yaml"
+    cfg = load_router_config(static)
+    assert {d.algorithm for d in cfg.decisions} == {STATIC}
+    table = pd.read_csv(tables / "static_lookup.csv")
+    seen = table[(table["pool"] == pool) & (table["lookup"] == "category") & (table["n_test"] > 0)]
+    assert all(cfg.route(r.group).model_refs == (r.model,) for r in seen.itertuples())
+    flat = stage_values(smoke_run, "evaluate") | {"router_config": str(static), "n_bootstrap": 20}
+    ev = evaluate_router_config(**flat)
+    overall = ev.result[(ev.result["decision"] == "overall") & (ev.result["kind"] == "router_config")]
+    assert overall["avg_quality"].iloc[0] == pytest.approx(lookup["avg_quality"].iloc[0], abs=5e-7)
+    assert overall["uplift_vs_category_lookup"].iloc[0] == 0.0  # per query the same choice: exactly 0 on every draw
+    assert overall["uplift_vs_category_lookup_ci_low"].iloc[0] == 0.0
+    assert ev.best_single_algorithm.startswith("Best single on train")  # no ML decision: compared with the best single model

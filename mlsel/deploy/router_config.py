@@ -265,7 +265,9 @@ def evaluate_router_config(
 
     # The router config against the best single-algorithm configuration, paired.
     per_q = {s.name: (s.proba * te.quality).sum(axis=1) for s in strategies}
-    best_algo = overall[overall["kind"] == "selector"].sort_values("avg_quality", ascending=False)["strategy"].iloc[0]
+    algos = overall[overall["kind"] == "selector"].sort_values("avg_quality", ascending=False)["strategy"]
+    # A config of static decisions only has no algorithm to compare with: it is compared with the best single model.
+    best_algo = algos.iloc[0] if len(algos) else overall.loc[overall["kind"] == "best_single", "strategy"].iloc[0]
     diff = paired_difference(per_q[f"Router config ({Path(cfg.path).name})"], per_q[best_algo], n_bootstrap, seed)
     ev = RouterConfigEvaluation(result, cfg, infos, n_unmatched, best_algo, diff, best_all.model_)
     write_csv(result, run_paths(run_dir)["tables"] / "router_config_results.csv")
