@@ -314,9 +314,14 @@ def split_queries(queries: pd.DataFrame, test_size: float, seed: int) -> pd.Seri
     return out
 
 
-def kfold_queries(query_ids: np.ndarray, categories: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified K-fold by query: a list of (train_index, valid_index) pairs."""
-    from sklearn.model_selection import KFold, StratifiedKFold
+def kfold_queries(query_ids: np.ndarray, categories: np.ndarray, n_splits: int, seed: int,
+                  groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K-fold by query, a list of (train_index, valid_index) pairs: stratified by category, or, with ``groups``
+    (e.g. tasks), grouped (seeded shuffle of the groups; no group on both sides of a fold)."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+
+    if groups is not None:
+        return list(GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(query_ids, groups=groups))
 
     counts = pd.Series(categories).value_counts()
     if (counts >= n_splits).all():

@@ -18,7 +18,7 @@ SELECTOR_NAMES = ("knn", "kmeans", "svm")
 """The reference's three selector algorithms."""
 
 
-ROUTER_NAMES = ("knn_reg", "mlp", "logreg", "scoreboard")
+ROUTER_NAMES = ("knn_reg", "mlp", "logreg", "scoreboard", "guarded")
 """The cost-aware routers (:mod:`mlsel.selection.cost_aware`)."""
 
 
@@ -153,7 +153,7 @@ class TuneParams(Section):
     tune_dask_scheduler: str = _field(
         "", "Dask scheduler address (tcp://host:8786): CV and final fits run on that cluster through joblib's dask backend; empty: local joblib")
     tune_grid: Literal["default", "small"] = _field("default", "named search space in mlsel.tuning (default | small)")
-    tune_router_names: list[Literal["knn_reg", "mlp", "logreg", "scoreboard"]] = _field(
+    tune_router_names: list[Literal["knn_reg", "mlp", "logreg", "scoreboard", "guarded"]] = _field(
         list(ROUTER_NAMES), "cost-aware routers tuned besides selector_names (mlsel.selection.cost_aware)")
     tune_embedders: list[str] = _field([], "embedder ids searched by the tuning; empty: only the train stage's embedder")
     tune_cost_lambdas: list[float] = _field(
@@ -174,6 +174,14 @@ class TuneParams(Section):
     scoreboard_clusters: int = _field(60, "Avengers-Pro scoreboard router: KMeans clusters", ge=1)
     scoreboard_alpha: float = _field(1.0, "scoreboard: quality share of the cluster score alpha*p + (1-alpha)*(1-c)", ge=0.0, le=1.0)
     scoreboard_top_p: int = _field(4, "scoreboard: nearest clusters averaged per query", ge=1)
+    guard_k: int = _field(100, "guarded router: neighbours whose paired differences against the static choice are the evidence", ge=2)
+    guard_z: float = _field(2.0, "guarded router: standard errors the mean paired difference must reach to leave the static choice "
+                                 "(inf: never)", ge=0.0)
+    guard_shrink: float = _field(0.0, "guarded router: pseudo-neighbours at the static group's mean difference (shrinks the "
+                                      "neighbours' evidence toward the static choice)", ge=0.0)
+    guard_base: Literal["category", "global"] = _field("category", "guarded router: the static choice, per-category lookup | best single model")
+    guard_novelty: float = _field(1.0, "guarded router: a query farther from its nearest training query than this quantile of the "
+                                       "training queries' own distances keeps the static choice (1: off)", gt=0.0, le=1.0)
 
 
 class ReportParams(Section):

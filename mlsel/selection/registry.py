@@ -17,6 +17,7 @@ from mlsel.paths import write_atomic
 from mlsel.selection.base import Selector
 from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
 from mlsel.selection.cost_aware import CostAwareRouter, KNNRegressorSelector, LogRegSelector, MLPSelector
+from mlsel.selection.guarded import GuardedRouter
 from mlsel.selection.scoreboard import ClusterScoreboardSelector
 
 SELECTORS: dict[str, type[Selector]] = {"knn": KNNSelector, "kmeans": KMeansSelector, "svm": SVMSelector}
@@ -27,6 +28,7 @@ ROUTERS: dict[str, type[CostAwareRouter]] = {
     "mlp": MLPSelector,
     "logreg": LogRegSelector,
     "scoreboard": ClusterScoreboardSelector,
+    "guarded": GuardedRouter,
 }
 """Router names (as in ``selector_names`` / ``tune_router_names``) and their classes."""
 
@@ -36,6 +38,7 @@ ROUTER_PARAM_KEYS: dict[str, tuple[str, ...]] = {
     "mlp": ("mlp_hidden", "mlp_alpha"),
     "logreg": ("logreg_c",),
     "scoreboard": ("scoreboard_clusters", "scoreboard_alpha", "scoreboard_top_p"),
+    "guarded": ("guard_k", "guard_z", "guard_shrink", "guard_base", "guard_novelty"),
 }
 """The params.yaml keys each router reads (besides quality_weight, cost_lambda, seed)."""
 
@@ -80,6 +83,9 @@ def _make_router(name: str, p: Any) -> Selector:
         return MLPSelector(hidden=tuple(p.mlp_hidden), alpha=float(p.mlp_alpha), random_state=p.seed, **common)
     if name == "logreg":
         return LogRegSelector(C=float(p.logreg_c), **common)
+    if name == "guarded":
+        return GuardedRouter(k=p.guard_k, z=float(p.guard_z), shrink=float(p.guard_shrink), base=p.guard_base, novelty=float(p.guard_novelty),
+                             min_queries=p.lookup_min_queries, **common)
     return ClusterScoreboardSelector(num_clusters=p.scoreboard_clusters, alpha=float(p.scoreboard_alpha), top_p=p.scoreboard_top_p,
                                      random_state=p.seed, **common)
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from mlsel.data.outcomes import OutcomeMatrix, cost_matrix, fill_missing_cost, kfold_queries, load_prepared, pool_matrix, split_masks
 from mlsel.features import Embedder, build_features
+from mlsel.paths import ConfigError, read_manifest
 from mlsel.progress import progress_bar
 from mlsel.selection.base import Selector, utility
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
@@ -32,6 +33,8 @@ class PoolData:
     te: OutcomeMatrix
     unit: str | None
     """Cost unit of the training split: ``latency_s``, ``response_chars`` or None."""
+    split: str = "seeded"
+    """How the prepare stage split train from test (``seeded``, ``source`` or ``by_task``): the CV folds mirror it."""
 
 
 @dataclass
@@ -63,15 +66,21 @@ class CVTask(NamedTuple):
     meta: dict[str, Any]
 
 
+def prepared_split(run_dir: str) -> str:
+    """The prepare stage's ``split`` of a run folder (``seeded`` for a run prepared before it was recorded)."""
+    return read_manifest(run_dir)["stages"]["prepare"]["params"].get("split", "seeded")
+
+
 def load_pools(run_dir: str, pools: dict[str, list[str]]) -> dict[str, PoolData]:
     """Each pool's outcome matrix of the prepared run, split by the prepared train/test labels."""
     queries, outcomes = load_prepared(run_dir)
+    split = prepared_split(run_dir)
     out = {}
     for pool, models in pools.items():
         matrix = pool_matrix(queries, outcomes, list(models))
         train, test = split_masks(queries, matrix)
         tr = matrix.subset(train)  # the CV never sees any other row
-        out[pool] = PoolData(pool, list(models), matrix, tr, matrix.subset(test), cost_matrix(tr)[1])
+        out[pool] = PoolData(pool, list(models), matrix, tr, matrix.subset(test), cost_matrix(tr)[1], split)
     return out
 
 
@@ -93,10 +102,22 @@ class FeatureCache:
 
 
 def cv_folds(pool: PoolData, n_folds: int, n_seeds: int, seed: int) -> tuple[list[tuple], pd.DataFrame]:
-    """``(seed offset, fold, fit_idx, valid_idx)`` over seeds ``seed, seed + 1, ...`` and the cv_folds.csv rows."""
+    """``(seed offset, fold, fit_idx, valid_idx)`` over seeds ``seed, seed + 1, ...`` and the cv_folds.csv rows.
+
+    The folds mirror the held-out split: with ``split: by_task`` they are
+    grouped by task (no fold fits on a task it validates on), so the CV choice
+    is itself made out of distribution; otherwise stratified by category.
+    """
     tr, folds, frames = pool.tr, [], []
+    groups = None
+    if pool.split == "by_task":
+        if tr.tasks is None or len(set(tr.tasks)) < n_folds:
+            n = 0 if tr.tasks is None else len(set(tr.tasks))
+            raise ConfigError(f"pool {pool.name}: split by_task needs at least tune_n_folds={n_folds} training tasks for "
+                              f"task-grouped CV folds; the training split has {n}")
+        groups = tr.tasks
     for s in range(n_seeds):
-        for f, (fit_idx, valid_idx) in enumerate(kfold_queries(tr.query_ids, tr.categories, n_folds, seed + s)):
+        for f, (fit_idx, valid_idx) in enumerate(kfold_queries(tr.query_ids, tr.categories, n_folds, seed + s, groups)):
             folds.append((s, f, fit_idx, valid_idx))
             frames.append(pd.DataFrame({"pool": pool.name, "query_id": tr.query_ids[valid_idx], "cv_seed": seed + s, "fold": f}))
     return folds, pd.concat(frames, ignore_index=True)

@@ -26,6 +26,10 @@ GRIDS: dict[str, dict[str, Any]] = {
             "logreg": {"logreg_c": [0.01, 0.1]},
             # top_p and alpha are prediction-time parameters.
             "scoreboard": {"scoreboard_clusters": [20, 60], "scoreboard_top_p": [1, 4], "scoreboard_alpha": [1.0]},
+            # Prediction-time parameters; z = inf is the static choice itself (lookup or best single), z = 0 with
+            # shrink = 0 a plain KNN regression.
+            "guarded": {"onehot_weight": [1.0], "guard_k": [50, 200], "guard_z": [0.0, 1.0, float("inf")],
+                        "guard_shrink": [0.0, 200.0], "guard_base": ["category", "global"]},
         },
     },
     # Smoke runs: seconds on 600 queries.
@@ -40,6 +44,7 @@ GRIDS: dict[str, dict[str, Any]] = {
             "mlp": {"mlp_hidden": [32], "mlp_alpha": [1e-2]},
             "logreg": {"logreg_c": [1.0]},
             "scoreboard": {"scoreboard_clusters": [8], "scoreboard_top_p": [1, 2]},
+            "guarded": {"onehot_weight": [1.0], "guard_k": [10, 30], "guard_z": [0.0, float("inf")]},
         },
     },
 }
@@ -51,7 +56,7 @@ one hidden layer of 32): :func:`combo_params` wraps it."""
 
 HEATMAP_PARAM = {
     "knn": "knn_k", "kmeans": "kmeans_num_clusters", "svm": "svm_c", "knn_reg": "knn_reg_k",
-    "mlp": "mlp_alpha", "logreg": "logreg_c", "scoreboard": "scoreboard_clusters",
+    "mlp": "mlp_alpha", "logreg": "logreg_c", "scoreboard": "scoreboard_clusters", "guarded": "guard_k",
 }
 """The parameter each selector's heatmap row varies (against ``onehot_weight``)."""
 

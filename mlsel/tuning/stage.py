@@ -11,9 +11,9 @@ import pandas as pd
 import yaml
 
 from mlsel.data.outcomes import data_hash
-from mlsel.paths import ConfigError, params_hash, read_manifest, run_paths, update_manifest, write_csv
+from mlsel.paths import ConfigError, params_hash, run_paths, update_manifest, write_csv
 from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_points, tuned_params_doc
-from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, run_cv_tasks
+from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, prepared_split, run_cv_tasks
 from mlsel.tuning.final import final_tables, fit_final, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
 from mlsel.tuning.summary import cheapest_point, cv_aiq_router, static_columns, summary_row, summary_table
@@ -71,8 +71,7 @@ def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: d
                                 test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, p.quality_weight, p.tune_n_bootstrap, p.seed,
                                 p.tune_match_quality_ratio, cv_aiq_router(d, sweep, folds, plan.router_names)))
         rows[-1].update(static_columns(tuned[tuned["pool"] == pool], rows[-1]["router"], rows[-1]["gain_at_b_ci_low"]))
-    prepared = read_manifest(p.run_dir)["stages"]["prepare"]["params"]
-    return summary_table(rows, prepared["split"] if "split" in prepared else "seeded")
+    return summary_table(rows, prepared_split(p.run_dir))
 
 
 def tune_selectors(p: Any) -> pd.DataFrame:
