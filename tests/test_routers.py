@@ -29,8 +29,8 @@ def _clusters(n_per: int = 60, seed: int = 0):
     return X, quality, cost
 
 
-ALL = ["knn_reg", "mlp", "logreg", "scoreboard"]
-PARAMS = selector_params(knn_reg_k=10, mlp_hidden=[32], scoreboard_clusters=3, scoreboard_top_p=1, seed=0)
+ALL = ["knn_reg", "mlp", "logreg", "scoreboard", "guarded"]
+PARAMS = selector_params(knn_reg_k=10, mlp_hidden=[32], scoreboard_clusters=3, scoreboard_top_p=1, guard_k=10, guard_z=0.0, seed=0)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -133,7 +133,8 @@ class GuardedRouter(CostAwareRouter):
         se = d.std(axis=1, ddof=1) / np.sqrt(d.shape[1])
         k, a = d.shape[1], float(self.shrink)
         shrunk = (k * mean + a * (group - group[np.arange(n), base][:, None])) / (k + a)
-        admitted = (shrunk > 0) & (mean >= float(self.z) * se)
+        z = float(self.z)
+        admitted = (shrunk > 0) & (mean >= z * se) if np.isfinite(z) else np.zeros_like(shrunk, dtype=bool)
         if float(self.novelty) < 1.0:
             floor = np.quantile(self.train_nn_dist_, float(self.novelty))
             admitted &= (dist[:, 0] <= floor)[:, None]
@@ -169,6 +170,11 @@ class GuardedRouter(CostAwareRouter):
 
 
 def category_index(X: np.ndarray) -> np.ndarray:
-    """The category (index into :data:`mlsel.CATEGORIES`) of each feature row, from its one-hot part; -1 where it is all 0."""
-    onehot = np.asarray(X)[:, -len(CATEGORIES):]
-    return np.where(onehot.max(axis=1) > 0, onehot.argmax(axis=1), -1)
+    """The category (index into :data:`mlsel.CATEGORIES`) of each feature row, from its one-hot part (the last 14
+    columns); -1 where they are not a positive multiple of a one-hot (``onehot_weight = 0``, or other features)."""
+    X = np.asarray(X)
+    if X.shape[1] < len(CATEGORIES):
+        return np.full(len(X), -1)
+    onehot = X[:, -len(CATEGORIES):]
+    valid = ((onehot != 0).sum(axis=1) == 1) & (onehot.max(axis=1) > 0)
+    return np.where(valid, onehot.argmax(axis=1), -1)
