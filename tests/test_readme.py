@@ -63,3 +63,15 @@ def test_targets_table_is_the_dataset_benchmarks_own():
     md = (ROOT / "benchmarks" / "results" / "datasets.md").read_text()
     table = md[md.index("| target | measured | reached |"):].split("\n\n")[0].strip()
     assert table in README
+
+
+def test_static_routing_targets_are_the_benchmarks_own_on_the_published_summary():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_static_routing", ROOT / "benchmarks" / "bench_static_routing.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    measured = mod.targets(pd.read_csv(TABLES / "summary.csv"))
+    md = (ROOT / "benchmarks" / "results" / "static_routing.md").read_text()
+    assert [f"| {t['target']} | {t['measured']} | {'yes' if t['reached'] else '**no**'} |" for t in measured] == md.splitlines()[2:]
+    assert md in README

@@ -145,8 +145,21 @@ class GuardedRouter(CostAwareRouter):
         return np.where(admitted, shrunk, -np.inf)
 
     def _neighbours(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest training queries of each row; kept for the last ``X`` and k, so a grid of the other
+        prediction-time parameters (z, shrink, base, novelty, cost_lambda) searches the neighbours once."""
         self._check()
-        return self.nn_.kneighbors(np.asarray(X, dtype=np.float32), n_neighbors=min(int(self.k), len(self.train_utility_)))
+        k = min(int(self.k), len(self.train_utility_))
+        cached = self.__dict__.get("_nb")
+        if cached is not None and cached[0] is X and cached[1] == k:
+            return cached[2]
+        nb = self.nn_.kneighbors(np.asarray(X, dtype=np.float32), n_neighbors=k)
+        self._nb = (X, k, nb)
+        return nb
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_nb", None)  # a cache of the last query batch, never saved
+        return state
 
     def decision_scores(self, X: np.ndarray) -> np.ndarray:
         return self._gated_scores(X, float(self.cost_lambda), self._neighbours(X))
