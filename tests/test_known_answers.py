@@ -251,9 +251,9 @@ def test_summary_verdict_and_matrix_print_the_hand_numbers():
     cells = [c[0] for c in summary_matrix(df).rows[0]]
     assert cells[3] == "4" and cells[4] == "b (0.500)" and cells[5] == "0.750" and cells[6] == "KNN (tuned) (0.625)"
     assert cells[7].startswith("+0.125 [") and cells[8] == "0.550" and cells[9] == "+0.075 [-0.050, +0.200]"
-    assert cells[10] == "static routing is enough"
-    assert cells[11] == "50.0%" and cells[12] == "57.1%" and cells[14].startswith("43.8% [")
-    assert cells[15] == "100.0% / 87.5%"
+    assert cells[10] == "static routing is enough" and cells[11] == "—" and cells[12] == "—"  # no peer in this row
+    assert cells[13] == "50.0%" and cells[14] == "57.1%" and cells[16].startswith("43.8% [")
+    assert cells[17] == "100.0% / 87.5%"
     s = verdict(next(df.itertuples(index=False)))
     assert s.startswith("RouterBench, pool p: routing did not pay off in quality. KNN (tuned) is not distinguishable from always "
                         f"using b (+0.125 [{row['gain_at_b_ci_low']:+.3f}, {row['gain_at_b_ci_high']:+.3f}]; the interval includes 0)")

@@ -86,8 +86,9 @@ def test_tuned_results_have_baselines(tuned):
     for pool, models in p.pools.items():
         t = table[table["pool"] == pool]
         kinds = set(t["kind"])
-        assert {"oracle", "best_single", "random", "always", "selector"} <= kinds
+        assert {"oracle", "best_single", "random", "always", "selector", "category_lookup", "peer"} <= kinds
         assert (t["kind"] == "always").sum() == len(models)
+        assert (t["kind"] == "peer").sum() == len(p.tune_peer_names) and "GUARDED (tuned)" in set(t["strategy"])
         assert "KNN_REG (tuned)" in set(t["strategy"]) and "KNN (tuned)" in set(t["strategy"])
         oracle = t[t["kind"] == "oracle"]["avg_quality"].iloc[0]
         assert (t["avg_quality"] <= oracle + 1e-9).all()
@@ -138,3 +139,17 @@ def test_combo_params_builds_the_grid_values():
     assert q.mlp_hidden == [32] and make_selector("mlp", q).get_params()["hidden"] == (32,)
     with pytest.raises(ConfigError, match="no_such_key"):
         combo_params(values, {"no_such_key": 1})
+
+
+def test_summary_has_the_static_and_peer_columns(tuned):
+    p, _ = tuned
+    summary = pd.read_csv(run_paths(p.run_dir)["tables"] / "summary.csv")
+    table = pd.read_csv(run_paths(p.run_dir)["tables"] / "tuned_results.csv")
+    for r in summary.itertuples(index=False):
+        t = table[table["pool"] == r.pool].set_index("strategy")
+        assert r.category_lookup_quality == t.loc["Per-category lookup on train", "avg_quality"]
+        assert r.gain_vs_lookup == pytest.approx(t.loc[r.router, "uplift_vs_category_lookup"], abs=2e-6)
+        peers = t[t["kind"] == "peer"]
+        assert r.best_peer == peers["avg_quality"].idxmax() and r.best_peer_quality == pytest.approx(peers["avg_quality"].max(), abs=2e-6)
+        assert r.gain_vs_peer == pytest.approx(t.loc[r.router, "avg_quality"] - r.best_peer_quality, abs=2e-6)
+        assert r.verdict in ("ML routing beats static routing", "static routing is enough", "neither beats the best single model")

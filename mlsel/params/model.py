@@ -19,6 +19,7 @@ SELECTOR_NAMES = ("knn", "kmeans", "svm")
 
 
 ROUTER_NAMES = ("knn_reg", "mlp", "logreg", "scoreboard", "guarded")
+PEER_NAMES = ("routerbench_knn", "routerbench_mlp", "llmrouter_knn", "llmrouter_svm", "llmrouter_mlp")
 """The cost-aware routers (:mod:`mlsel.selection.cost_aware`)."""
 
 
@@ -155,6 +156,8 @@ class TuneParams(Section):
     tune_grid: Literal["default", "small"] = _field("default", "named search space in mlsel.tuning (default | small)")
     tune_router_names: list[Literal["knn_reg", "mlp", "logreg", "scoreboard", "guarded"]] = _field(
         list(ROUTER_NAMES), "cost-aware routers tuned besides selector_names (mlsel.selection.cost_aware)")
+    tune_peer_names: list[Literal[PEER_NAMES]] = _field(
+        list(PEER_NAMES), "peers' published routers fitted with their sources' settings as baselines (mlsel.selection.peers; never tuned)")
     tune_embedders: list[str] = _field([], "embedder ids searched by the tuning; empty: only the train stage's embedder")
     tune_cost_lambdas: list[float] = _field(
         [0.0, 0.01, 0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 100.0],

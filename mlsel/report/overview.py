@@ -105,8 +105,11 @@ def static_sentence(r: Any) -> str:
     vs = fmt_ci(r.gain_vs_lookup, r.gain_vs_lookup_ci_low, r.gain_vs_lookup_ci_high, 3, True)
     task = "" if is_missing(getattr(r, "task_lookup_quality", None)) else (
         f" (the per-task lookup, which needs the query's dataset, scores {fmt_num(r.task_lookup_quality, 3)})")
+    peer = "" if is_missing(getattr(r, "best_peer", None)) else (
+        f" The best peer's published router, {r.best_peer}, scores {fmt_num(r.best_peer_quality, 3)}; the router's gain over it is "
+        f"{fmt_ci(r.gain_vs_peer, r.gain_vs_peer_ci_low, r.gain_vs_peer_ci_high, 3, True)}.")
     return (f" Static routing, each category to its best model on train, scores {fmt_num(r.category_lookup_quality, 3)} "
-            f"({lk} over {r.best_single}){task}; the router's gain over it is {vs}: {r.verdict}.")
+            f"({lk} over {r.best_single}){task}; the router's gain over it is {vs}: {r.verdict}.{peer}")
 
 
 def matched_sentence(r: Any, unit: str) -> str:
@@ -132,6 +135,9 @@ def summary_table(df: pd.DataFrame) -> Table:
             (fmt_ci(getattr(r, "gain_vs_lookup", None), getattr(r, "gain_vs_lookup_ci_low", None),
                     getattr(r, "gain_vs_lookup_ci_high", None), 3, True), "num"),
             ("—" if is_missing(getattr(r, "verdict", None)) else str(r.verdict), "name"),
+            ("—" if is_missing(getattr(r, "best_peer", None)) else f"{r.best_peer} ({fmt_num(r.best_peer_quality, 3)})", "name"),
+            (fmt_ci(getattr(r, "gain_vs_peer", None), getattr(r, "gain_vs_peer_ci_low", None),
+                    getattr(r, "gain_vs_peer_ci_high", None), 3, True), "num"),
             (_pct(r.gap_closed_pct), "num"), (_pct(r.gap_closed_random_pct), "num"), (unit, "name"),
             (_pct(r.cost_save_at_b_pct, r.cost_save_at_b_ci_low, r.cost_save_at_b_ci_high), "num"),
             ("—" if is_missing(getattr(r, "matched_quality_pct", None)) else
@@ -140,7 +146,8 @@ def summary_table(df: pd.DataFrame) -> Table:
         ])
     columns = ["Dataset", "Pool", "Split", "Held-out queries", "Best single, chosen on train (quality)", "Oracle",
                "Router chosen by CV (quality)", "Gain@B [95% CI]", "Per-category lookup on train (quality)",
-               "Router − lookup [95% CI]", "ML or static routing?", "Gap@O closed", "Random → oracle closed", "Cost unit",
+               "Router − lookup [95% CI]", "ML or static routing?", "Best peer, published settings (quality)",
+               "Router − best peer [95% CI]", "Gap@O closed", "Random → oracle closed", "Cost unit",
                "CostSave@B [95% CI]", "Matched point: quality / cost, % of best single", "AIQ − zero router [95% CI]"]
     return Table("summary-matrix", "Does routing pay? One row per dataset and pool, on held-out queries.", columns, rows,
                  link="tables/summary.csv", css="compact")
@@ -168,7 +175,9 @@ def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Sect
         "published as tables/<dataset>/static_routing_<pool>.yaml); Router − lookup: the router's gain over it. ML or static "
         "routing?: \"ML routing beats static routing\" when the router beats both the best single model and the lookup; \"static "
         "routing is enough\" when the router or the lookup beats the best single model but the router does not beat the lookup; "
-        "else \"neither beats the best single model\". Gap@O: the share of the best "
+        "else \"neither beats the best single model\". Best peer: the peers' published routers (RouterBench's KNN and MLP, "
+        "LLMRouter's KNN, SVM and MLP) fitted with their sources' settings on the same split, the best of them on the held-out "
+        "queries; Router − best peer: the router's paired gain over it. Gap@O: the share of the best "
         "single → oracle gap it closes. CostSave@B: the cost saved at the operating point chosen by cross-validation to keep at "
         "least the best single model's quality. Matched point: the cheapest point chosen by cross-validation to keep "
         "tune_match_quality_ratio of its quality (97% for RouterBench, as its benchmarks report; 98% elsewhere), its held-out "

@@ -13,6 +13,7 @@ from mlsel.data.outcomes import COST_UNITS, cost_matrix, fill_missing_cost
 from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
 from mlsel.metrics.frontier import aiq_table, zero_router
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
+from mlsel.selection.peers import PEER_LABELS, PEERS
 from mlsel.selection.registry import label, make_selector
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan
 from mlsel.tuning.grids import combo_params
@@ -41,10 +42,18 @@ def final_task(pool: str, name: str, values: dict[str, Any], combo: dict[str, An
     return out
 
 
+def peer_task(pool: str, name: str, Xtr: np.ndarray, Xte: np.ndarray, quality: np.ndarray, latency: np.ndarray | None,
+              models: list[str], quality_weight: float) -> dict[str, Any]:
+    """Fit one peer's published router on the whole training split; its test choices."""
+    sel = PEERS[name](quality_weight=quality_weight).fit(Xtr, quality, latency, models=models)
+    return {"pool": pool, "name": name, "proba": sel.predict_proba(Xte), "sweep": None, "op_proba": None, "peer": True}
+
+
 def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData], chosen_combos: dict[tuple[str, str], dict[str, Any]],
               operating: dict[tuple[str, str], dict[str, Any]], features: FeatureCache, n_jobs: int,
               scheduler: str = "") -> dict[tuple[str, str], dict[str, Any]]:
-    """Refit every tuned selector in parallel (features are built here, once per setting); ``{(pool, name): final_task output}``.
+    """Refit every tuned selector, and fit every peer of ``tune_peer_names``, in parallel (features are built here, once per
+    setting); ``{(pool, name): final_task or peer_task output}``.
 
     The fits run on local joblib workers, or on the Dask cluster at ``scheduler`` (an address).
     """
@@ -59,11 +68,14 @@ def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData]
             combo = chosen_combos[(pool, name)]
             op = operating[(pool, name)]["cost_lambda"] if (pool, name) in operating else None
             emb, ow = combo["embedder"], float(combo["onehot_weight"])
-            tasks.append((pool, name, values, combo, features(d.tr, emb, ow), features(d.te, emb, ow), d.tr.quality, d.tr.latency_s,
-                          cost_tr, list(d.models), plan.lambdas if d.unit else [], op))
+            tasks.append(delayed(final_task)(pool, name, values, combo, features(d.tr, emb, ow), features(d.te, emb, ow), d.tr.quality,
+                                             d.tr.latency_s, cost_tr, list(d.models), plan.lambdas if d.unit else [], op))
+        for name in values["tune_peer_names"]:  # the peers embed the query text alone: no category one-hot
+            tasks.append(delayed(peer_task)(pool, name, features(d.tr, plan.embedders[0], 0.0), features(d.te, plan.embedders[0], 0.0),
+                                            d.tr.quality, d.tr.latency_s, list(d.models), values["quality_weight"]))
     t0 = time.perf_counter()
     with joblib_backend(n_jobs, scheduler) as jobs:
-        out = {(o["pool"], o["name"]): o for o in Parallel(n_jobs=jobs)(delayed(final_task)(*t) for t in tasks)}
+        out = {(o["pool"], o["name"]): o for o in Parallel(n_jobs=jobs)(tasks)}
     log.info("tune: final fits in %.1f s", time.perf_counter() - t0)
     return out
 
@@ -122,7 +134,8 @@ def evaluate_pool(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], pl
     strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(d.te))]
     tuned, front, curves_q, curves_c = _tuned_strategies(d, fitted, plan, operating, cost_te)
     baselines = baseline_strategies(d.tr, d.te, p.quality_weight, p.lookup_min_queries)
-    strategies += tuned + baselines
+    peers = [Strategy(PEER_LABELS[name], "peer", fitted[(d.name, name)]["proba"]) for name in p.tune_peer_names]
+    strategies += tuned + peers + baselines
     # The best single model (chosen on the training split), as a column index.
     best_j = next(int(s.proba[0].argmax()) for s in baselines if s.kind == "best_single")
     results = evaluate(d.te, strategies, d.name, n_bootstrap=p.tune_n_bootstrap, seed=p.seed)["results"]

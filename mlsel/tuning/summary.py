@@ -33,6 +33,12 @@ Static routing
     have CI low > 0; else "static routing is enough" when the router's or the
     lookup's gain over the best single model has CI low > 0; else "neither
     beats the best single model".
+Peers
+    The peers' published routers (:mod:`mlsel.selection.peers`), fitted with
+    their sources' settings on the same split: the best of them on the
+    held-out queries (``best_peer``, ``best_peer_quality``; chosen on test,
+    so the strongest competitor) and the router's paired gain over it
+    (``gain_vs_peer`` with CI).
 AIQ - zero
     The AIQ of the cost-aware router with the highest AIQ on its CV sweep
     (over the single models' CV cost range; :func:`cv_aiq_router`) minus the
@@ -56,6 +62,7 @@ from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.metrics.evaluate import oracle_proba
 from mlsel.metrics.frontier import aiq as area_quality
 from mlsel.selection.base import utility
+from mlsel.selection.peers import PEER_LABELS
 from mlsel.selection.registry import label
 from mlsel.tuning.choice import cv_mean
 from mlsel.tuning.cv import PoolData, TunePlan
@@ -66,6 +73,7 @@ SUMMARY_COLUMNS = [
     "gap_closed_pct", "gap_closed_pct_ci_low", "gap_closed_pct_ci_high", "gap_closed_random_pct",
     "category_lookup_quality", "lookup_gain_at_b", "lookup_gain_at_b_ci_low", "lookup_gain_at_b_ci_high",
     "gain_vs_lookup", "gain_vs_lookup_ci_low", "gain_vs_lookup_ci_high", "task_lookup_quality", "verdict",
+    "best_peer", "best_peer_quality", "gain_vs_peer", "gain_vs_peer_ci_low", "gain_vs_peer_ci_high",
     "cost_unit", "best_single_cost", "cost_router", "cost_lambda", "op_quality", "op_cost",
     "cost_save_at_b_pct", "cost_save_at_b_ci_low", "cost_save_at_b_ci_high",
     "matched_target_pct", "matched_router", "matched_cost_lambda", "matched_quality_pct", "matched_quality_pct_ci_low", "matched_quality_pct_ci_high",
@@ -198,6 +206,20 @@ def static_columns(tuned: pd.DataFrame, router: str, gain_at_b_ci_low: float) ->
             "gain_vs_lookup_ci_high": r["uplift_vs_category_lookup_ci_high"],
             "task_lookup_quality": by_kind.loc["task_lookup", "avg_quality"] if "task_lookup" in by_kind.index else np.nan,
             "verdict": verdict}
+
+
+def peer_columns(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], peers: list[str], router_name: str,
+                 n_bootstrap: int, seed: int) -> dict[str, Any]:
+    """The best of ``peers`` on the held-out queries and the paired gain over it of the router ``router_name`` (its
+    name in ``fitted``); empty without peers. The draws are the summary row's (``n_bootstrap``, ``seed``)."""
+    if not peers:
+        return {}
+    q = {name: (fitted[(d.name, name)]["proba"] * d.te.quality).sum(axis=1) for name in peers + [router_name]}
+    best = max(peers, key=lambda n: (q[n].mean(), -peers.index(n)))
+    diff = q[router_name] - q[best]
+    lo, hi = ci95(diff[resample_indices(len(diff), n_bootstrap, seed)].mean(axis=1))
+    return {"best_peer": PEER_LABELS[best], "best_peer_quality": q[best].mean(), "gain_vs_peer": diff.mean(),
+            "gain_vs_peer_ci_low": lo, "gain_vs_peer_ci_high": hi}
 
 
 def summary_table(rows: list[dict[str, Any]], split: str) -> pd.DataFrame:

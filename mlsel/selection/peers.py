@@ -1,0 +1,203 @@
+"""Peers' published router recipes, as named baselines on the suite's split and features.
+
+Each class follows one peer's source at the commit its docstring names, with
+that source's defaults; the code is ours. They run on the same training split
+and the same query embeddings as the suite's routers (the train stage's
+embedder, **without** the category one-hot: the peers embed the query text
+alone), are fitted once with their published settings (never tuned here), and
+appear in ``tuned_results.csv`` with their own label and kind ``peer``.
+Cross-validation never chooses among them: they are baselines.
+
+Where a peer breaks ties by the order of models in its data file (see
+``docs/peers/routerbench_llmrouter.md``), ours uses the suite's tie rule
+(:func:`mlsel.selection.base.choose`: the higher mean training utility, then
+model order), so a peer's result does not depend on how a file is sorted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlsel.selection.base import QUALITY_WEIGHT, SEED, Selector, choose
+
+ROUTERBENCH = "withmartian/routerbench@cc67d1008bd8f3cf1e8040cc3ba4034d31b93c0c"
+LLMROUTER = "ulab-uiuc/LLMRouter@4e7a796942ce26e9d5f2b93191c7c2585c99c2e3"
+
+
+class RouterBenchKNN(Selector):
+    """RouterBench's KNN router (``routers/knn_router.py``, {ROUTERBENCH}).
+
+    ``NearestNeighbors(n_neighbors=50, metric="cosine")`` over the prompt
+    embeddings; each model's predicted performance is the unweighted mean over
+    the neighbours; the choice is its argmax (RouterBench's willingness to pay
+    is infinite here: quality only). Defaults: ``k = 50`` (the code's; the
+    paper also sweeps 5, 10, 40). Ties: the suite's rule (RouterBench's
+    ``idxmax`` takes the first model column).
+    """
+
+    def __init__(self, k: int = 50, quality_weight: float = QUALITY_WEIGHT):
+        self.k = k
+        self.quality_weight = quality_weight
+
+    def _fit(self, X, u):
+        from sklearn.neighbors import NearestNeighbors
+
+        self.nn_ = NearestNeighbors(n_neighbors=min(self.k, len(X)), metric="cosine", algorithm="brute").fit(X)
+        self.u_ = u
+
+    def decision_scores(self, X):
+        _, idx = self.nn_.kneighbors(np.asarray(X, dtype=np.float32))
+        return self.u_[idx].mean(axis=1)
+
+
+class RouterBenchMLP(Selector):
+    """RouterBench's MLP router (``routers/mlp_router.py``, {ROUTERBENCH}).
+
+    One ``MLPRegressor`` per model regressing its performance on the prompt
+    embedding: ``hidden_layer_sizes=(100,)`` (the paper's first setting; the
+    code's default is (100, 100, 100)), ``relu``, Adam with constant learning
+    rate 0.001, ``max_iter=200``, ``random_state=1234``, other arguments at
+    scikit-learn's defaults. The choice is the argmax of the predictions.
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = (100,), quality_weight: float = QUALITY_WEIGHT):
+        self.hidden = hidden
+        self.quality_weight = quality_weight
+
+    def _fit(self, X, u):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPRegressor
+
+        self.mlps_ = []
+        for j in range(u.shape[1]):
+            mlp = MLPRegressor(hidden_layer_sizes=tuple(self.hidden), activation="relu", solver="adam", learning_rate="constant",
+                               learning_rate_init=1e-3, max_iter=200, random_state=1234)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # 200 iterations, as published, whether converged or not
+                self.mlps_.append(mlp.fit(X, u[:, j]))
+
+    def decision_scores(self, X):
+        X = np.asarray(X, dtype=np.float32)
+        return np.column_stack([m.predict(X) for m in self.mlps_])
+
+
+class _BestModelClassifier(Selector):
+    """LLMRouter's label: one training example per query, labelled with its best model.
+
+    LLMRouter takes the first row of the best performance in its routing file
+    (``groupby("query")["performance"].idxmax()``), so a tie, and every
+    all-right or all-wrong query, goes to whichever model is listed first. Here
+    the label is the suite's tie rule (:func:`mlsel.selection.base.choose`).
+    """
+
+    def _fit(self, X, u):
+        labels = choose(u, self.rank_)
+        self.classes_ = np.unique(labels)
+        self.model_ = self._classifier().fit(X, labels)
+
+    def _classifier(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _class_scores(self, X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decision_scores(self, X):
+        """Per model: the classifier's score for that model's class; models never a label get -inf."""
+        out = np.full((len(X), len(self.models_)), -np.inf)
+        out[:, self.classes_] = self._class_scores(np.asarray(X, dtype=np.float32))
+        return out
+
+
+class LLMRouterKNN(_BestModelClassifier):
+    """LLMRouter's KNN router (``llmrouter/models/knnrouter``, {LLMROUTER}).
+
+    ``KNeighborsClassifier(n_neighbors=5, weights="uniform", metric="minkowski", p=2)``
+    on the query embedding, labels as in :class:`_BestModelClassifier`. The
+    vote is counted here so that a tied vote goes to the suite's tie rule
+    (scikit-learn's goes to the alphabetically first model name).
+    """
+
+    def __init__(self, k: int = 5, quality_weight: float = QUALITY_WEIGHT):
+        self.k = k
+        self.quality_weight = quality_weight
+
+    def _classifier(self):
+        from sklearn.neighbors import KNeighborsClassifier
+
+        return KNeighborsClassifier(n_neighbors=self.k, weights="uniform", metric="minkowski", p=2)
+
+    def _class_scores(self, X):
+        _, idx = self.model_.kneighbors(X, n_neighbors=min(self.k, self.model_.n_samples_fit_))
+        votes = self.model_._y[idx]  # neighbour labels as indices into classes_
+        return np.stack([(votes == c).sum(axis=1) for c in range(len(self.classes_))], axis=1).astype(float)
+
+
+class LLMRouterSVM(_BestModelClassifier):
+    """LLMRouter's SVM router (``llmrouter/models/svmrouter``, {LLMROUTER}).
+
+    ``SVC(kernel="rbf", C=1.0, gamma="scale")`` (one-vs-rest aggregated
+    decision values), labels as in :class:`_BestModelClassifier`. LLMRouter
+    also sets ``probability=True``, which does not change ``predict`` and is
+    left out (it costs an internal 5-fold fit).
+    """
+
+    def __init__(self, quality_weight: float = QUALITY_WEIGHT, random_state: int = SEED):
+        self.quality_weight = quality_weight
+        self.random_state = random_state
+
+    def _classifier(self):
+        from sklearn.svm import SVC
+
+        return SVC(kernel="rbf", C=1.0, gamma="scale", decision_function_shape="ovr", random_state=self.random_state)
+
+    def _class_scores(self, X):
+        if len(self.classes_) == 1:
+            return np.zeros((len(X), 1))
+        d = self.model_.decision_function(X)
+        return np.column_stack([-d, d]) if d.ndim == 1 else d
+
+
+class LLMRouterMLP(_BestModelClassifier):
+    """LLMRouter's MLP router (``llmrouter/models/mlprouter``, {LLMROUTER}).
+
+    ``MLPClassifier(hidden_layer_sizes=[128, 64], activation="relu", solver="adam",
+    alpha=1e-4, learning_rate_init=1e-3, max_iter=500, random_state=42)``,
+    labels as in :class:`_BestModelClassifier`; the choice is the argmax of
+    the predicted class probabilities.
+    """
+
+    def __init__(self, quality_weight: float = QUALITY_WEIGHT):
+        self.quality_weight = quality_weight
+
+    def _classifier(self):
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier(hidden_layer_sizes=(128, 64), activation="relu", solver="adam", alpha=1e-4,
+                             learning_rate_init=1e-3, max_iter=500, random_state=42)
+
+    def _class_scores(self, X):
+        return self.model_.predict_proba(X)
+
+
+for _cls in (RouterBenchKNN, RouterBenchMLP, LLMRouterKNN, LLMRouterSVM, LLMRouterMLP):
+    _cls.__doc__ = _cls.__doc__.format(ROUTERBENCH=ROUTERBENCH, LLMROUTER=LLMROUTER)
+
+PEERS: dict[str, type[Selector]] = {
+    "routerbench_knn": RouterBenchKNN,
+    "routerbench_mlp": RouterBenchMLP,
+    "llmrouter_knn": LLMRouterKNN,
+    "llmrouter_svm": LLMRouterSVM,
+    "llmrouter_mlp": LLMRouterMLP,
+}
+"""The peers by name, each with its source's defaults."""
+
+PEER_LABELS: dict[str, str] = {
+    "routerbench_knn": "Peer: RouterBench KNN (k=50)",
+    "routerbench_mlp": "Peer: RouterBench MLP (100)",
+    "llmrouter_knn": "Peer: LLMRouter KNN (k=5)",
+    "llmrouter_svm": "Peer: LLMRouter SVM (RBF)",
+    "llmrouter_mlp": "Peer: LLMRouter MLP (128, 64)",
+}
+"""Their labels in the results tables."""
