@@ -305,10 +305,14 @@ def read_source(source: str, source_path: str, data_dir: str, run_dir: str, mode
         from mlsel.data.routerbench import read_routerbench
 
         return read_routerbench(data_dir=mirror, dlog=dlog)
+    if source == "bfcl":
+        from mlsel.data.bfcl import read_bfcl
+
+        return read_bfcl(list(models), data_dir=mirror, dlog=dlog)
     if source == "seed_jsonl":
         path = fetch_seed_hf(source_path[3:] or SEED_HF_FILES[0]) if source_path.startswith("hf:") else paths.resolve_path(source_path)
         return read_seed_jsonl(path, dlog, unknown_category_policy)
     if source == "benchmark":
         path = paths.resolve_path(source_path) if source_path else paths.run_paths(run_dir)["benchmark"] / "output.jsonl"
         return read_seed_jsonl(path, dlog, unknown_category_policy)
-    raise ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, routerbench, seed_jsonl or benchmark")
+    raise ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, routerbench, bfcl, seed_jsonl or benchmark")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import logging
 import os
 import re
@@ -222,6 +223,13 @@ def _stream(url: str, out, timeout: float) -> tuple[str, int, int | None]:
             "(or the data_dir parameter) at a local mirror folder."
         ) from exc
     return h.hexdigest(), size, int(length) if length and length.isdigit() else None
+
+
+def download_bytes(url: str, timeout: float = 60.0) -> bytes:
+    """The body of ``url`` in memory (for a small file checked by its parsed content, not by a file pin)."""
+    buf = io.BytesIO()
+    _stream(url, buf, timeout)
+    return buf.getvalue()
 
 
 def fetch_seed_hf(filename: str = SEED_HF_FILES[0], revision: str | None = None, cache: Path | None = None) -> Path:

@@ -36,6 +36,8 @@ _LLMROUTER_MODELS = ["qwen2.5-7b-instruct", "llama-3.1-8b-instruct", "mistral-7b
 _ROUTERBENCH_MODELS = ["gpt-4-1106-preview", "gpt-3.5-turbo-1106", "claude-v1", "claude-v2", "claude-instant-v1",
                        "meta/llama-2-70b-chat", "meta/code-llama-instruct-34b-chat", "mistralai/mistral-7b-chat",
                        "mistralai/mixtral-8x7b-chat", "zero-one-ai/Yi-34B-Chat", "WizardLM/WizardLM-13B-V1.2"]
+_BFCL_MODELS = ["claude-3-5-sonnet-20240620", "gpt-4o-mini-2024-07-18", "gemini-1.5-flash-preview-0514", "gpt-4-turbo-2024-04-09",
+                "claude-3-haiku-20240307", "open-mixtral-8x22b", "gpt-3.5-turbo-0125", "command-r-plus"]
 
 DATASET_DEFS: dict[str, dict[str, Any]] = {
     "mmlu_pro": {"source": "mmlu_pro", "pools": _POOLS, "export_pools": ["small4"]},
@@ -44,8 +46,12 @@ DATASET_DEFS: dict[str, dict[str, Any]] = {
                           "test_tasks": ["gpqa", "human_eval", "commonsense_qa", "agentverse-mgsm"], "router_config": "", "export_pools": []},
     "routerbench": {"source": "routerbench", "pools": {"all11": _ROUTERBENCH_MODELS}, "split": "source", "missing_quality_policy": "drop",
                     "router_config": "", "export_pools": [], "tune_match_quality_ratio": 0.97},
+    "bfcl": {"source": "bfcl", "pools": {"api8": _BFCL_MODELS}, "router_config": "", "export_pools": []},
 }
-"""The datasets of the default run: each is the parameters it sets differently from the sections."""
+"""The datasets defined: each is the parameters it sets differently from the sections."""
+
+DEFAULT_DATASETS = ["mmlu_pro", "llmrouter", "llmrouter_by_task", "routerbench"]
+"""The datasets of the default run (``bfcl`` runs with ``-p datasets=[bfcl]``)."""
 
 
 def _field(default: Any, doc: str, **constraints: Any) -> Any:
@@ -66,7 +72,7 @@ class BaseParams(Section):
     run_dir: str = _field("runs/default", "run folder: data, models, tables, executed notebooks, manifest")
     seed: int = _field(42, "every stochastic step (split, KMeans, bootstrap, tuning) takes it")
     data_dir: str = _field("", "local mirror of the source data; MLSEL_DATA_DIR wins; empty: download and cache")
-    datasets: list[str] = _field(list(DATASET_DEFS), "datasets run, each defined under dataset_defs; a one-item list runs one dataset alone")
+    datasets: list[str] = _field(DEFAULT_DATASETS, "datasets run, each defined under dataset_defs; a one-item list runs one dataset alone")
     pools: dict[str, list[str]] = _field(_POOLS, "model pools evaluated side by side (names as in the data)")
     selector_names: list[Literal["knn", "kmeans", "svm"]] = _field(list(SELECTOR_NAMES), "selectors trained and evaluated")
     quality_weight: float = _field(0.9, "utility: w*quality + (1-w)/(1+latency_s); no effect without measured latency", ge=0.0, le=1.0)
@@ -80,8 +86,8 @@ class BaseParams(Section):
 class PrepareParams(Section):
     """The prepare stage (00_prepare_data): reading, validating and splitting the outcome data."""
 
-    source: Literal["mmlu_pro", "llmrouter", "routerbench", "seed_jsonl", "benchmark"] = _field(
-        "mmlu_pro", "mmlu_pro | llmrouter | routerbench | seed_jsonl | benchmark")
+    source: Literal["mmlu_pro", "llmrouter", "routerbench", "bfcl", "seed_jsonl", "benchmark"] = _field(
+        "mmlu_pro", "mmlu_pro | llmrouter | routerbench | bfcl | seed_jsonl | benchmark")
     source_path: str = _field(
         "", "seed_jsonl: a file path or \"hf:<file>\" from the HF dataset; benchmark: default <run_dir>/benchmark/output.jsonl")
     max_queries: int = _field(0, "0: all queries; otherwise a seeded, stratified sample of this many", ge=0)

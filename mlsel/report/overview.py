@@ -38,8 +38,8 @@ from mlsel.report.tables import PUBLISHED_TABLES, UNIT_NAMES, fmt_ci, fmt_num, i
 log = logging.getLogger(__name__)
 
 DATASET_TITLES = {"mmlu_pro": "MMLU-Pro", "llmrouter": "LLMRouter", "llmrouter_by_task": "LLMRouter, unseen tasks",
-                  "routerbench": "RouterBench"}
-"""Display names of the default datasets (any other dataset is shown by its name)."""
+                  "routerbench": "RouterBench", "bfcl": "BFCL"}
+"""Display names of the defined datasets (any other dataset is shown by its name)."""
 
 
 def dataset_title(name: str) -> str:
