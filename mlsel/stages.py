@@ -42,6 +42,7 @@ from mlsel.data.records import DataLog
 from mlsel.features import features_for
 from mlsel.deploy.routing import static_config
 from mlsel.metrics.evaluate import Strategy, evaluate, lookup_table, saved_selector_strategies
+from mlsel.metrics.latency import weight_sweep
 from mlsel.paths import params_hash, project_root, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
 from mlsel.report.blocks import Story
 from mlsel.selection.base import choose, utility
@@ -232,20 +233,25 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
 
     Writes ``tables/selection_results.csv``, ``per_category.csv``,
     ``selection_share.csv``, ``seed_tables.md``, the static lookups' content
-    (``static_lookup.csv``) and each pool's per-category lookup as a
+    (``static_lookup.csv``), where latency is measured the utility-weight sweep
+    (``latency_weight_sweep.csv``, :mod:`mlsel.metrics.latency`) and each pool's per-category lookup as a
     per-decision routing config (``static_routing_<pool>.yaml``) into the run
     folder and returns the results table.
     """
     from mlsel.report.tables import seed_tables_markdown
 
     queries, outcomes = load_prepared(p.run_dir)
-    parts: dict[str, list[pd.DataFrame]] = {"results": [], "per_category": [], "selection_share": [], "static_lookup": []}
+    parts: dict[str, list[pd.DataFrame]] = {"results": [], "per_category": [], "selection_share": [], "static_lookup": [],
+                                            "latency_weight_sweep": []}
     tables = run_paths(p.run_dir)["tables"]
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, test = split_masks(queries, matrix)
         out = evaluate(matrix.subset(test), pool_strategies(p, pool, matrix, train, test), pool, n_bootstrap=p.n_bootstrap, seed=p.seed)
         out["static_lookup"] = lookup_table(matrix.subset(train), matrix.subset(test), pool, p.quality_weight, p.lookup_min_queries)
+        out["latency_weight_sweep"] = weight_sweep(run_paths(p.run_dir)["models"] / pool, list(p.selector_names), matrix.subset(train),
+                                                   matrix.subset(test), pool, list(p.quality_weight_sweep), p.embed_batch_size,
+                                                   p.device, p.lookup_min_queries)
         cat = out["static_lookup"][out["static_lookup"]["lookup"] == "category"]
         config = static_config(cat.to_dict("records"), f"best training mean of pool {pool}, {int(train.sum())} training queries")
         write_atomic(tables / f"static_routing_{pool}.yaml", STATIC_HEADER + yaml.safe_dump(config, sort_keys=False))
@@ -253,7 +259,8 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
             parts[key].append(out[key])
     merged = {key: pd.concat(v, ignore_index=True) for key, v in parts.items()}
     for key, df in merged.items():
-        write_csv(df, tables / f"{'selection_results' if key == 'results' else key}.csv")
+        if key != "latency_weight_sweep" or len(df):  # the sweep only where latency is measured
+            write_csv(df, tables / f"{'selection_results' if key == 'results' else key}.csv")
     (tables / "seed_tables.md").write_text(seed_tables_markdown(merged["results"]) + "\n")
     update_manifest(p.run_dir, "evaluate", _stage_entry(p, data_hash=data_hash(p.run_dir)))
     return merged["results"]

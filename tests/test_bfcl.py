@@ -134,9 +134,9 @@ def test_mini_mirror_read_by_hand(mini, tmp_path):
     assert a.loc[1, "cost_usd"] == pytest.approx(_expected_cost(200, 20, "m-a")) == pytest.approx(240e-6)
     assert a.loc[0, "cost_usd"] == pytest.approx(120e-6) and a.loc[4, "response_chars"] == 0
     b = df[df["model"] == "m-b"].reset_index(drop=True)
-    assert math.isnan(b.loc[0, "latency_s"]) and b.loc[1, "latency_s"] == 4.0  # a latency of 0 is no measurement
+    assert b.loc[0, "latency_s"] == 5.5 and b.loc[1, "latency_s"] == 4.0  # a 0 is no measurement: the median of 4, 5, 6, 7
     assert math.isnan(b.loc[2, "cost_usd"]) and b.loc[1, "cost_usd"] == pytest.approx(1300e-6)  # 100*10 + 10*30 per 1M
-    assert dlog.repaired == {"bfcl_zero_latency_as_missing": 1, "bfcl_missing_token_count": 1}
+    assert dlog.repaired == {"bfcl_zero_latency_filled": 1, "bfcl_missing_token_count": 1}
     assert dlog.n_records_read == 10
     assert set(df["category"]) == {"other"} and cell.index.is_unique
     assert b.loc[0, "source_row"].endswith("2024-08-11/result/m-b/gorilla_openfunctions_v1_test_simple_result.json line 1")

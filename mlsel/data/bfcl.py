@@ -16,9 +16,10 @@ configuration. For each (prompt, configuration) the reader takes:
 ``latency_s``
     the result line's ``latency``: the wall-clock seconds of that one API
     request as BFCL's client measured it. A latency of exactly 0 is no
-    measurement: it becomes NaN and is counted
-    (``repaired.bfcl_zero_latency_as_missing``). A missing, negative or
-    non-numeric latency is an error.
+    measurement: it becomes the configuration's median measured latency
+    (counted as ``repaired.bfcl_zero_latency_filled``), since the selectors'
+    utility needs every latency. A missing, negative or non-numeric latency is
+    an error.
 ``cost_usd``
     ``input_token_count`` x input price + ``output_token_count`` x output
     price, with BFCL's own price table (USD per 1M tokens) at the run's
@@ -281,7 +282,7 @@ def _count(value: Any) -> int | None:
 
 
 def read_results(data: bytes, where: str, ids: list[str], dlog: DataLog) -> list[tuple[float, float, int | None, int | None]]:
-    """Per prompt, in question order: latency in seconds (NaN for a 0), response chars, input and output tokens."""
+    """Per prompt, in question order: latency in seconds (NaN for a 0, filled by :func:`read_bfcl`), response chars, input and output tokens."""
     lines = _jsonl(data, where)
     if len(lines) != len(ids):
         raise DataError(f"{where}: {len(lines)} results but the category has {len(ids)} prompts")
@@ -294,7 +295,7 @@ def read_results(data: bytes, where: str, ids: list[str], dlog: DataLog) -> list
         if not isinstance(lat, (int, float)) or isinstance(lat, bool) or not math.isfinite(lat) or lat < 0:
             raise DataError(f"{where}:{lineno}: 'latency' must be a number of seconds >= 0, got {lat!r}")
         if lat == 0:
-            dlog.repaired["bfcl_zero_latency_as_missing"] += 1
+            dlog.repaired["bfcl_zero_latency_filled"] += 1
         tokens = _count(rec.get("input_token_count")), _count(rec.get("output_token_count"))
         if None in tokens:
             dlog.repaired["bfcl_missing_token_count"] += 1
@@ -336,4 +337,12 @@ def read_bfcl(models: list[str], data_dir: Path | None = None, dlog: DataLog | N
                 cost = math.nan if tin is None or tout is None else (tin * pin + tout * pout) / 1e6
                 rows.append((query_id(texts[i]), texts[i], BFCL_TASK_CATEGORY[cat], model, 0.0 if i in failed else 1.0, lat,
                              chars, cat, cost, f"{where} line {i + 1}"))
-    return pd.DataFrame(rows, columns=[*OUTCOME_COLUMNS, "source_row"])
+    df = pd.DataFrame(rows, columns=[*OUTCOME_COLUMNS, "source_row"])
+    holes = df["latency_s"].isna()
+    if holes.any():
+        median = df.groupby("model")["latency_s"].transform("median")
+        unmeasured = sorted(set(df.loc[holes & median.isna(), "model"]))
+        if unmeasured:
+            raise DataError(f"bfcl: {unmeasured} record a latency of 0 for every request: no measured latency to use")
+        df.loc[holes, "latency_s"] = median[holes]
+    return df

@@ -13,9 +13,12 @@ Definitions (per query, then averaged over the n test queries):
   for any choice; ``best_model_pct_decidable`` leaves those queries out.
 - Oracle: the highest-quality model; ties go to the most efficient model
   (lowest latency, else shortest response), then to model order.
-- Efficiency: ``avg_latency_s`` only where latency was measured. Otherwise
-  the column is NaN and ``avg_response_chars`` (answer length in characters,
-  a proxy computed from the data, not a time) is reported.
+- Efficiency: ``avg_latency_s`` only where latency was measured, with
+  ``median_latency_s`` and ``p90_latency_s``, the median and 90th percentile
+  of the chosen answers' latencies (:func:`latency_quantile`; the tail is what
+  users feel). Otherwise these columns are NaN and ``avg_response_chars``
+  (answer length in characters, a proxy computed from the data, not a time) is
+  reported; ``avg_cost_usd`` where the data has real costs.
 - Uplifts: ``uplift_vs_random_pct = 100 (Q - Q_random) / Q_random``;
   ``uplift_vs_best_single = Q - Q_best_single`` (best single model chosen on
   the *training* split); ``uplift_vs_category_lookup = Q - Q_lookup``, the
@@ -170,6 +173,23 @@ def saved_selector_strategies(folder: Path, names: list[str], models: list[str],
     return strategies + baseline_strategies(tr, te, quality_weight, lookup_min_queries)
 
 
+def latency_quantile(proba: np.ndarray, latency: np.ndarray | None, q: float) -> float:
+    """The ``q``-quantile of the chosen answers' latency: each test query weighs 1, split over its models by ``proba``.
+
+    The inverted CDF of that mixture: the smallest latency at which the chosen
+    answers' cumulative share reaches ``q`` (for one model per query, the
+    ``ceil(q n)``-th smallest chosen latency). NaN without measured latency or
+    when a chosen answer's latency is missing.
+    """
+    if latency is None:
+        return np.nan
+    keep = proba.ravel() > 0
+    values = latency.ravel()[keep]
+    if np.isnan(values).any():
+        return np.nan
+    return float(np.quantile(values, q, weights=proba.ravel()[keep], method="inverted_cdf"))
+
+
 def _results_row(s: Strategy, pool: str, test: OutcomeMatrix, per_q: dict, hit: dict, boot: dict, boot_hit: dict,
                  names: dict[str, str], decidable: np.ndarray) -> dict:
     """One strategy's row: quality, efficiency, Best Model %, uplifts, each with its paired bootstrap CI."""
@@ -196,6 +216,8 @@ def _results_row(s: Strategy, pool: str, test: OutcomeMatrix, per_q: dict, hit: 
         "avg_quality_ci_low": ci95(bq)[0],
         "avg_quality_ci_high": ci95(bq)[1],
         "avg_latency_s": float((s.proba * test.latency_s).sum(axis=1).mean()) if test.latency_s is not None else np.nan,
+        "median_latency_s": latency_quantile(s.proba, test.latency_s, 0.5),
+        "p90_latency_s": latency_quantile(s.proba, test.latency_s, 0.9),
         "avg_response_chars": float((s.proba * test.response_chars).sum(axis=1).mean()) if test.response_chars is not None else np.nan,
         "avg_cost_usd": float((s.proba * test.cost_usd).sum(axis=1).mean()) if test.cost_usd is not None else np.nan,
         "avg_list_price": float((s.proba * test.list_price).sum(axis=1).mean()) if test.list_price is not None else np.nan,

@@ -149,6 +149,9 @@ class EvaluateParams(Section):
     export_pools: list[str] = _field(
         [], "pools whose selectors are exported as router model files and scored with the runtime's rules (a KNN file holds every training row once per model)")
     export_dir: str = _field("", "where router model files go, one folder per pool; empty: <run_dir>/router_models")
+    quality_weight_sweep: list[float] = _field(
+        [1.0, 0.9, 0.8, 0.7, 0.5, 0.3], "where latency is measured: the quality_weight values the selectors are refitted with and "
+        "scored at on the test queries (tables/latency_weight_sweep.csv)")
 
 
 class TuneParams(Section):
