@@ -264,6 +264,22 @@ def cost_matrix(m: OutcomeMatrix) -> tuple[np.ndarray | None, str | None]:
     return None, None
 
 
+def with_cost_axis(m: OutcomeMatrix, axis: str) -> OutcomeMatrix:
+    """``m`` with ``axis`` (a key of :data:`COST_UNITS`) as the axis :func:`cost_matrix` returns; ``auto`` returns ``m``.
+
+    The axes ahead of ``axis`` in :data:`COST_UNITS` are left out of the
+    returned matrix (for the tune stage's ``cost_axis``: a pool with both USD
+    and measured latency can be tuned for seconds). Data without ``axis`` is a
+    :class:`ValueError`.
+    """
+    if axis == "auto":
+        return m
+    if axis not in COST_UNITS or getattr(m, axis) is None:
+        raise ValueError(f"cost_axis {axis!r}: this data has no such cost axis (it has {[u for u in COST_UNITS if getattr(m, u) is not None]})")
+    ahead = list(COST_UNITS)[: list(COST_UNITS).index(axis)]
+    return replace(m, **{unit: None for unit in ahead})
+
+
 def fill_missing_cost(cost: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """The one rule for missing costs (module docstring): each NaN of ``cost`` (n, m) becomes its model's mean known cost in ``reference``.
 

@@ -47,11 +47,14 @@ DATASET_DEFS: dict[str, dict[str, Any]] = {
     "routerbench": {"source": "routerbench", "pools": {"all11": _ROUTERBENCH_MODELS}, "split": "source", "missing_quality_policy": "drop",
                     "router_config": "", "export_pools": [], "tune_match_quality_ratio": 0.97},
     "bfcl": {"source": "bfcl", "pools": {"api8": _BFCL_MODELS}, "router_config": "", "export_pools": []},
+    "bfcl_latency": {"source": "bfcl", "pools": {"api8": _BFCL_MODELS}, "router_config": "", "export_pools": [], "cost_axis": "latency_s",
+                     "quality_weight": 1.0, "quality_weight_sweep": []},
 }
 """The datasets defined: each is the parameters it sets differently from the sections."""
 
-DEFAULT_DATASETS = ["mmlu_pro", "llmrouter", "llmrouter_by_task", "routerbench"]
-"""The datasets of the default run (``bfcl`` runs with ``-p datasets=[bfcl]``)."""
+DEFAULT_DATASETS = list(DATASET_DEFS)
+"""The datasets of the default run: all defined. ``bfcl`` and ``bfcl_latency`` are the same data; the first weighs cost in
+USD, the second in seconds of measured latency (its utility is the quality alone, so latency is not counted twice)."""
 
 
 def _field(default: Any, doc: str, **constraints: Any) -> Any:
@@ -168,6 +171,9 @@ class TuneParams(Section):
     tune_peer_names: list[Literal[PEER_NAMES]] = _field(
         list(PEER_NAMES), "peers' published routers fitted with their sources' settings as baselines (mlsel.selection.peers; never tuned)")
     tune_embedders: list[str] = _field([], "embedder ids searched by the tuning; empty: only the train stage's embedder")
+    cost_axis: Literal["auto", "cost_usd", "latency_s", "response_chars", "list_price"] = _field(
+        "auto", "the cost the cost-aware routers, frontier, AIQ and matched point use; auto: real USD, else measured latency, "
+        "else answer length, else list price (the first the data has)")
     tune_cost_lambdas: list[float] = _field(
         [0.0, 0.01, 0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 100.0],
         "cost weights swept to trace each router's cost-quality curve")

@@ -38,7 +38,8 @@ from mlsel.report.tables import PUBLISHED_TABLES, UNIT_NAMES, fmt_ci, fmt_num, i
 log = logging.getLogger(__name__)
 
 DATASET_TITLES = {"mmlu_pro": "MMLU-Pro", "llmrouter": "LLMRouter", "llmrouter_by_task": "LLMRouter, unseen tasks",
-                  "routerbench": "RouterBench", "bfcl": "BFCL"}
+                  "routerbench": "RouterBench", "bfcl": "BFCL",
+                  "bfcl_latency": "BFCL, latency axis"}
 """Display names of the defined datasets (any other dataset is shown by its name)."""
 
 

@@ -71,13 +71,14 @@ def prepared_split(run_dir: str) -> str:
     return read_manifest(run_dir)["stages"]["prepare"]["params"].get("split", "seeded")
 
 
-def load_pools(run_dir: str, pools: dict[str, list[str]]) -> dict[str, PoolData]:
-    """Each pool's outcome matrix of the prepared run, split by the prepared train/test labels."""
+def load_pools(run_dir: str, pools: dict[str, list[str]], cost_axis: str = "auto") -> dict[str, PoolData]:
+    """Each pool's outcome matrix of the prepared run, split by the prepared train/test labels, with ``cost_axis``
+    as its cost (:func:`mlsel.data.outcomes.with_cost_axis`)."""
     queries, outcomes = load_prepared(run_dir)
     split = prepared_split(run_dir)
     out = {}
     for pool, models in pools.items():
-        matrix = pool_matrix(queries, outcomes, list(models))
+        matrix = with_cost_axis(pool_matrix(queries, outcomes, list(models)), cost_axis)
         train, test = split_masks(queries, matrix)
         tr = matrix.subset(train)  # the CV never sees any other row
         out[pool] = PoolData(pool, list(models), matrix, tr, matrix.subset(test), cost_matrix(tr)[1], split)

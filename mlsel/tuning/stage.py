@@ -85,7 +85,7 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     """
     t_start = time.perf_counter()
     plan = tune_plan(p)
-    pools = load_pools(p.run_dir, p.pools)
+    pools = load_pools(p.run_dir, p.pools, p.cost_axis)
     paths = run_paths(p.run_dir)
     features = FeatureCache(p.embed_batch_size, p.device)
 
