@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mlsel.data.bfcl_replicate import read_bfcl_replicate
 from mlsel.data.outcomes import (
     OUTCOME_FILE_COLUMNS,
     QUERY_COLUMNS,
@@ -39,11 +40,11 @@ from mlsel.data.outcomes import (
 )
 from mlsel.data.readers import read_source
 from mlsel.data.records import DataLog
-from mlsel.features import features_for
 from mlsel.deploy.routing import static_config
+from mlsel.features import features_for
 from mlsel.metrics.evaluate import Strategy, evaluate, lookup_table, saved_selector_strategies
-from mlsel.metrics.latency import weight_sweep
-from mlsel.paths import params_hash, project_root, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
+from mlsel.metrics.latency import repeatability, weight_sweep
+from mlsel.paths import data_dir, params_hash, project_root, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
 from mlsel.report.blocks import Story
 from mlsel.selection.base import choose, utility
 from mlsel.selection.registry import make_selector, save_selector
@@ -116,6 +117,9 @@ def prepare_data(p: Any) -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(queries[QUERY_COLUMNS], folder / "queries.csv")
     write_csv(df.reindex(columns=OUTCOME_FILE_COLUMNS).sort_values(["query_id", "model"]), folder / "outcomes.csv")
+    if p.source == "bfcl":  # the same requests timed again in an independent run (mlsel.data.bfcl_replicate)
+        rep = read_bfcl_replicate(models, data_dir(p.data_dir), dlog)
+        write_csv(rep[rep["query_id"].isin(queries["query_id"])].sort_values(["query_id", "model"]), folder / "latency_replicate.csv")
     n_train = int((queries["split"] == "train").sum())
     update_manifest(
         p.run_dir, "prepare",
@@ -234,7 +238,9 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
     Writes ``tables/selection_results.csv``, ``per_category.csv``,
     ``selection_share.csv``, ``seed_tables.md``, the static lookups' content
     (``static_lookup.csv``), where latency is measured the utility-weight sweep
-    (``latency_weight_sweep.csv``, :mod:`mlsel.metrics.latency`) and each pool's per-category lookup as a
+    (``latency_weight_sweep.csv``, :mod:`mlsel.metrics.latency`), where the
+    prepare stage wrote the same requests timed again, how much of a latency
+    repeats (``latency_repeatability.csv``) and each pool's per-category lookup as a
     per-decision routing config (``static_routing_<pool>.yaml``) into the run
     folder and returns the results table.
     """
@@ -242,8 +248,10 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
 
     queries, outcomes = load_prepared(p.run_dir)
     parts: dict[str, list[pd.DataFrame]] = {"results": [], "per_category": [], "selection_share": [], "static_lookup": [],
-                                            "latency_weight_sweep": []}
+                                            "latency_weight_sweep": [], "latency_repeatability": []}
     tables = run_paths(p.run_dir)["tables"]
+    replicate = run_paths(p.run_dir)["data"] / "latency_replicate.csv"
+    replicate = pd.read_csv(replicate, dtype={"query_id": str}) if replicate.is_file() else None
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, test = split_masks(queries, matrix)
@@ -252,14 +260,16 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
         out["latency_weight_sweep"] = weight_sweep(run_paths(p.run_dir)["models"] / pool, list(p.selector_names), matrix.subset(train),
                                                    matrix.subset(test), pool, list(p.quality_weight_sweep), p.embed_batch_size,
                                                    p.device, p.lookup_min_queries)
+        if replicate is not None:
+            out["latency_repeatability"] = repeatability(pool, matrix.subset(train), matrix.subset(test), replicate)
         cat = out["static_lookup"][out["static_lookup"]["lookup"] == "category"]
         config = static_config(cat.to_dict("records"), f"best training mean of pool {pool}, {int(train.sum())} training queries")
         write_atomic(tables / f"static_routing_{pool}.yaml", STATIC_HEADER + yaml.safe_dump(config, sort_keys=False))
         for key in parts:
             parts[key].append(out[key])
-    merged = {key: pd.concat(v, ignore_index=True) for key, v in parts.items()}
+    merged = {key: pd.concat(v, ignore_index=True) for key, v in parts.items() if v}
     for key, df in merged.items():
-        if key != "latency_weight_sweep" or len(df):  # the sweep only where latency is measured
+        if not key.startswith("latency_") or len(df):  # the latency tables only where latency is measured
             write_csv(df, tables / f"{'selection_results' if key == 'results' else key}.csv")
     (tables / "seed_tables.md").write_text(seed_tables_markdown(merged["results"]) + "\n")
     update_manifest(p.run_dir, "evaluate", _stage_entry(p, data_hash=data_hash(p.run_dir)))

@@ -261,3 +261,31 @@ def test_real_mirror_counts(data_dir):
     sonnet = df[df["model"] == "claude-3-5-sonnet-20240620"]
     assert sonnet["cost_usd"].mean() * 1000 == pytest.approx(2.205, abs=5e-4)
     assert sonnet["latency_s"].mean() == pytest.approx(1.655, abs=5e-4)
+
+
+def test_replicate_lines_match_prompts_by_position():
+    from mlsel.data.bfcl_replicate import read_replicate_latencies
+
+    dlog = DataLog()
+    lines = _lines([{"idx": 0, "latency": 1.5}, {"idx": 1, "latency": 0}, {"id": "java_2", "latency": 2.0}])
+    got = read_replicate_latencies(lines, "r.json", "java", 3, dlog)
+    assert got[0] == 1.5 and math.isnan(got[1]) and got[2] == 2.0 and dlog.dropped == {"bfcl_replicate_zero_latency": 1}
+    with pytest.raises(DataError, match=r"r.json:2: expected prompt 1 \('idx' 1 or 'id' java_1\), got idx 2"):
+        read_replicate_latencies(_lines([{"idx": 0, "latency": 1}, {"idx": 2, "latency": 1}]), "r.json", "java", 2, DataLog())
+    with pytest.raises(DataError, match="r.json: 1 results but the category has 2"):
+        read_replicate_latencies(_lines([{"idx": 0, "latency": 1}]), "r.json", "java", 2, DataLog())
+    with pytest.raises(DataError, match=r"r.json:1: 'latency' must be a number"):
+        read_replicate_latencies(_lines([{"idx": 0, "latency": -1}]), "r.json", "java", 1, DataLog())
+
+
+def test_real_replicate_run(data_dir):
+    """The 2024-07-25 run timed 5 of the pool's 8 configurations again, on all 1,700 prompts."""
+    from mlsel.data.bfcl_replicate import read_bfcl_replicate
+    from mlsel.params.model import DATASET_DEFS
+
+    dlog = DataLog()
+    rep = read_bfcl_replicate(DATASET_DEFS["bfcl"]["pools"]["api8"], data_dir, dlog)
+    assert rep.groupby("model").size().to_dict() == dict.fromkeys(bfcl_pins.REPLICATE_MODELS, 1700)
+    assert "gpt-4o-mini-2024-07-18" not in bfcl_pins.REPLICATE_MODELS and dict(dlog.dropped) == {}
+    assert rep[rep["model"] == "gpt-4-turbo-2024-04-09"]["latency_s"].mean() == pytest.approx(2.532, abs=5e-4)
+    assert set(rep["query_id"]) == set(read_bfcl(["command-r-plus"], data_dir)["query_id"])

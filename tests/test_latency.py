@@ -87,7 +87,7 @@ def test_weight_sweep_trades_quality_for_speed_by_hand(tmp_path):
 
 
 def test_sweep_section_in_the_report():
-    from mlsel.report.page import latency_section
+    from mlsel.report.latency import latency_section
 
     sw = pd.DataFrame([{"pool": "p", "quality_weight": 1.0, "strategy": "KNN", "avg_quality": 0.9, "avg_latency_s": 1.5,
                         "median_latency_s": 1.2, "p90_latency_s": 3.0, "avg_cost_usd": 0.002, "fast_choice_pct": 0.0}])
@@ -95,3 +95,24 @@ def test_sweep_section_in_the_report():
     table = sec.blocks[1]
     assert table.columns == ["quality_weight", "Strategy", "Quality", "Mean s", "Median s", "p90 s", "USD per 1,000", "faster %"]
     assert [c[0] for c in table.rows[0]][1] == "KNN" and table.rows[0][6][0] == "2"  # USD per 1,000 queries
+
+
+def test_repeatability_by_hand():
+    """a: trained at 1 s and 4 s (geometric mean 2 s), tested at 1, 2, 4 s, timed again at 2, 4, 8 s (twice as slow, in the same
+    order); b was not timed again. Pooled over a alone, in log2 units: again 1, 2, 3; predicted 1, 1, 1 (the training mean);
+    R^2 = 1 - (0 + 1 + 4) / (1 + 0 + 1) = -1.5, while the same request's first timing predicts the order exactly (r^2 = 1)."""
+    from mlsel.metrics.latency import ALL_MODELS, repeatability, repeatability_sentence
+
+    tr = _matrix([[1, 1], [1, 1]], [[1.0, 2.0], [4.0, 2.0]])
+    te = _matrix([[1, 1]] * 3, [[1.0, 3.0], [2.0, 3.0], [4.0, 3.0]])
+    again = pd.DataFrame({"query_id": ["q0", "q1", "q2", "q9"], "model": ["a"] * 4, "latency_s": [2.0, 4.0, 8.0, 1.0]})
+    rep = repeatability("p", tr, te, again).set_index("model")
+    assert rep.loc["a", ["n_test", "mean_s_train", "median_ratio"]].tolist() == [3, 2.5, 2.0]
+    assert rep.loc["a", "mean_s_test"] == pytest.approx(7 / 3) and rep.loc["a", "mean_s_replicate"] == pytest.approx(14 / 3)
+    assert rep.loc["a", "log_corr_same_request"] == pytest.approx(1.0) and math.isnan(rep.loc["a", "r2_model_mean"])
+    assert rep.loc["b", "n_test"] == 0 and math.isnan(rep.loc["b", "mean_s_replicate"]) and rep.loc["b", "mean_s_train"] == 2.0
+    assert rep.loc[ALL_MODELS, "r2_model_mean"] == pytest.approx(-1.5)
+    assert rep.loc[ALL_MODELS, "r2_same_request"] == pytest.approx(1.0) and rep.loc[ALL_MODELS, "n_test"] == 3
+    sentence = repeatability_sentence(rep.reset_index())
+    assert "Over 1 models timed in both runs (3 held-out request-model pairs)" in sentence and "-150%" in sentence and "100%" in sentence
+    assert repeatability("p", _matrix(tr.quality, None), te, again).empty

@@ -95,11 +95,13 @@ BFCL_MIRROR: dict[str, tuple[str, str]] = {
     "score": ("BFCL-Result_2024-08-11_score.tar.gz", "BFCL-Result/"),
     "question": ("gorilla_bfcl_data_4a64db34.tar.gz", "gorilla/"),
     "prices": ("bfcl_prices_and_metadata_de8307b4.json", ""),
+    "replicate": ("REPLICATE_BFCL-Result_2024-07-25_result.tar.gz", "BFCL-Result/"),
 }
 """Per kind of file: the mirror's file and the folder its members' repository paths sit under."""
 
 _REPOS = {"result": ("HuanzhiMao/BFCL-Result", RESULT_COMMIT), "score": ("HuanzhiMao/BFCL-Result", RESULT_COMMIT),
-          "question": ("ShishirPatil/gorilla", DATA_COMMIT), "prices": ("ShishirPatil/gorilla", PRICE_COMMIT)}
+          "question": ("ShishirPatil/gorilla", DATA_COMMIT), "prices": ("ShishirPatil/gorilla", PRICE_COMMIT),
+          "replicate": ("HuanzhiMao/BFCL-Result", RESULT_COMMIT)}
 
 PRICE_PATH = "berkeley-function-call-leaderboard/eval_checker/eval_runner_helper.py"
 PRICE_KEYS = ("INPUT_PRICE_PER_MILLION_TOKEN", "OUTPUT_PRICE_PER_MILLION_TOKEN", "NO_COST_MODELS")
@@ -111,6 +113,11 @@ def result_path(model: str, category: str) -> str:
 
 def score_path(model: str, category: str) -> str:
     return f"{RUN}/score/{model}/{category}_score.json"
+
+
+def replicate_path(model: str, category: str) -> str:
+    """A result file of the independent 2024-07-25 run (same repository and commit)."""
+    return f"2024-07-25/result/{model}/gorilla_openfunctions_v1_test_{category}_result.json"
 
 
 def question_path(category: str) -> str:
@@ -160,7 +167,7 @@ class BfclFiles:
         return f"{self.mirror / tarball}:{prefix}{path}"
 
     def get(self, kind: str, paths: list[str]) -> dict[str, bytes]:
-        """The verified bytes of each repository path of one kind (``result``, ``score``, ``question``)."""
+        """The verified bytes of each repository path of one kind (``result``, ``score``, ``question``, ``replicate``)."""
         unpinned = [p for p in paths if p not in bfcl_pins.FILES]
         if unpinned:
             raise DataError(f"bfcl: no pinned SHA-256 for {unpinned[0]} ({len(unpinned)} files): only the configurations "

@@ -75,3 +75,67 @@ def weight_sweep(folder: Path, names: list[str], tr: OutcomeMatrix, te: OutcomeM
             reference.setdefault(name, proba)  # the highest weight swept is each strategy's own reference
             rows.append(_row(pool, w, name, proba, te) | {"fast_choice_pct": _fast_share(proba, reference[name], te.latency_s)})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+REPEAT_COLUMNS = ["pool", "model", "n_test", "mean_s_train", "mean_s_test", "mean_s_replicate", "median_ratio",
+                  "log_corr_same_request", "r2_model_mean", "r2_same_request"]
+"""Per model (and ``all``, pooled): held-out queries timed in both runs; mean latency of the 08-11 training split, of the test
+queries in 08-11 and in the replicate run; the median ratio replicate/08-11 of the same request; the correlation of their logs;
+pooled only: the share of the replicate's log-latency variance predicted by the model's 08-11 training mean (geometric), and by
+the same request's 08-11 latency (squared correlation)."""
+
+ALL_MODELS = "all (in both runs)"
+
+
+def _r2(target: np.ndarray, prediction: np.ndarray) -> float:
+    return float(1 - ((target - prediction) ** 2).sum() / ((target - target.mean()) ** 2).sum())
+
+
+def repeatability(pool: str, tr: OutcomeMatrix, te: OutcomeMatrix, replicate: pd.DataFrame) -> pd.DataFrame:
+    """How well latency measured once predicts the same requests timed again (columns :data:`REPEAT_COLUMNS`).
+
+    ``replicate``: ``query_id``, ``model``, ``latency_s`` of the other run
+    (:func:`mlsel.data.bfcl_replicate.read_bfcl_replicate`). Each model's
+    prediction is fitted on the training split only (the geometric mean of its
+    latencies there) and scored on the test queries; a model without replicate
+    timings has a row with ``n_test`` 0.
+    """
+    if tr.latency_s is None or te.latency_s is None:
+        return pd.DataFrame(columns=REPEAT_COLUMNS)
+    rep = replicate.pivot(index="query_id", columns="model", values="latency_s") if len(replicate) else pd.DataFrame()
+    rows, pooled = [], {"again": [], "model_mean": [], "first": []}
+    for j, model in enumerate(te.models):
+        row = dict.fromkeys(REPEAT_COLUMNS, np.nan) | {"pool": pool, "model": model, "n_test": 0,
+                                                     "mean_s_train": float(tr.latency_s[:, j].mean())}
+        again = rep[model].reindex(te.query_ids).to_numpy(dtype=float) if model in rep else np.full(len(te), np.nan)
+        ok = ~np.isnan(again) & ~np.isnan(te.latency_s[:, j])
+        if ok.sum() >= 2:
+            first, again = te.latency_s[ok, j], again[ok]
+            row |= {"n_test": int(ok.sum()), "mean_s_test": float(first.mean()), "mean_s_replicate": float(again.mean()),
+                    "median_ratio": float(np.median(again / first)),
+                    "log_corr_same_request": float(np.corrcoef(np.log(first), np.log(again))[0, 1])}
+            pooled["again"].append(np.log(again))
+            pooled["first"].append(np.log(first))
+            pooled["model_mean"].append(np.full(len(again), np.log(tr.latency_s[:, j]).mean()))
+        rows.append(row)
+    if pooled["again"]:
+        again, first, mean = (np.concatenate(pooled[k]) for k in ("again", "first", "model_mean"))
+        rows.append(dict.fromkeys(REPEAT_COLUMNS, np.nan) | {
+            "pool": pool, "model": ALL_MODELS, "n_test": len(again), "mean_s_test": float(np.exp(first).mean()),
+            "mean_s_replicate": float(np.exp(again).mean()), "median_ratio": float(np.median(np.exp(again - first))),
+            "log_corr_same_request": float(np.corrcoef(first, again)[0, 1]), "r2_model_mean": _r2(again, mean),
+            "r2_same_request": float(np.corrcoef(first, again)[0, 1] ** 2)})
+    return pd.DataFrame(rows, columns=REPEAT_COLUMNS)
+
+
+def repeatability_sentence(rep: pd.DataFrame) -> str:
+    """The report's one sentence on how much of a request's latency repeats (from the pooled row)."""
+    pooled = rep[rep["model"] == ALL_MODELS]
+    if pooled.empty:
+        return "No model of this pool was timed in both runs."
+    r = pooled.iloc[0]
+    n_models = int((rep["n_test"] > 0).sum()) - 1
+    return (f"Over {n_models} models timed in both runs ({int(r.n_test)} held-out request-model pairs), which model answers "
+            f"predicts {r.r2_model_mean:.0%} of the variance of a request's log latency in the other run (the model's mean on the "
+            f"training split), and the same request's own earlier latency {r.r2_same_request:.0%}; the rest did not repeat "
+            "between the runs.")

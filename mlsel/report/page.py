@@ -48,6 +48,7 @@ import pandas as pd
 from mlsel.paths import resolve_path, run_paths, write_published
 from mlsel.report.blocks import Section, Table, Text
 from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
+from mlsel.report.latency import latency_sections
 from mlsel.report.provenance import provenance_section
 from mlsel.report.tables import (
     PUBLISHED_TABLES,
@@ -83,6 +84,7 @@ KNOWN_TABLES = (
     "router_export.csv",
     "static_lookup.csv",
     "latency_weight_sweep.csv",
+    "latency_repeatability.csv",
 )
 """CSV files the report renders specifically; any other CSV is listed and linked."""
 
@@ -212,24 +214,6 @@ def static_section(lk: pd.DataFrame, tables: Path) -> Section:
     return sec
 
 
-def latency_section(sw: pd.DataFrame) -> Section:
-    """The utility-weight sweep (:mod:`mlsel.metrics.latency`): per pool, each quality_weight's held-out quality and latency."""
-    sec = Section("latency-weight", "What quality_weight does on measured latency")
-    sec.blocks.append(Text(text=(
-        "Each selector scores a model by quality_weight * quality + (1 - quality_weight) / (1 + latency in seconds). Refitted on the "
-        "training split with each weight and scored on the held-out queries: a lower weight buys speed with quality. Latency is "
-        "that of the chosen answers: mean, median and 90th percentile; faster % is the share of queries sent to a faster answer "
-        "than the same strategy picks at the highest weight.")))
-    shown = sw.assign(avg_cost_usd=sw["avg_cost_usd"] * 1000).rename(columns={
-        "quality_weight": "quality_weight", "strategy": "Strategy", "avg_quality": "Quality", "avg_latency_s": "Mean s",
-        "median_latency_s": "Median s", "p90_latency_s": "p90 s", "avg_cost_usd": "USD per 1,000", "fast_choice_pct": "faster %"})
-    for pool, df in shown.groupby("pool", sort=False):
-        sec.blocks.append(generic_table(df.drop(columns="pool"), f"table-latency-weight-{slug(str(pool))}",
-                                        f"Pool {pool}: the utility-weight sweep on the held-out queries.",
-                                        link="tables/latency_weight_sweep.csv", max_rows=len(df)))
-    return sec
-
-
 def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
     out: list[Section] = []
     tuned = read_table(tables, "tuned_results.csv")
@@ -257,9 +241,7 @@ def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
     lk = read_table(tables, "static_lookup.csv")
     if lk is not None and len(lk):
         out.append(static_section(lk, tables))
-    sw = read_table(tables, "latency_weight_sweep.csv")
-    if sw is not None and len(sw):
-        out.append(latency_section(sw))
+    out += latency_sections(read_table(tables, "latency_weight_sweep.csv"), read_table(tables, "latency_repeatability.csv"))
     rc = read_table(tables, "router_config_results.csv")
     if rc is not None:
         out.append(Section("router-config", "Per-decision routing config",

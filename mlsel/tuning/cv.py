@@ -10,7 +10,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import OutcomeMatrix, cost_matrix, fill_missing_cost, kfold_queries, load_prepared, pool_matrix, split_masks
+from mlsel.data.outcomes import (
+    OutcomeMatrix,
+    cost_matrix,
+    fill_missing_cost,
+    kfold_queries,
+    load_prepared,
+    pool_matrix,
+    split_masks,
+    with_cost_axis,
+)
 from mlsel.features import Embedder, build_features
 from mlsel.paths import ConfigError, read_manifest
 from mlsel.progress import progress_bar
