@@ -265,7 +265,7 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
         cat = out["static_lookup"][out["static_lookup"]["lookup"] == "category"]
         config = static_config(cat.to_dict("records"), f"best training mean of pool {pool}, {int(train.sum())} training queries")
         write_atomic(tables / f"static_routing_{pool}.yaml", STATIC_HEADER + yaml.safe_dump(config, sort_keys=False))
-        for key in parts:
+        for key in parts.keys() & out.keys():
             parts[key].append(out[key])
     merged = {key: pd.concat(v, ignore_index=True) for key, v in parts.items() if v}
     for key, df in merged.items():

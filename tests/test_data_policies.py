@@ -14,15 +14,8 @@ import pandas as pd
 import pytest
 
 from mlsel import stages
-from mlsel.data.outcomes import (
-    OutcomeMatrix,
-    apply_missing_quality,
-    fill_missing_cost,
-    load_prepared,
-    pool_matrix,
-    restrict_to_pool,
-    restrict_to_pools,
-)
+from mlsel.data.costs import fill_missing_cost
+from mlsel.data.outcomes import OutcomeMatrix, apply_missing_quality, load_prepared, pool_matrix, restrict_to_pool, restrict_to_pools
 from mlsel.data.readers import read_seed_jsonl
 from mlsel.data.records import DataError, DataLog
 from mlsel.params import for_stage

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsel.data.outcomes import OutcomeMatrix, apply_missing_quality, assign_split, cost_matrix
+from mlsel.data.costs import cost_matrix
+from mlsel.data.outcomes import OutcomeMatrix, apply_missing_quality, assign_split
 from mlsel.data.records import DataError, DataLog
 from mlsel.metrics.bootstrap import resample_indices
 from mlsel.params import Params, apply_overrides, dataset_params, load_params

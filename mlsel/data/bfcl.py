@@ -26,7 +26,7 @@ configuration. For each (prompt, configuration) the reader takes:
     commit. A configuration of the pool without a price (or listed as
     ``NO_COST_MODELS``) is an error naming it. A missing token count leaves
     the cost NaN (counted as ``repaired.bfcl_missing_token_count``) for the one
-    missing-cost rule (:func:`mlsel.data.outcomes.fill_missing_cost`).
+    missing-cost rule (:func:`mlsel.data.costs.fill_missing_cost`).
 ``response_chars``
     the length of the model's raw output (JSON text where it is not a string).
 ``task``

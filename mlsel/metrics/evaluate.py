@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 from mlsel import CATEGORIES
-from mlsel.data.outcomes import OutcomeMatrix, cost_matrix
+from mlsel.data.costs import cost_matrix
+from mlsel.data.outcomes import OutcomeMatrix
 from mlsel.features import features_for
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.params import BaseParams, default

@@ -116,9 +116,9 @@ LATENCY_COLUMNS = {"avg_latency_s": "Avg Latency", "median_latency_s": "Median l
 """The measured-latency columns (seconds of the chosen answers), shown beside the cost where latency was measured."""
 
 
-def measured_latency(df: pd.DataFrame) -> bool:
-    """Whether every row has a measured latency (the data records one per request)."""
-    return "avg_latency_s" in df and len(df) > 0 and bool(df["avg_latency_s"].notna().all())
+def measured(df: pd.DataFrame, col: str) -> bool:
+    """Whether every row has a value in ``col`` (a measured latency column where the data records one per request)."""
+    return col in df and len(df) > 0 and bool(df[col].notna().all())
 
 
 def fmt_efficiency(v: Any, col: str) -> str:
@@ -149,7 +149,7 @@ def main_table(df: pd.DataFrame, id: str = "", caption: str = "", link: str = ""
     """The seed's main table for one pool, sorted by quality (ties keep file order)."""
     col, label = efficiency_column(df)
     with_lookup = "uplift_vs_category_lookup" in df and df["uplift_vs_category_lookup"].notna().any()
-    latency = [c for c in LATENCY_COLUMNS if c != col] if measured_latency(df) else []
+    latency = [c for c in LATENCY_COLUMNS if c != col and measured(df, c)]
     rows = []
     for r in df.sort_values("avg_quality", ascending=False, kind="mergesort").itertuples(index=False):
         lookup = [(fmt_ci(r.uplift_vs_category_lookup, r.uplift_vs_category_lookup_ci_low, r.uplift_vs_category_lookup_ci_high,
@@ -161,7 +161,7 @@ def main_table(df: pd.DataFrame, id: str = "", caption: str = "", link: str = ""
             (fmt_num(r.best_model_pct, 1, suffix="%"), "num"),
             (fmt_ci(getattr(r, "uplift_vs_best_single", np.nan), getattr(r, "uplift_vs_best_single_ci_low", np.nan),
                     getattr(r, "uplift_vs_best_single_ci_high", np.nan), sign=True), "num"),
-        ] + [(fmt_efficiency(getattr(r, c), "avg_latency_s"), "num eff latency") for c in latency] + lookup)
+        ] + [(fmt_efficiency(getattr(r, c, np.nan), "avg_latency_s"), "num eff latency") for c in latency] + lookup)
     columns = ["Strategy", "Avg Quality [95% CI]", label, "Best Model %", "vs best single [95% CI]"]
     columns += [LATENCY_COLUMNS[c] for c in latency]
     columns += ["vs per-category lookup [95% CI]"] if with_lookup else []

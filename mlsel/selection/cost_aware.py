@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mlsel.data.outcomes import fill_missing_cost
+from mlsel.data.costs import fill_missing_cost
 from mlsel.params import TuneParams, default
 from mlsel.selection.base import QUALITY_WEIGHT, SEED, Selector, candidate_mask, choose, neighbour_weights, weighted_neighbour_mean
 
@@ -88,7 +88,7 @@ class CostAwareRouter(Selector):
 
         ``cost`` defaults to ``latency_s`` (None when neither is given). Missing
         cost values are filled with that model's mean training cost
-        (:func:`mlsel.data.outcomes.fill_missing_cost`, the one rule).
+        (:func:`mlsel.data.costs.fill_missing_cost`, the one rule).
         """
         if cost is None and latency_s is not None:
             cost = latency_s

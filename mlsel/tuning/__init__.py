@@ -81,7 +81,7 @@ Outputs (fixed names)
     Gain@B, Gap@O, CostSave@B, the matched point and AIQ minus the zero
     router, with paired 95% CIs, every choice made on CV.
 
-Cost is the pool's cost axis (:data:`mlsel.data.outcomes.COST_UNITS`, in this
+Cost is the pool's cost axis (:data:`mlsel.data.costs.COST_UNITS`, in this
 order: ``cost_usd``, ``latency_s``, the proxies ``response_chars`` and
 ``list_price``); with none, frontier and AIQ tables are empty.
 """

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import COST_UNITS
+from mlsel.data.costs import COST_UNITS
 from mlsel.selection.base import utility
 from mlsel.selection.registry import ROUTER_PARAM_KEYS, ROUTERS
 from mlsel.tuning.cv import PoolData

@@ -10,16 +10,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import (
-    OutcomeMatrix,
-    cost_matrix,
-    fill_missing_cost,
-    kfold_queries,
-    load_prepared,
-    pool_matrix,
-    split_masks,
-    with_cost_axis,
-)
+from mlsel.data.costs import cost_matrix, fill_missing_cost, with_cost_axis
+from mlsel.data.outcomes import OutcomeMatrix, kfold_queries, load_prepared, pool_matrix, split_masks
 from mlsel.features import Embedder, build_features
 from mlsel.paths import ConfigError, read_manifest
 from mlsel.progress import progress_bar
@@ -82,7 +74,7 @@ def prepared_split(run_dir: str) -> str:
 
 def load_pools(run_dir: str, pools: dict[str, list[str]], cost_axis: str = "auto") -> dict[str, PoolData]:
     """Each pool's outcome matrix of the prepared run, split by the prepared train/test labels, with ``cost_axis``
-    as its cost (:func:`mlsel.data.outcomes.with_cost_axis`)."""
+    as its cost (:func:`mlsel.data.costs.with_cost_axis`)."""
     queries, outcomes = load_prepared(run_dir)
     split = prepared_split(run_dir)
     out = {}
@@ -179,7 +171,7 @@ def _fit_or_share(t: CVTask, combo: dict[str, Any], fitted: dict[tuple, Selector
 def cv_task(t: CVTask) -> list[dict[str, Any]]:
     """Fit every combination on ``fit_idx`` and score it on ``valid_idx`` (both training-split rows).
 
-    A missing validation cost takes its model's mean training-split cost (:func:`mlsel.data.outcomes.fill_missing_cost`),
+    A missing validation cost takes its model's mean training-split cost (:func:`mlsel.data.costs.fill_missing_cost`),
     as the CV AIQ choice charges the single models (:func:`mlsel.tuning.summary.cv_aiq_router`).
     """
     rows = []

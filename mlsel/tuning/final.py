@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import COST_UNITS, cost_matrix, fill_missing_cost
+from mlsel.data.costs import COST_UNITS, cost_matrix, fill_missing_cost
 from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
 from mlsel.metrics.frontier import aiq_table, zero_router
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
@@ -81,7 +81,7 @@ def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData]
 
 
 def test_cost(d: PoolData) -> np.ndarray | None:
-    """Test-split cost; a missing value takes the model's training mean (:func:`mlsel.data.outcomes.fill_missing_cost`)."""
+    """Test-split cost; a missing value takes the model's training mean (:func:`mlsel.data.costs.fill_missing_cost`)."""
     cost_tr, _ = cost_matrix(d.tr)
     cost_te, _ = cost_matrix(d.te)
     if cost_te is not None:

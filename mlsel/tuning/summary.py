@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsel.data.outcomes import cost_matrix, fill_missing_cost
+from mlsel.data.costs import cost_matrix, fill_missing_cost
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.metrics.evaluate import oracle_proba
 from mlsel.metrics.frontier import aiq as area_quality
