@@ -202,3 +202,31 @@ def test_test_split_and_router_fits_use_the_same_rule():
     # The third query's costs become 2 and 15, so the per-model means stay 2 and 15.
     assert sel.cost_mean_.tolist() == [2.0, 15.0]
     assert not math.isnan(sel.cost_scale_) and sel.cost_scale_ == 15.0
+
+
+def test_the_cv_aiq_choice_charges_a_missing_cost_at_the_models_training_mean():
+    """The budget range of the CV AIQ choice (:func:`mlsel.tuning.summary.cv_aiq_router`) is the single models' CV cost
+    range, with a missing training cost filled by the model's mean known training cost before the fold means are taken.
+
+    m0 costs 1 on every query. m1 costs 1, ?, 7, 7: its mean known cost is (1 + 7 + 7) / 3 = 5, so q1 is charged 5.
+    Folds {q0, q1} and {q2, q3}: m1's fold means are (1 + 5) / 2 = 3 and 7, its CV cost (3 + 7) / 2 = 5; the budget
+    range is [1, 5]. (Leaving the hole out of its fold's mean would give fold means 1 and 7, CV cost 4, range [1, 4];
+    charging it 0, CV cost (0.5 + 7) / 2 = 3.75.)
+    AIQ by hand (the average over the range of the quality reachable at each budget): router "flat" has one point,
+    quality .7 at cost 1, so .7 everywhere; router "steep" goes from .5 at cost 1 to 1.0 at cost 5.
+    On [1, 5]: steep averages (.5 + 1) / 2 = .75 > .7: steep is chosen.
+    On [1, 4]: steep reaches .5 + .5 x 3/4 = .875 at 4 and averages (.5 + .875) / 2 = .6875 < .7: flat would be chosen.
+    """
+    from mlsel.tuning.cv import PoolData
+    from mlsel.tuning.summary import cv_aiq_router
+
+    tr = _two_models([[1, 0], [1, 1], [0, 1], [0, 1]], [[1.0, 1.0], [1.0, np.nan], [1.0, 7.0], [1.0, 7.0]])
+    d = PoolData("p", ["m0", "m1"], tr, tr, tr, "cost_usd")
+    assert fill_missing_cost(tr.cost_usd)[:, 1].tolist() == [1.0, 5.0, 7.0, 7.0]
+    folds = pd.DataFrame({"pool": "p", "query_id": ["q0", "q1", "q2", "q3"], "cv_seed": 42, "fold": [0, 0, 1, 1]})
+    sweep = pd.DataFrame({"pool": "p", "router": ["flat", "steep", "steep"], "cost_lambda": [0.0, 0.0, 1.0],
+                          "cv_quality_mean": [0.7, 1.0, 0.5], "cv_avg_cost_usd": [1.0, 5.0, 1.0]})
+    assert cv_aiq_router(d, sweep, folds, ["flat", "steep"]) == "steep"
+    # The same sweep on a pool whose m1 costs 1, 1, 7, 7 with no hole (CV cost 4, range [1, 4]): flat.
+    full = _two_models(tr.quality, [[1.0, 1.0], [1.0, 1.0], [1.0, 7.0], [1.0, 7.0]])
+    assert cv_aiq_router(PoolData("p", ["m0", "m1"], full, full, full, "cost_usd"), sweep, folds, ["flat", "steep"]) == "flat"

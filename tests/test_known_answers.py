@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from mlsel.data.outcomes import OutcomeMatrix
-from mlsel.metrics.bootstrap import resample_indices
+from mlsel.metrics.bootstrap import ci95, paired_difference, resample_indices
 from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
 from mlsel.metrics.frontier import aiq_table
 from mlsel.report.overview import summary_table as summary_matrix
@@ -155,6 +155,45 @@ def test_bootstrap_is_paired_hand_computed_interval():
     # The same draws, by hand.
     counts = (resample_indices(20, 2000, 3) == 15).sum(axis=1)
     assert np.percentile(counts / 20, [2.5, 97.5]).tolist() == pytest.approx([0.0, 3 / 20])
+
+
+def _percentile(draws: np.ndarray, p: float) -> float:
+    """The p-th percentile by hand: linear interpolation between the order statistics at rank (B - 1) p / 100."""
+    s = np.sort(draws)
+    h = (len(s) - 1) * p / 100
+    i = int(np.floor(h))
+    return float(s[i] + (h - i) * (s[min(i + 1, len(s) - 1)] - s[i]))
+
+
+def test_intervals_are_95_percent_not_90_or_99():
+    """The level of every interval: the 2.5th and 97.5th percentiles of the bootstrap statistics.
+
+    Statistics 0, 1, ..., 1000 (any order): the p-th percentile is exactly 10 p, so the 95% interval is [25, 975]; a 90%
+    one would be [50, 950] and a 99% one [5, 995]. Then through the evaluation and the paired difference, on 50 test
+    queries whose values 0, 1/49, ..., 1 are all distinct, so the means of 2000 draws spread smoothly and the three
+    levels' ends differ by far more than the tolerance.
+    """
+    stats = np.random.default_rng(0).permutation(np.arange(1001.0))
+    assert ci95(stats) == pytest.approx((25.0, 975.0))
+    assert ci95(np.r_[stats, np.nan, np.nan]) == pytest.approx((25.0, 975.0))  # a NaN draw (0 / 0) is left out
+    n, n_boot, seed = 50, 2000, 5
+    v = np.arange(n) / (n - 1)
+    draws = v[resample_indices(n, n_boot, seed)].mean(axis=1)
+    want = (_percentile(draws, 2.5), _percentile(draws, 97.5))
+    for other in ((5.0, 95.0), (0.5, 99.5)):  # the case tells the levels apart
+        assert abs(_percentile(draws, other[0]) - want[0]) > 0.005 and abs(_percentile(draws, other[1]) - want[1]) > 0.005
+    # A strategy answering with model a (quality v); the best single model on train is b, 0.25 on every test query.
+    q = np.column_stack([v, np.full(n, 0.25)])
+    te = OutcomeMatrix(np.array([f"q{i}" for i in range(n)]), np.array([""] * n), np.array(["math"] * n), ["a", "b"], q, None, None)
+    tr = OutcomeMatrix(np.array(["t0"]), np.array([""]), np.array(["math"]), ["a", "b"], np.array([[0.0, 1.0]]), None, None)
+    strategies = [Strategy("Oracle", "oracle", oracle_proba(te)), Strategy("Sel", "selector", np.tile([1.0, 0.0], (n, 1)))]
+    strategies += baseline_strategies(tr, te, quality_weight=1.0)
+    row = evaluate(te, strategies, "p", n_bootstrap=n_boot, seed=seed)["results"].set_index("strategy").loc["Sel"]
+    assert (row["avg_quality_ci_low"], row["avg_quality_ci_high"]) == pytest.approx(want, abs=1e-9)
+    # Paired with b's constant 0.25, the uplift's interval is Sel's shifted by 0.25.
+    assert (row["uplift_vs_best_single_ci_low"], row["uplift_vs_best_single_ci_high"]) == pytest.approx(
+        (want[0] - 0.25, want[1] - 0.25), abs=1e-9)
+    assert paired_difference(v, np.full(n, 0.25), n_boot, seed) == pytest.approx((0.25, want[0] - 0.25, want[1] - 0.25), abs=1e-9)
 
 
 def test_summary_gain_interval_is_paired():

@@ -51,12 +51,37 @@ def test_large_cost_lambda_routes_to_cheapest_model(name):
     X, q, cost = _clusters()
     sel = make_selector(name, PARAMS.model_copy(update={"cost_lambda": 100.0})).fit(X, q, models=MODELS, cost=cost)
     assert set(sel.predict(X)) == {"a"}
-    # A sweep gives the same answers as refitting with each cost weight.
-    sweep = sel.predict_index_sweep(X, [0.0, 100.0])
-    assert (sweep[1] == 0).all()
-    assert (q[np.arange(len(X)), sweep[0]] == 1.0).mean() >= 0.98
     # Candidates are respected: without "a" the cheapest candidate is "b".
     assert set(sel.predict(X, candidates=["b", "c"])) == {"b"}
+
+
+SWEEP_LAMBDAS = [0.0, 1.0, 2.0, 4.0, 100.0]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_sweep_gives_the_same_answers_as_refitting_at_each_cost_weight(name):
+    """One fit swept over the cost weights chooses, at every weight, what a router fitted with that weight chooses.
+
+    The weights cross the switch points. For knn_reg (normalised costs 1/3, 2/3, 1; predicted quality 1 for the blob's
+    model, 0 otherwise): in blob 2 c scores 1 - lambda against a's -lambda / 3, so a wins from lambda 1.5; in blob 1 b
+    scores 1 - 2 lambda / 3, so a wins from lambda 3: lambda 2 routes a, b, a by blob, lambda 4 a everywhere.
+    """
+    X, q, cost = _clusters()
+    sel = make_selector(name, PARAMS).fit(X, q, models=MODELS, cost=cost)
+    sweep = sel.predict_index_sweep(X, SWEEP_LAMBDAS)
+    assert sweep.shape == (len(SWEEP_LAMBDAS), len(X))
+    sweep_bc = sel.predict_index_sweep(X, SWEEP_LAMBDAS, candidates=["b", "c"])
+    refits = []
+    for lam, row, row_bc in zip(SWEEP_LAMBDAS, sweep, sweep_bc):
+        refit = make_selector(name, PARAMS.model_copy(update={"cost_lambda": lam})).fit(X, q, models=MODELS, cost=cost)
+        refits.append(refit.predict_index(X))
+        np.testing.assert_array_equal(row, refits[-1], err_msg=f"{name} at cost_lambda {lam}")
+        np.testing.assert_array_equal(row_bc, refit.predict_index(X, candidates=["b", "c"]), err_msg=f"{name} at {lam}, b or c")
+    # The weights are not all on one side of the switch points: at least three different routings.
+    assert len({tuple(r) for r in refits}) >= 3
+    if name == "knn_reg":
+        by_blob = [[np.bincount(r[i * 60:(i + 1) * 60], minlength=3).argmax() for i in range(3)] for r in refits]
+        assert by_blob == [[0, 1, 2], [0, 1, 2], [0, 1, 0], [0, 0, 0], [0, 0, 0]]
 
 
 def test_without_cost_the_cost_weight_has_no_effect():
@@ -102,12 +127,15 @@ def test_scoreboard_normalises_within_cluster_and_averages_top_p():
     np.testing.assert_allclose(qhat, 1 / 3)
     np.testing.assert_allclose(chat, np.tile([0.0, 0.5, 1.0], (5, 1)))
     assert set(sel3.predict(X)) == {"a"}
-    # top_p = 2 by hand: the two nearest clusters' normalised rows, averaged.
+    # top_p = 2 by hand: the two nearest clusters' normalised rows (the one-hot row of the blob's model), averaged.
+    # Queries placed so that the two nearest blob centres (5 e_j, up to the blobs' noise) are known: (5, 1, 0) is 1 from
+    # centre 0, sqrt(41) = 6.4 from centre 1 and sqrt(51) = 7.1 from centre 2; (2.5, 2.5, 0) is midway between 0 and 1.
     sel2 = ClusterScoreboardSelector(num_clusters=3, top_p=2, random_state=0).fit(X, q, models=MODELS, cost=cost)
-    near = sel2.nearest_clusters(X[:5])
-    expected = sel2.cluster_quality_norm_[near].mean(axis=1)
-    np.testing.assert_allclose(sel2.predict_quality_cost(X[:5])[0], expected)
-    assert near.shape == (5, 2)
+    Xq = np.array([[5, 1, 0], [2.5, 2.5, 0], [0, 1, 5], [1, 0, 5], [0, 5, 1]], dtype=np.float32)
+    qhat2, chat2 = sel2.predict_quality_cost(Xq)
+    np.testing.assert_allclose(qhat2, [[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    np.testing.assert_allclose(chat2, np.tile([0.0, 0.5, 1.0], (5, 1)))  # the same cost row in every cluster
+    assert sel2.nearest_clusters(Xq).shape == (5, 2)
     # alpha = 0: only cost counts -> cheapest model everywhere.
     sel0 = ClusterScoreboardSelector(num_clusters=3, top_p=1, alpha=0.0, random_state=0).fit(X, q, models=MODELS, cost=cost)
     assert set(sel0.predict(X)) == {"a"}

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
 from mlsel import runner
-from mlsel.params import apply_overrides, load_params
-from mlsel.paths import ConfigError
+from mlsel.params import apply_overrides, is_secret_name, load_params, stage_values
+from mlsel.paths import STAGES, ConfigError, params_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,13 +124,49 @@ def test_failed_stage_keeps_earlier_outputs(smoke_runner_run, tmp_path):
     assert not (run_dir / "llmrouter").exists()  # the run stops at the first failure
 
 
-def test_secret_looking_parameters_are_refused():
+def test_a_credential_in_the_endpoint_parameter_is_warned_about_and_published_masked(tmp_path, caplog):
+    """``benchmark.endpoint`` is the parameter that can hold a secret (a URL with user info or an ``api_key=`` query).
+    The runner lets it through with a warning (papermill records it in the run folder's notebook), and both places it is
+    published from, the report's provenance table of the manifest's stage parameters and the notebook page of the
+    executed notebook's injected parameters cell, show it masked."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    from mlsel.report.notebook_pages import notebook_page
+    from mlsel.report.provenance import provenance_section
+
     params = load_params(ROOT / "params.yaml")
-    with pytest.raises(ConfigError, match="looks like a secret"):
-        runner._check_no_secrets({"api_key": "sk-123"}, "benchmark")
-    with pytest.raises(ConfigError, match="hf_token"):
-        runner._check_no_secrets({"hf_token": "hf_abc"}, "benchmark")
-    runner._check_no_secrets({"max_tokens": 64, "api_key": ""}, "benchmark")  # not secrets / empty
+    # No parameter is named like a secret, so the refusal by name cannot fire on a real parameter ...
+    assert not [(s, k) for s in STAGES for k in stage_values(params, s) if is_secret_name(k)]
+    runner._check_no_secrets(stage_values(params, "benchmark"), "benchmark")  # the default endpoint: nothing to say
+    assert not caplog.records
+    # ... the endpoint's value is where a credential goes.
+    endpoint = "https://alice:s3cr3t-pw@llm.example.com/v1?api_key=sk-SECRET-42&model=m"
+    sp = stage_values(apply_overrides(params, {"benchmark.endpoint": endpoint}), "benchmark")
+    assert sp["endpoint"] == endpoint  # what run_stage injects and records in the manifest
+    with caplog.at_level(logging.WARNING, logger="mlsel.runner"):
+        runner._check_no_secrets(sp, "benchmark")  # not refused: the run needs it
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == ["stage benchmark: parameter 'endpoint' holds a credential"]
+    masked = "https://***@llm.example.com/v1?api_key=***&model=m"
+    # The report's provenance table of the manifest entry run_stage writes.
+    section = provenance_section({"stages": {"benchmark": {"params": sp, "params_hash": params_hash(sp)}}}, [], tmp_path, ())
+    table = next(b for b in section.blocks if getattr(b, "id", "") == "prov-params-benchmark")
+    shown = {row[0][0]: row[1][0] for row in table.rows}
+    assert shown["endpoint"] == masked
+    assert shown["max_tokens"] == "1024" and shown["models"] == '""'  # the rest as recorded
+    # The published page of the executed notebook: papermill's injected parameters cell, as run_stage has it.
+    nb = parameterize_notebook(load_notebook_node(str(ROOT / "notebooks" / "10_benchmark_models.ipynb")), sp,
+                               kernel_name="python3", language="python")
+    ipynb = tmp_path / "10_benchmark_models.ipynb"
+    nbformat.write(nb, ipynb)
+    assert endpoint in ipynb.read_text()  # the run folder's notebook has it
+    page = notebook_page(ipynb, "benchmark", "../index.html")
+    assert masked.replace("&", "&amp;") in page
+    assert not [s for s in ("alice", "s3cr3t-pw", "sk-SECRET-42") if s in page]
+
+
+def test_planned_stages_put_benchmark_first_only_when_prepare_reads_it():
+    params = load_params(ROOT / "params.yaml")
     assert runner.planned_stages(params) == ["prepare", "train", "evaluate", "tune", "report"]
     bench = apply_overrides(params, {"source": "benchmark"})
     assert runner.planned_stages(bench)[:2] == ["benchmark", "prepare"]

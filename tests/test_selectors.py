@@ -180,13 +180,23 @@ def test_ties_get_best_model_credit_and_oracle_prefers_efficient():
 
 
 def test_bootstrap_is_seeded_and_paired():
+    """Two different strategies whose per-query difference is known by hand: Sel answers with b, the best single
+    model is a, and b scores exactly a + 0.5 on every test query (0 -> 0.5, 0.5 -> 1). Paired draws (the same queries for
+    both) give a mean difference of 0.5 in every draw, so the uplift's interval is [0.5, 0.5]; drawn separately it would
+    spread as wide as Sel's own interval, which a's 0 / 0.5 mix makes wide."""
     rng = np.random.default_rng(1)
-    Q = rng.integers(0, 2, size=(300, 3)).astype(float)
+    a = rng.choice([0.0, 0.5], size=300)
+    Q = np.column_stack([a, a + 0.5, rng.integers(0, 2, size=300).astype(float)])
     test = matrix(Q)
-    s = _strategies(test, Q, np.full(300, 0))
-    a = evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
-    b = evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
-    assert a.equals(b)
-    best = a.set_index("kind").loc["best_single"]
-    # Paired: a strategy minus itself has a degenerate interval at 0.
-    assert best["uplift_vs_best_single_ci_low"] == best["uplift_vs_best_single_ci_high"] == 0.0
+    train_Q = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # training means a 1, b .5, c 0: the best single model is a
+    s = _strategies(test, train_Q, np.full(300, 1))  # Sel picks b everywhere
+    r = evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"]
+    assert r.equals(evaluate(test, s, "p", n_bootstrap=300, seed=7)["results"])  # seeded
+    r = r.set_index("strategy")
+    assert r.loc["Best", "avg_quality"] == pytest.approx(a.mean())  # the Best row is a
+    sel = r.loc["Sel"]
+    assert sel["uplift_vs_best_single"] == pytest.approx(0.5)
+    assert (sel["uplift_vs_best_single_ci_low"], sel["uplift_vs_best_single_ci_high"]) == pytest.approx((0.5, 0.5), abs=1e-12)
+    # Sel's own interval is not degenerate (sd of b is .25, so about +-1.96 * .25 / sqrt(300) = +-.028): the pairing,
+    # not a constant strategy, makes the difference's interval a point.
+    assert sel["avg_quality_ci_high"] - sel["avg_quality_ci_low"] > 0.03

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from mlsel.data.outcomes import load_prepared
+from mlsel.data.outcomes import OutcomeMatrix, load_prepared
 from mlsel.params import ROUTER_NAMES, for_stage, load_params, stage_params
 from mlsel.paths import ConfigError, read_manifest, run_paths
 from mlsel.selection.registry import make_selector
 from mlsel.tuning import GRIDS, combo_params, selector_grid, tune_selectors
+from mlsel.tuning.choice import operating_points
+from mlsel.tuning.cv import PoolData
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +25,50 @@ def tuned(smoke_run):
     return p, result
 
 
-def test_files_exist(tuned):
-    p, _ = tuned
+def _pool_frames(p, pool: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(training quality, test quality, test response length) of a pool, query x model, read straight from the prepared
+    CSVs with pandas (not through mlsel's matrices): the independent side of the checks below."""
     paths = run_paths(p.run_dir)
-    for path in (paths["tune"] / "cv_results.csv", paths["tune"] / "cv_folds.csv", paths["tune"] / "cv_frontier.csv",
-                 paths["tune"] / "tuned_params.yaml", paths["tables"] / "tuned_results.csv", paths["tables"] / "frontier.csv",
-                 paths["tables"] / "aiq.csv", paths["tables"] / "tune_heatmap.csv"):
-        assert path.is_file(), path
+    split = pd.read_csv(paths["data"] / "queries.csv", dtype={"query_id": str}).set_index("query_id")["split"]
+    long = pd.read_csv(paths["data"] / "outcomes.csv", dtype={"query_id": str})
+    models = list(p.pools[pool])
+    quality = long.pivot(index="query_id", columns="model", values="quality")[models].dropna()
+    chars = long.pivot(index="query_id", columns="model", values="response_chars").loc[quality.index, models]
+    test = split.reindex(quality.index).eq("test").to_numpy()
+    return quality[~test], quality[test], chars[test]
+
+
+def test_baselines_and_single_models_match_the_prepared_data(tuned):
+    """The rows of tuned_results.csv, frontier.csv and aiq.csv that need no fitted model, recomputed from data/*.csv."""
+    p, _ = tuned
+    tables = run_paths(p.run_dir)["tables"]
+    results, front, aiq = (pd.read_csv(tables / name) for name in ("tuned_results.csv", "frontier.csv", "aiq.csv"))
+    for pool, models in p.pools.items():
+        tr, te, chars = _pool_frames(p, pool)
+        t = results[results["pool"] == pool].set_index("strategy")
+        assert (t["n_queries"] == len(te)).all()
+        # Oracle: each query's best quality; its answer length is the shortest among the tied best models.
+        tied = te.to_numpy() >= te.to_numpy().max(axis=1, keepdims=True)
+        oracle_chars = np.where(tied, chars.to_numpy(), np.inf).min(axis=1).mean()
+        assert t.loc["Oracle (best possible)", ["avg_quality", "avg_response_chars"]].tolist() == pytest.approx(
+            [te.max(axis=1).mean(), oracle_chars], abs=1e-6)
+        assert t.loc["Random Selection (expected)", "avg_quality"] == pytest.approx(te.to_numpy().mean(), abs=1e-6)
+        single = front[(front["pool"] == pool) & (front["kind"] == "single")].set_index("router")
+        assert list(single.index) == [f"Always {m}" for m in models]
+        for m in models:
+            want = [te[m].mean(), chars[m].mean()]
+            assert t.loc[f"Always {m}", ["avg_quality", "avg_response_chars"]].tolist() == pytest.approx(want, abs=1e-6)
+            assert single.loc[f"Always {m}", ["avg_quality", "avg_response_chars"]].tolist() == pytest.approx(want, abs=1e-6)
+        # Best single: the highest training mean (no latency measured, so utility is quality); every uplift is against it.
+        best = tr.mean().idxmax()
+        assert t[t["kind"] == "best_single"].index.tolist() == [f"Best single on train ({best})"]
+        assert t.loc[f"Best single on train ({best})", "avg_quality"] == pytest.approx(te[best].mean(), abs=1e-6)
+        np.testing.assert_allclose(t["uplift_vs_best_single"], t["avg_quality"] - te[best].mean(), atol=2e-6)
+        # AIQ's budget range is the single models' test cost range; the zero router's best point is the best single's.
+        a = aiq[aiq["pool"] == pool]
+        assert a["cost_min"].tolist() == pytest.approx([chars.mean().min()] * len(a), abs=1e-6)
+        assert a["cost_max"].tolist() == pytest.approx([chars.mean().max()] * len(a), abs=1e-6)
+        assert a["best_single_quality"].tolist() == pytest.approx([te[best].mean()] * len(a), abs=1e-6)
 
 
 def test_cv_used_only_training_queries(tuned):
@@ -63,6 +103,11 @@ def test_cv_results_and_heatmap(tuned):
     heat = pd.read_csv(paths["tables"] / "tune_heatmap.csv")
     knn = heat[(heat["selector"] == "knn") & (heat["pool"] == "small4")]
     assert set(knn["param"]) == {"knn_k"} and len(knn) == len(GRIDS["small"]["selectors"]["knn"]["knn_k"]) * len(GRIDS["small"]["onehot_weight"])
+    # Each heatmap cell is the best CV utility over the other keys at that parameter value and one-hot weight.
+    for r in heat.itertuples():
+        s = cv[(cv["pool"] == r.pool) & (cv["selector"] == r.selector) & (cv[r.param] == r.param_value)
+               & (cv["onehot_weight"] == r.onehot_weight)]
+        assert r.cv_utility_mean == s["cv_utility_mean"].max()
 
 
 def test_tuned_params_yaml(tuned):
@@ -75,6 +120,15 @@ def test_tuned_params_yaml(tuned):
         assert "knn_reg" in doc["pools"][pool]["selectors"]
     tune_keys = set(load_params().section_values("tune"))
     assert set(doc["tune"]) <= tune_keys
+    # Each pool's entry per selector is its chosen cv_results.csv row: the same values and CV quality.
+    cv = pd.read_csv(run_paths(p.run_dir)["tune"] / "cv_results.csv")
+    for r in cv[cv["chosen"]].itertuples():
+        entry = doc["pools"][r.pool]["selectors"][r.selector]
+        assert entry["embedder"] == r.embedder
+        assert entry["cv_quality_mean"] == pytest.approx(r.cv_quality_mean, abs=1e-6)
+        assert entry["cv_quality_std"] == pytest.approx(r.cv_quality_std, abs=1e-6)
+        for key in set(entry) - {"cv_quality_mean", "cv_quality_std", "embedder"}:
+            assert entry[key] == pytest.approx(getattr(r, key)), (r.pool, r.selector, key)
 
 
 def test_tuned_results_have_baselines(tuned):
@@ -114,7 +168,52 @@ def test_frontier_and_aiq(tuned):
     manifest = read_manifest(p.run_dir)
     assert manifest["stages"]["tune"]["grid"] == "small"
     assert manifest["stages"]["tune"]["params"] == p.model_dump()
-    assert "final evaluation only" in manifest["stages"]["tune"]["test_split_used_by"]
+
+
+def test_operating_points_are_the_cheapest_cv_points_at_the_target(tuned):
+    """Each router's operating point, recomputed from the CV files: the target is tune_match_quality_ratio x the best
+    single model's CV quality (the mean over the CV folds of its mean on each validation fold, from cv_folds.csv and
+    data/*.csv); the point is the cheapest of cv_frontier.csv at or above it (cost ties: the larger weight). The yaml,
+    the manifest and the matched rows of tuned_results.csv all name that point."""
+    p, _ = tuned
+    paths = run_paths(p.run_dir)
+    doc = yaml.safe_load((paths["tune"] / "tuned_params.yaml").read_text())
+    sweep = pd.read_csv(paths["tune"] / "cv_frontier.csv")
+    folds = pd.read_csv(paths["tune"] / "cv_folds.csv", dtype={"query_id": str})
+    results = pd.read_csv(paths["tables"] / "tuned_results.csv")
+    cv = pd.read_csv(paths["tune"] / "cv_results.csv")
+    manifest = read_manifest(p.run_dir)["stages"]["tune"]
+    n_points = 0
+    for pool in p.pools:
+        tr, _, _ = _pool_frames(p, pool)
+        best = tr.mean().idxmax()
+        f = folds[folds["pool"] == pool]
+        cv_best = f.assign(q=tr[best].reindex(f["query_id"]).to_numpy()).groupby(["cv_seed", "fold"])["q"].mean().mean()
+        target = p.tune_match_quality_ratio * cv_best
+        ops = doc["pools"][pool]["operating_points"]
+        for router in p.tune_router_names:
+            s = sweep[(sweep["pool"] == pool) & (sweep["router"] == router)]
+            assert s["cost_lambda"].tolist() == pytest.approx(list(p.tune_cost_lambdas))
+            assert not ((s["cv_quality_mean"] - target).abs() < 1e-6).any()  # no point is on the target within CSV rounding
+            ok = s[s["cv_quality_mean"] >= target]
+            if ok.empty:
+                assert router not in ops, (pool, router)
+                continue
+            pick = ok[ok["cv_avg_response_chars"] == ok["cv_avg_response_chars"].min()].sort_values("cost_lambda").iloc[-1]
+            assert ops[router] == {"cost_lambda": pytest.approx(pick["cost_lambda"]),
+                                   "cv_quality_mean": pytest.approx(pick["cv_quality_mean"], abs=1e-6),
+                                   "cv_avg_response_chars": pytest.approx(pick["cv_avg_response_chars"], abs=1e-6),
+                                   "target_cv_quality": pytest.approx(target, abs=1e-6), "best_single_on_train": best}
+            assert manifest["operating_points"][f"{pool}/{router}"] == {k: pytest.approx(v, abs=1e-6) if isinstance(v, float) else v
+                                                                        for k, v in ops[router].items()}
+            n_points += 1
+        matched = results[(results["pool"] == pool) & results["strategy"].str.contains("matched")]["strategy"]
+        assert sorted(matched) == sorted(f"{r.upper()} (tuned, matched lambda={op['cost_lambda']:g})" for r, op in ops.items())
+    assert n_points > 0 and len(manifest["operating_points"]) == n_points
+    # The manifest's other counts and choices, from cv_results.csv.
+    assert manifest["n_cv_fits"] == cv["n_fits"].sum()
+    assert manifest["chosen"] == {f"{r.pool}/{r.selector}": r.params for r in cv[cv["chosen"]].itertuples()}
+    assert manifest["cost_unit"] == {pool: "response_chars" for pool in p.pools}
 
 
 def test_unknown_grid_is_an_error(smoke_run):
@@ -153,3 +252,35 @@ def test_summary_has_the_static_and_peer_columns(tuned):
         assert r.best_peer == peers["avg_quality"].idxmax() and r.best_peer_quality == pytest.approx(peers["avg_quality"].max(), abs=2e-6)
         assert r.gain_vs_peer == pytest.approx(t.loc[r.router, "avg_quality"] - r.best_peer_quality, abs=2e-6)
         assert r.verdict in ("ML routing beats static routing", "static routing is enough", "neither beats the best single model")
+
+
+def _hand_pool(unit: str | None = "cost_usd") -> PoolData:
+    """Training split of 4 queries: m0 right on q1, q3 (mean 1/2), m1 right on q0, q1, q2 (mean 3/4, the best single)."""
+    quality = np.array([[0, 1], [1, 1], [0, 1], [1, 0]], dtype=float)
+    ids = np.array(["q0", "q1", "q2", "q3"])
+    tr = OutcomeMatrix(ids, ids, np.array(["math"] * 4), ["m0", "m1"], quality, None, None, np.tile([1.0, 3.0], (4, 1)))
+    return PoolData("p", ["m0", "m1"], tr, tr, tr, unit)
+
+
+def test_operating_points_known_answer():
+    """The cheapest CV sweep point at >= match_ratio x the best single model's CV quality; ties in cost to the larger weight.
+
+    Best single by training mean: m1 (3/4). Without folds its CV quality is its training mean, so the target is
+    0.96 x 3/4 = 0.72. Router r's sweep (lambda: quality, cost): 0: .80, 4 | 0.5: .74, 3 | 1: .74, 2 | 2: .72, 2 |
+    4: .60, 1. At or above .72: lambdas 0, 0.5, 1, 2; cheapest cost 2 at lambdas 1 and 2, the tie goes to the larger
+    weight: lambda 2 (quality .72, exactly on the target, counts). Router s never reaches .72: no point.
+    With folds {q0} and {q1, q2, q3}, m1's CV quality is the mean of its fold means, (1 + 2/3) / 2 = 5/6, the target
+    0.96 x 5/6 = 0.8: only lambda 0 (.80, cost 4) reaches it. A pool without a cost unit has no operating points.
+    """
+    sweep = pd.DataFrame({"pool": "p", "router": ["r"] * 5 + ["s"] * 2, "cost_lambda": [0.0, 0.5, 1.0, 2.0, 4.0, 0.0, 1.0],
+                          "cv_quality_mean": [0.80, 0.74, 0.74, 0.72, 0.60, 0.71, 0.50],
+                          "cv_avg_cost_usd": [4.0, 3.0, 2.0, 2.0, 1.0, 3.0, 1.0]})
+    got = operating_points({"p": _hand_pool()}, sweep, ["r", "s"], 1.0, 0.96)
+    assert list(got) == [("p", "r")]
+    assert got[("p", "r")] == {"cost_lambda": 2.0, "cv_quality_mean": 0.72, "cv_avg_cost_usd": 2.0,
+                               "target_cv_quality": pytest.approx(0.72), "best_single_on_train": "m1"}
+    folds = pd.DataFrame({"pool": "p", "query_id": ["q0", "q1", "q2", "q3"], "cv_seed": 42, "fold": [0, 1, 1, 1]})
+    got = operating_points({"p": _hand_pool()}, sweep, ["r", "s"], 1.0, 0.96, folds)
+    assert got == {("p", "r"): {"cost_lambda": 0.0, "cv_quality_mean": 0.80, "cv_avg_cost_usd": 4.0,
+                                "target_cv_quality": pytest.approx(0.8), "best_single_on_train": "m1"}}
+    assert operating_points({"p": _hand_pool(None)}, sweep, ["r", "s"], 1.0, 0.96) == {}
