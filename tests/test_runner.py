@@ -32,13 +32,13 @@ def smoke_runner_run(tmp_path_factory):
     return run_dir, overrides, done
 
 
-STAGES = ["prepare", "train", "evaluate", "tune"]
+RUN_STAGES = ["prepare", "train", "evaluate", "tune"]
 
 
 @pytest.mark.slow
 def test_every_stage_runs_through_papermill_per_dataset(smoke_runner_run):
     run_dir, _, done = smoke_runner_run
-    assert list(done) == [f"{ds}/{s}" for ds in ("mmlu_pro", "routerbench") for s in STAGES] + ["report"]
+    assert list(done) == [f"{ds}/{s}" for ds in ("mmlu_pro", "routerbench") for s in RUN_STAGES] + ["report"]
     for key, info in done.items():
         nb = json.loads(Path(info["notebook"]).read_text())
         assert nb["metadata"]["papermill"]["exception"] is None or nb["metadata"]["papermill"].get("exception") is False
