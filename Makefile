@@ -7,7 +7,8 @@ TEST_STAMP := $(VENV)/.test-installed
 # Every install takes its exact versions from constraints.txt (`make lock` writes it);
 # pyproject.toml only states the ranges the package accepts.
 CONSTRAINTS := constraints.txt
-# torch is installed first, at the constraints' version: its CPU build (an unpinned torch pulls a multi-GB CUDA build).
+# torch is installed first, at the constraints' version. The version does not choose CPU or CUDA: the package index
+# does (this project's machines get the CPU build from theirs; PyPI on Linux serves the multi-GB CUDA build).
 TORCH := torch
 
 .PHONY: env env-test run smoke test test-fast results clean-runs lock

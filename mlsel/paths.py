@@ -120,7 +120,6 @@ def run_paths(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
         "data": root / "data",
         "models": root / "models",
         "tables": root / "tables",
-        "figures": root / "figures",
         "notebooks": root / "notebooks",
         "benchmark": root / "benchmark",
         "tune": root / "tune",

@@ -100,8 +100,8 @@ def _summary(df: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
 def prepare_data(p: Any) -> pd.DataFrame:
     """Read, validate and split the outcome data; write ``data/queries.csv`` and ``data/outcomes.csv``.
 
-    The split is made by query, seeded and stratified by category, before
-    any label is derived. Returns a per-model summary (queries, mean quality
+    The split is made by query before any label is derived, as ``split``
+    says (:func:`mlsel.data.outcomes.assign_split`). Returns a per-model summary (queries, mean quality
     on train and test).
     """
     dlog = DataLog()

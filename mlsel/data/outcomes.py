@@ -14,8 +14,10 @@ complete queries. Every dropped or repaired record is counted in a
 
 A pool's cost axis and the one rule for missing costs: :mod:`mlsel.data.costs`.
 
-Splits are by query, seeded, stratified by category, and made before any
-label is derived; K-fold for tuning is by query inside the training split.
+Splits are by query and made before any label is derived (:func:`assign_split`:
+seeded and stratified by category, the source's own files, or held-out tasks);
+K-fold for tuning is by query inside the training split (grouped by task when
+tasks are held out).
 """
 
 from __future__ import annotations
@@ -239,7 +241,7 @@ def to_matrix(df: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
 
 
 def split_queries(queries: pd.DataFrame, test_size: float, seed: int) -> pd.Series:
-    """Assign each query to ``train`` or ``test``, stratified by category.
+    """The ``seeded`` split: each query to ``train`` or ``test``, stratified by category.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Readers: each source format into an outcome table (:mod:`None.None`).
+"""Readers: each source format into an outcome table (:mod:`mlsel.data.records`).
 
 ``seed_jsonl``
     The reference system's JSONL records (``query``, ``category``,

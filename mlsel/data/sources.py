@@ -1,6 +1,9 @@
 """The public data sources: pinned files, checksums, and download-or-mirror.
 
-Every file is checked against a pinned SHA-256. A local mirror folder
+Every file of the default datasets is checked against a pinned SHA-256 (BFCL's
+in :mod:`mlsel.data.bfcl_pins`). The seed's Hugging Face files are not pinned:
+they are checked against the digest their cache blob is named by
+(:func:`verify_hf_cached`). A local mirror folder
 (``MLSEL_DATA_DIR`` or the ``data_dir`` parameter) is read in place;
 otherwise the file is downloaded once into the cache, which it enters only
 after its size and SHA-256 are checked.

@@ -45,13 +45,13 @@ from mlsel.data.outcomes import OutcomeMatrix
 from mlsel.features import features_for
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.params import BaseParams, default
+from mlsel.selection.base import TIE_TOL
 from mlsel.selection.baselines import AlwaysSelector, BestSingleSelector, RandomSelector
 from mlsel.selection.lookup import GroupLookup
 from mlsel.selection.registry import label, load_selector
 
 log = logging.getLogger(__name__)
 
-TIE_TOL = 1e-9
 
 
 def oracle_proba(test: OutcomeMatrix) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 A strategy is a point ``(avg cost, avg quality)`` on the test queries; a
 cost-aware router swept over its cost weight is a set of points. Cost is the
-measured latency in seconds where the data has it, otherwise the labelled
-proxy ``response_chars`` (answer length in characters, not a time, not a
-price); tables name the unit.
+pool's cost axis (:data:`mlsel.data.costs.COST_UNITS`: real USD, measured
+latency in seconds, or a labelled proxy: answer length in characters or the
+list price); tables name the unit.
 
 Definitions
 -----------
@@ -195,9 +195,3 @@ def aiq_table(
             "cost_to_match_best_single": cost_to_match(rc, rq, target), "best_single_quality": target, "cost_min": cmin, "cost_max": cmax,
         })
     return pd.DataFrame(rows)
-
-
-def hull_table(pool: str, router: str, cost: Sequence[float], quality: Sequence[float]) -> pd.DataFrame:
-    """The hull's vertices as tidy rows ``pool, router, vertex, cost, quality`` (for plotting)."""
-    hc, hq = upper_hull(cost, quality)
-    return pd.DataFrame({"pool": pool, "router": router, "vertex": np.arange(len(hc)), "cost": hc, "quality": hq})

@@ -181,7 +181,7 @@ class TuneParams(Section):
         0.98, "matched operating point: cheapest cost weight keeping this share of the best single model's CV quality", gt=0.0, le=1.0)
     tune_n_bootstrap: int = _field(1000, "bootstrap draws for the tuned results' and AIQ's 95% confidence intervals", ge=1)
     cost_lambda: float = _field(
-        0.0, "router utility: predicted quality - cost_lambda * cost / (highest mean model cost); cost is latency_s, else response_chars (a proxy)",
+        0.0, "router utility: predicted quality - cost_lambda * cost / (highest mean model cost); cost is the pool's cost axis (cost_axis)",
         ge=0.0)
     knn_reg_k: int = _field(200, "KNN regressor router: neighbours (CV on MMLU-Pro picks 100-400)", ge=1)
     knn_reg_weights: Literal["uniform", "distance"] = _field("distance", "KNN regressor router: neighbour weights, uniform | distance")

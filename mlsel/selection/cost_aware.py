@@ -11,9 +11,9 @@ so one fitted router traces a whole cost-quality curve by sweeping
 
 Utility is :func:`mlsel.selection.base.utility` (quality where no latency was
 measured). Cost is what the caller passes to ``fit(..., cost=...)`` with shape
-(n, m): measured latency in seconds where present, otherwise the labelled
-proxy ``response_chars`` (answer length in characters, not a time, and not a
-price). It is normalised by ``cost_scale_`` = the highest per-model mean
+(n, m): the pool's cost axis (:data:`mlsel.data.costs.COST_UNITS`: real USD,
+measured latency in seconds, or a labelled proxy, answer length or list
+price); without it, ``latency_s`` where measured. It is normalised by ``cost_scale_`` = the highest per-model mean
 training cost, so the model that is most expensive on average costs 1.0 per
 query and ``cost_lambda = 0.1`` means "give up 0.1 quality to avoid that
 model's average cost". Without a cost matrix (and without latency) the cost

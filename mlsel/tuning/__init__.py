@@ -11,18 +11,18 @@ evaluation, frontier and AIQ) and :mod:`~mlsel.tuning.stage` (the wiring).
 
 1. **Cross-validation, training split only.** The training queries of each
    pool are split K-fold by query (:func:`mlsel.data.outcomes.kfold_queries`, stratified
-   by category), repeated over seeds ``seed, seed + 1, ...``. Every parameter
+   by category, or grouped by task under ``split: by_task``), repeated over seeds ``seed, seed + 1, ...``. Every parameter
    combination of a named grid (:data:`GRIDS`) is fitted on the K-1 folds and
    scored on the held-out fold. Tasks run in parallel with joblib behind a
    tqdm progress bar. The test split is not read here at all.
 2. **Choice.** Per pool and selector, the combination with the highest mean
    CV utility (the user's ``quality_weight``; quality where no latency was
    measured) wins; ties go to the first in grid order. For every router the
-   *matched operating point* is also chosen on CV: the largest cost weight of
-   the sweep whose CV quality is at least ``tune_match_quality_ratio`` times
-   the best single model's CV quality (the best single model is the one with
-   the highest mean training utility; its CV quality is its mean over the
-   training queries).
+   *matched operating point* is also chosen on CV: the point of the sweep with
+   the cheapest CV cost (ties: the larger cost weight) whose CV quality is at
+   least ``tune_match_quality_ratio`` times the best single model's CV quality
+   (the best single model is the one with the highest mean training utility;
+   its CV quality is scored on the same folds as the routers, fold means).
 3. **Final evaluation, the only use of the test split.** Each tuned selector
    is refitted on the whole training split and evaluated on the test split
    with :func:`mlsel.metrics.evaluate.evaluate` beside the exact baselines (oracle,

@@ -33,7 +33,7 @@ class PoolData:
     tr: OutcomeMatrix
     te: OutcomeMatrix
     unit: str | None
-    """Cost unit of the training split: ``latency_s``, ``response_chars`` or None."""
+    """Cost unit of the training split: a key of :data:`mlsel.data.costs.COST_UNITS`, or None."""
     split: str = "seeded"
     """How the prepare stage split train from test (``seeded``, ``source`` or ``by_task``): the CV folds mirror it."""
 

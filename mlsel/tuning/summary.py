@@ -16,7 +16,8 @@ CostSave@B
     ``100 (1 - C_op / C_best_single)``: the cost saved at the operating point
     chosen on CV to keep at least the best single model's quality: over every
     cost-aware router and cost weight, the cheapest CV point whose CV quality
-    is at least the best single model's mean training quality. Its held-out
+    (mean over the folds) is at least the best single model's CV quality on the
+    same folds (:func:`mlsel.tuning.choice.operating_points` at ratio 1). Its held-out
     quality is reported beside it (``op_quality``), since CV can miss.
 Matched point
     The same choice at ``tune_match_quality_ratio`` of the best single model's
