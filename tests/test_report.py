@@ -407,3 +407,24 @@ def test_frontier_curves_are_the_cost_aware_routers_only():
     assert list(curves) == ["mlp", "logreg"]
     assert curves["mlp"]["cost_lambda"].tolist() == [0.0, 1.0] and curves["mlp"]["avg_quality"].tolist() == [0.44, 0.40]
     assert frontier_curves(fr[fr["kind"] != "router"]) == {}
+
+
+def test_selectors_with_the_same_verdict_share_one_sentence():
+    """Three more selectors: SVM and KMEANS tie the best single model (interval includes 0) and beat random, LOGREG is worse
+    than it and does not beat random; KNN (beats both) keeps its own sentence. Three sentences, not five."""
+    base = _fake_results(latency=False)
+    knn = base[base["strategy"] == "KNN Selection"].iloc[0]
+    extra = []
+    for name, q, lo, hi, rlo in (("SVM Selection", 0.56, -0.01, 0.03, 5.0), ("KMEANS Selection", 0.55, -0.02, 0.02, 4.0),
+                                 ("LOGREG Selection", 0.45, -0.15, -0.05, -10.0)):
+        extra.append(knn.copy().to_dict() | {"strategy": name, "avg_quality": q, "uplift_vs_best_single": q - 0.55,
+                                             "uplift_vs_best_single_ci_low": lo, "uplift_vs_best_single_ci_high": hi,
+                                             "uplift_vs_random_pct": 100 * (q - 0.475) / 0.475, "uplift_vs_random_pct_ci_low": rlo,
+                                             "gap_closed_pct": 100 * (q - 0.475) / 0.325})
+    text = verdicts(pd.concat([base, pd.DataFrame(extra)], ignore_index=True))
+    assert len(text) == 3
+    assert text[0].startswith("KNN Selection beats the best single model (model-a)")
+    assert text[1] == ("SVM Selection and KMEANS Selection do not beat the best single model (model-a): each interval includes 0, so "
+                       "no difference is shown (+0.000 to +0.010 quality). Each beats random selection (+15.8% to +17.9% quality) and "
+                       "closes 23.1% to 26.2% of the random → oracle gap.")
+    assert text[2].startswith("LOGREG Selection does not beat the best single model (model-a); it is worse")

@@ -191,27 +191,57 @@ def benefit_table(df: pd.DataFrame, id: str = "", caption: str = "", link: str =
     return Table(id=id, caption=caption, columns=columns, rows=rows, link=link)
 
 
+def _verdict_class(r: Any) -> tuple[str, bool]:
+    """(vs the best single model: beats | worse | unclear, beats random?) from the intervals."""
+    lo, hi, rlo = r.uplift_vs_best_single_ci_low, r.uplift_vs_best_single_ci_high, r.uplift_vs_random_pct_ci_low
+    vs_best = "beats" if not is_missing(lo) and lo > 0 else "worse" if not is_missing(hi) and hi < 0 else "unclear"
+    return vs_best, bool(not is_missing(rlo) and rlo > 0)
+
+
+def _verdict(r: Any, best: str) -> str:
+    d, lo, hi = r.uplift_vs_best_single, r.uplift_vs_best_single_ci_low, r.uplift_vs_best_single_ci_high
+    ci = f"{fmt_num(d, 3, True)} quality, 95% CI [{fmt_num(lo, 3, True)}, {fmt_num(hi, 3, True)}]"
+    vs_best, vs_random = _verdict_class(r)
+    if vs_best == "beats":
+        s = f"{r.strategy} beats the best single model ({best}): {ci}; the whole interval is above 0."
+    elif vs_best == "worse":
+        s = f"{r.strategy} does not beat the best single model ({best}); it is worse: {ci}; the whole interval is below 0."
+    else:
+        s = f"{r.strategy} does not beat the best single model ({best}): {ci}; the interval includes 0, so no difference is shown."
+    if vs_random:
+        s += f" It beats random selection ({fmt_num(r.uplift_vs_random_pct, 1, True, '%')} quality)"
+    else:
+        s += (f" It does not clearly beat random selection ({fmt_num(r.uplift_vs_random_pct, 1, True, '%')} quality, CI lower bound "
+              f"{fmt_num(r.uplift_vs_random_pct_ci_low, 1, True, '%')})")
+    return s + f" and closes {fmt_num(getattr(r, 'gap_closed_pct', np.nan), 1, suffix='%')} of the random → oracle gap."
+
+
+def _span(values: list[float], digits: int, sign: bool = False, suffix: str = "") -> str:
+    lo, hi = min(values), max(values)
+    return fmt_num(lo, digits, sign, suffix) if lo == hi else f"{fmt_num(lo, digits, sign, suffix)} to {fmt_num(hi, digits, sign, suffix)}"
+
+
+def _group_verdict(rows: list[Any], best: str) -> str:
+    names = ", ".join(str(r.strategy) for r in rows[:-1]) + f" and {rows[-1].strategy}"
+    vs_best, vs_random = _verdict_class(rows[0])
+    diff = _span([r.uplift_vs_best_single for r in rows], 3, True)
+    s = {"beats": f"{names} each beat the best single model ({best}): the whole interval is above 0 for each ({diff} quality).",
+         "worse": f"{names} do not beat the best single model ({best}); each is worse, the whole interval below 0 ({diff} quality).",
+         "unclear": f"{names} do not beat the best single model ({best}): each interval includes 0, so no difference is shown "
+                    f"({diff} quality)."}[vs_best]
+    up = _span([r.uplift_vs_random_pct for r in rows], 1, True, "%")
+    s += f" Each beats random selection ({up} quality)" if vs_random else f" None clearly beats random selection ({up} quality)"
+    return s + f" and closes {_span([getattr(r, 'gap_closed_pct', np.nan) for r in rows], 1, suffix='%')} of the random → oracle gap."
+
+
 def verdicts(df: pd.DataFrame) -> list[str]:
-    """One sentence per selector, generated from the CIs: does it beat the best single model and random?"""
+    """The verdicts from the CIs (does a selector beat the best single model, and random?): one sentence per selector,
+    selectors with the same verdict grouped into one sentence (in table order of their first member)."""
     best = best_single_model(df)
-    out = []
+    groups: dict[tuple[str, bool], list[Any]] = {}
     for r in benefit_rows(df).itertuples(index=False):
-        d, lo, hi = r.uplift_vs_best_single, r.uplift_vs_best_single_ci_low, r.uplift_vs_best_single_ci_high
-        ci = f"{fmt_num(d, 3, True)} quality, 95% CI [{fmt_num(lo, 3, True)}, {fmt_num(hi, 3, True)}]"
-        if not is_missing(lo) and lo > 0:
-            s = f"{r.strategy} beats the best single model ({best}): {ci}; the whole interval is above 0."
-        elif not is_missing(hi) and hi < 0:
-            s = f"{r.strategy} does not beat the best single model ({best}); it is worse: {ci}; the whole interval is below 0."
-        else:
-            s = f"{r.strategy} does not beat the best single model ({best}): {ci}; the interval includes 0, so no difference is shown."
-        rlo = r.uplift_vs_random_pct_ci_low
-        if not is_missing(rlo) and rlo > 0:
-            s += f" It beats random selection ({fmt_num(r.uplift_vs_random_pct, 1, True, '%')} quality)"
-        else:
-            s += f" It does not clearly beat random selection ({fmt_num(r.uplift_vs_random_pct, 1, True, '%')} quality, CI lower bound {fmt_num(rlo, 1, True, '%')})"
-        s += f" and closes {fmt_num(getattr(r, 'gap_closed_pct', np.nan), 1, suffix='%')} of the random → oracle gap."
-        out.append(s)
-    return out
+        groups.setdefault(_verdict_class(r), []).append(r)
+    return [_verdict(rows[0], best) if len(rows) == 1 else _group_verdict(rows, best) for rows in groups.values()]
 
 
 def read_table(tables: Path, name: str) -> pd.DataFrame | None:
