@@ -335,3 +335,18 @@ def test_summary_verdict_follows_the_interval(lo, hi, phrase):
     df.insert(0, "dataset", "routerbench")
     s = verdict(next(df.itertuples(index=False)))
     assert phrase in s and s.endswith("The data has no per-query cost, so no saving is computed.")
+
+
+def test_best_single_index_is_the_best_single_selectors_pick():
+    """The one definition of the best single model: highest mean training utility, ties to the listed order."""
+    from mlsel.selection.base import best_single_index
+    from mlsel.selection.baselines import BestSingleSelector
+
+    tied = np.array([[1, 1, 0], [0, 0, 1]], dtype=float)  # every mean 1/2: the first listed model
+    assert best_single_index(tied, None, 0.9) == 0
+    lat = np.array([[3.0, 1.0, 1.0], [3.0, 1.0, 1.0]])  # w 0.5: a 0.25 + 0.125, b and c 0.25 + 0.25: b, listed before c
+    assert best_single_index(tied, lat, 0.5) == 1
+    for q, la, w in ((tied, None, 0.9), (tied, lat, 0.5), (Q_TRAIN, None, 1.0)):
+        sel = BestSingleSelector(quality_weight=w).fit(np.zeros((len(q), 1)), q, la, models=list("abc"))
+        assert sel.model_ == "abc"[best_single_index(q, la, w)]
+    assert best_single_index(Q_TRAIN, None, 1.0) == 1  # the hand case's b

@@ -112,6 +112,15 @@ def cluster_means(values: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.nd
     return means, sizes
 
 
+
+def best_single_index(quality: np.ndarray, latency_s: np.ndarray | None, quality_weight: float) -> int:
+    """The best single model of a training split: the highest mean utility, ties to the listed order.
+
+    The one definition: :class:`Selector` ranks its models this way (``rank_`` 0 is this model), so
+    :class:`mlsel.selection.baselines.BestSingleSelector` and every table's best-single baseline pick it.
+    """
+    return int(np.argmax(utility(quality, latency_s, quality_weight).mean(axis=0)))
+
 class Selector(BaseEstimator):
     """Base class: fits the utility, the tie-break rank, and selects."""
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mlsel.data.costs import COST_UNITS
-from mlsel.selection.base import utility
+from mlsel.selection.base import best_single_index
 from mlsel.selection.registry import ROUTER_PARAM_KEYS, ROUTERS
 from mlsel.tuning.cv import PoolData
 from mlsel.tuning.grids import CORE_KEYS, HEATMAP_PARAM, params_text
@@ -117,7 +117,7 @@ def operating_points(pools: dict[str, PoolData], sweep: pd.DataFrame, router_nam
     operating: dict[tuple[str, str], dict[str, Any]] = {}
     for pool, d in pools.items():
         tr = d.tr
-        best_j = int(np.argmax(utility(tr.quality, tr.latency_s, quality_weight).mean(axis=0)))  # as BestSingleSelector
+        best_j = best_single_index(tr.quality, tr.latency_s, quality_weight)
         target = match_ratio * cv_single_quality(d, folds, best_j)
         for name in router_names:
             s = sweep[(sweep["pool"] == pool) & (sweep["router"] == name)]

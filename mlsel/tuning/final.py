@@ -12,6 +12,7 @@ import pandas as pd
 from mlsel.data.costs import COST_UNITS, cost_matrix, fill_missing_cost
 from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
 from mlsel.metrics.frontier import aiq_table, zero_router
+from mlsel.selection.base import best_single_index
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
 from mlsel.selection.peers import PEER_LABELS, PEERS
 from mlsel.selection.registry import label, make_selector
@@ -136,8 +137,7 @@ def evaluate_pool(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], pl
     baselines = baseline_strategies(d.tr, d.te, p.quality_weight, p.lookup_min_queries)
     peers = [Strategy(PEER_LABELS[name], "peer", fitted[(d.name, name)]["proba"]) for name in p.tune_peer_names]
     strategies += tuned + peers + baselines
-    # The best single model (chosen on the training split), as a column index.
-    best_j = next(int(s.proba[0].argmax()) for s in baselines if s.kind == "best_single")
+    best_j = best_single_index(d.tr.quality, d.tr.latency_s, p.quality_weight)
     results = evaluate(d.te, strategies, d.name, n_bootstrap=p.tune_n_bootstrap, seed=p.seed)["results"]
     if cost_te is None:
         return results, front, None

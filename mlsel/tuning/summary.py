@@ -62,7 +62,7 @@ from mlsel.data.costs import cost_matrix, fill_missing_cost
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.metrics.evaluate import oracle_proba
 from mlsel.metrics.frontier import aiq as area_quality
-from mlsel.selection.base import utility
+from mlsel.selection.base import best_single_index
 from mlsel.selection.peers import PEER_LABELS
 from mlsel.selection.registry import label
 from mlsel.tuning.choice import cv_mean
@@ -81,11 +81,6 @@ SUMMARY_COLUMNS = [
     "matched_cost_pct", "matched_cost_pct_ci_low", "matched_cost_pct_ci_high",
     "aiq_router", "aiq_minus_zero", "aiq_minus_zero_ci_low", "aiq_minus_zero_ci_high",
 ]
-
-
-def best_single_index(d: PoolData, quality_weight: float) -> int:
-    """The best single model of the training split (highest mean training utility), as :class:`BestSingleSelector` picks it."""
-    return int(np.argmax(utility(d.tr.quality, d.tr.latency_s, quality_weight).mean(axis=0)))
 
 
 def cv_router(cv: pd.DataFrame, pool: str, names: list[str]) -> str:
@@ -146,7 +141,7 @@ def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan
                 aiq_router: str | None = None) -> dict[str, Any]:
     """One pool's summary row (see the module docstring)."""
     te, ar = d.te, np.arange(len(d.te))
-    best = best_single_index(d, quality_weight)
+    best = best_single_index(d.tr.quality, d.tr.latency_s, quality_weight)
     router = cv_router(cv, d.name, plan.names)
     q_r = (fitted[(d.name, router)]["proba"] * te.quality).sum(axis=1)
     q_b, q_o, q_rand = te.quality[:, best], (oracle_proba(te) * te.quality).sum(axis=1), te.quality.mean(axis=1)
