@@ -40,7 +40,7 @@ from mlsel.data.outcomes import (
 )
 from mlsel.data.readers import read_source
 from mlsel.data.records import DataLog
-from mlsel.deploy.routing import static_config
+from mlsel.deploy.routing_config import static_config
 from mlsel.features import features_for
 from mlsel.metrics.evaluate import Strategy, evaluate, lookup_table, saved_selector_strategies
 from mlsel.metrics.latency import repeatability, weight_sweep
@@ -291,7 +291,7 @@ def evaluate_router_config(p: Any) -> pd.DataFrame | None:
     """
     if not p.router_config:
         return None
-    from mlsel.deploy.router_config import evaluate_router_config as evaluate_config
+    from mlsel.deploy.evaluate_config import evaluate_router_config as evaluate_config
     from mlsel.report.tables import router_config_markdown
 
     ev = evaluate_config(run_dir=p.run_dir, seed=p.seed, router_config=p.router_config, n_bootstrap=p.n_bootstrap, pools=p.pools,

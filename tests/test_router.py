@@ -27,9 +27,9 @@ from mlsel.deploy.artifacts import (
     to_runtime_layout,
 )
 from mlsel.deploy.commands import _cli_evaluate_config, _cli_export, add_cli
+from mlsel.deploy.evaluate_config import RouterConfigEvaluation, evaluate_router_config
 from mlsel.deploy.pretrained import PRETRAINED_REPO, check_compatible, evaluate_pretrained, load_pretrained
-from mlsel.deploy.router_config import RouterConfigEvaluation, evaluate_router_config
-from mlsel.deploy.routing import ALGORITHMS, RouterConfigError, load_router_config
+from mlsel.deploy.routing_config import ALGORITHMS, RouterConfigError, load_router_config
 from mlsel.deploy.runtime import (
     ARTIFACT_FILES,
     RUNTIME_SELECT,

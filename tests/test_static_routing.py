@@ -12,7 +12,7 @@ import yaml
 
 from mlsel import CATEGORIES
 from mlsel.data.outcomes import OutcomeMatrix
-from mlsel.deploy.routing import STATIC, RouterConfigError, load_router_config, static_config
+from mlsel.deploy.routing_config import STATIC, RouterConfigError, load_router_config, static_config
 from mlsel.metrics.evaluate import CATEGORY_LOOKUP, TASK_LOOKUP, Strategy, baseline_strategies, evaluate, lookup_table, oracle_proba
 from mlsel.selection.lookup import GroupLookup
 from mlsel.tuning.summary import VERDICTS, static_columns
@@ -152,7 +152,7 @@ def test_summary_verdict_from_the_intervals(gain_low, router_low, lookup_low, ve
 def test_exported_static_config_scores_exactly_the_lookup_row_offline(smoke_run, tmp_path):
     """The evaluate stage's static_routing_<pool>.yaml, read back by the offline config evaluation, routes every
     held-out query as the per-category lookup row did: the same quality (to the 6 decimals the table is written with)."""
-    from mlsel.deploy.router_config import evaluate_router_config
+    from mlsel.deploy.evaluate_config import evaluate_router_config
     from mlsel.params import stage_values
     from mlsel.paths import run_paths
 

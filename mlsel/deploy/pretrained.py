@@ -20,8 +20,8 @@ from mlsel import paths
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
 from mlsel.data.sources import verify_hf_cached
 from mlsel.deploy.artifacts import runtime_onehot_order, to_runtime_layout
-from mlsel.deploy.router_config import feature_settings, onehot
-from mlsel.deploy.routing import ALGORITHMS
+from mlsel.deploy.evaluate_config import feature_settings, onehot
+from mlsel.deploy.routing_config import ALGORITHMS
 from mlsel.deploy.runtime import RUNTIME_SELECT, IncompatibleArtifactError
 from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
 from mlsel.metrics.evaluate import Strategy, evaluate, saved_selector_strategies

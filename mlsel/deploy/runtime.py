@@ -30,7 +30,7 @@ from mlsel.deploy.artifacts import (
     runtime_onehot_order,
     to_runtime_layout,
 )
-from mlsel.deploy.routing import ALGORITHMS
+from mlsel.deploy.routing_config import ALGORITHMS
 from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
 from mlsel.paths import resolve_path, run_paths, update_manifest
 from mlsel.selection.base import Selector

@@ -294,7 +294,7 @@ def _routing_table(ev: Any) -> Table:
 
 
 def router_config_markdown(ev: Any) -> str:
-    """``router_config_results.md`` of a :class:`mlsel.deploy.router_config.RouterConfigEvaluation`.
+    """``router_config_results.md`` of a :class:`mlsel.deploy.evaluate_config.RouterConfigEvaluation`.
 
     The routing table, the overall table (with the router config against the
     best single-algorithm configuration, paired) and one table per decision.

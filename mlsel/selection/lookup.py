@@ -15,7 +15,7 @@ Rules (the selectors' own, :mod:`mlsel.selection.base`):
   routed to the fallback for either reason.
 
 The per-category lookup is what a router can deploy (the category is known at
-run time: :func:`mlsel.deploy.routing.static_config` writes it as a
+run time: :func:`mlsel.deploy.routing_config.static_config` writes it as a
 per-decision config). A per-task lookup needs the dataset a query came from,
 which a router does not know: it is a benchmark-only reference.
 """

@@ -1,6 +1,6 @@
 """Evaluating a router config offline on the held-out queries of a run folder.
 
-The config (:mod:`mlsel.deploy.routing`) routes each held-out query by its
+The config (:mod:`mlsel.deploy.routing_config`) routes each held-out query by its
 category; queries no decision matches go to ``default_decision`` if given,
 otherwise to the best single model on the training split among all of the
 run's models (their count is reported).
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_matrix, split_masks
-from mlsel.deploy.routing import CONFIG_KEYS, STATIC, Decision, RouterConfig, load_router_config
+from mlsel.deploy.routing_config import CONFIG_KEYS, STATIC, Decision, RouterConfig, load_router_config
 from mlsel.features import DEFAULT_EMBEDDER, DEVICE, EMBED_BATCH_SIZE, features_for
 from mlsel.metrics.bootstrap import paired_difference
 from mlsel.metrics.evaluate import LOOKUP_MIN_QUERIES, Strategy, baseline_strategies, evaluate, oracle_proba

@@ -33,7 +33,7 @@ decision named by the top-level ``default_decision`` if given; otherwise to
 the best single model on the training split among all of the run's models.
 Their count is reported.
 
-Offline evaluation of a config: :mod:`mlsel.deploy.router_config`.
+Offline evaluation of a config: :mod:`mlsel.deploy.evaluate_config`.
 """
 
 from __future__ import annotations
