@@ -11,9 +11,7 @@ selection, metrics, tuning, deploy, llm, report.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,7 @@ from mlsel.deploy.routing_config import static_config
 from mlsel.features import features_for
 from mlsel.metrics.evaluate import Strategy, evaluate, lookup_table, saved_selector_strategies
 from mlsel.metrics.latency import repeatability, weight_sweep
-from mlsel.paths import data_dir, params_hash, project_root, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
+from mlsel.paths import data_dir, params_hash, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
 from mlsel.report.blocks import Story
 from mlsel.selection.base import choose, utility
 from mlsel.selection.registry import make_selector, save_selector
@@ -55,32 +53,6 @@ log = logging.getLogger(__name__)
 def _stage_entry(p: Any, **extra: Any) -> dict[str, Any]:
     values = p.model_dump(by_alias=True)
     return {"params": values, "params_hash": params_hash(values), **extra}
-
-
-# --------------------------------------------------------------------------- notebook checks
-
-
-def checked_output(p: Any, notebook: str, text: str) -> str:
-    """``text``, after comparing it with the output committed for ``notebook`` in ``notebooks/checks/<notebook>.json``.
-
-    Each stage notebook ends with one cell that prints a result following from
-    the data and the seed alone (counts, exact baselines, the CV grid, the
-    published files). When the notebook runs with the parameters the check was
-    recorded with (its defaults, as nbval in ``make test`` runs it), a
-    different text is an error showing both; with other parameters (a papermill
-    run of the suite) nothing is compared. ``tools/refresh_notebook_checks.py``
-    records the checks; the notebooks themselves stay stripped of outputs.
-    """
-    path = project_root() / "notebooks" / "checks" / f"{notebook}.json"
-    if os.environ.get("MLSEL_RECORD_NOTEBOOK_CHECKS") == "1":  # set by tools/refresh_notebook_checks.py only
-        write_atomic(path, json.dumps({"params_hash": params_hash(p.model_dump(by_alias=True)), "output": text}, indent=1) + "\n")
-        return text
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no recorded check; run tools/refresh_notebook_checks.py")
-    want = json.loads(path.read_text())
-    if want["params_hash"] == params_hash(p.model_dump(by_alias=True)) and want["output"] != text:
-        raise AssertionError(f"{notebook}: the checked output differs from {path.name}.\nrecorded:\n{want['output']}\nproduced:\n{text}")
-    return text
 
 
 # --------------------------------------------------------------------------- prepare

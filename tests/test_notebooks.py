@@ -43,7 +43,7 @@ def test_notebook_is_committed_clean(path):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "outputs must be stripped"
     # The last cell prints the notebook's checked output (nbval compares it with notebooks/checks/<notebook>.json).
-    assert f'stages.checked_output(p, "{path.stem}", ' in "".join(code[-1]["source"])
+    assert f'notebook_checks.checked_output(p, "{path.stem}", ' in "".join(code[-1]["source"])
     assert (path.parent / "checks" / f"{path.stem}.json").is_file()
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
@@ -183,14 +183,14 @@ def test_yaml_files_that_cannot_be_read_name_the_file(tmp_path):
 
 def test_checked_output_compares_only_with_the_recorded_parameters():
     """The notebooks' check cell: the recorded text passes, another text fails showing both, other parameters are not compared."""
-    from mlsel import stages
+    from mlsel.notebook_checks import checked_output
 
     found = pm.inspect_notebook(str(ROOT / "notebooks" / paths.NOTEBOOKS["benchmark"]))
     defaults = {name: ast.literal_eval(v["default"]) for name, v in found.items()}
     p = from_notebook("benchmark", defaults)
     recorded = json.loads((ROOT / "notebooks" / "checks" / "10_benchmark_models.json").read_text())["output"]
-    assert stages.checked_output(p, "10_benchmark_models", recorded) == recorded
+    assert checked_output(p, "10_benchmark_models", recorded) == recorded
     with pytest.raises(AssertionError, match="differs from 10_benchmark_models.json"):
-        stages.checked_output(p, "10_benchmark_models", recorded + " and more")
+        checked_output(p, "10_benchmark_models", recorded + " and more")
     other = from_notebook("benchmark", {**defaults, "concurrency": 7})
-    assert stages.checked_output(other, "10_benchmark_models", "anything") == "anything"
+    assert checked_output(other, "10_benchmark_models", "anything") == "anything"

@@ -2,7 +2,7 @@
 
 Each stage notebook ends with a cell that prints a result following from the
 data and the seed alone (counts, exact baseline qualities, the CV grid, the
-published files) through :func:`mlsel.stages.checked_output`. When the
+published files) through :func:`mlsel.notebook_checks.checked_output`. When the
 notebook runs with the parameters a check was recorded with (its defaults, as
 nbval runs it in ``make test``), a different output is an error. The source
 notebooks stay stripped of outputs.
