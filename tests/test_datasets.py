@@ -14,7 +14,7 @@ from mlsel.params import Params, apply_overrides, dataset_params, load_params
 from mlsel.paths import ConfigError
 from mlsel.report.overview import verdict
 from mlsel.tuning.cv import PoolData, TunePlan
-from mlsel.tuning.summary import SUMMARY_COLUMNS, cheapest_point, summary_row
+from mlsel.tuning.summary import SUMMARY_COLUMNS, CVChoices, SummarySettings, cheapest_point, cv_router, summary_row
 
 # --------------------------------------------------------------------------- parameters
 
@@ -137,8 +137,8 @@ def test_summary_row_known_answers():
     operating = {("p", "knn_reg"): {"cost_lambda": 1.0, "cv_quality_mean": 0.5, "cv_avg_cost_usd": 1.0}}
     point = cheapest_point(operating, "p", d.unit)
     assert point == ("knn_reg", 1.0)
-    row = summary_row(d, fitted, plan, cv, point, point, d.te.cost_usd, None, quality_weight=1.0, n_bootstrap=500, seed=3,
-                      match_ratio=0.97)
+    row = summary_row(d, fitted, plan, CVChoices(cv_router(cv, "p", plan.names), point, point), d.te.cost_usd, None,
+                      SummarySettings(quality_weight=1.0, n_bootstrap=500, seed=3, match_ratio=0.97))
     assert row["matched_target_pct"] == pytest.approx(97.0) and row["matched_router"] == "knn_reg"
     assert set(row) <= set(SUMMARY_COLUMNS)
     # By hand: best single m0 -> [1, 0, 1, 0] = 0.5; oracle [1, 1, 1, 0] = 0.75 (ties to the cheaper m1);
@@ -164,7 +164,8 @@ def test_no_operating_point_means_no_claimed_saving():
     plan = TunePlan(names=["knn"], router_names=[], embedders=["e"], lambdas=[])
     cv = pd.DataFrame({"pool": ["p"], "selector": ["knn"], "chosen": [True], "cv_utility_mean": [0.6]})
     fitted = {("p", "knn"): {"proba": np.eye(2)[[0, 0, 0, 0]], "sweep": None}}
-    row = summary_row(d, fitted, plan, cv, cheapest_point({}, "p", d.unit), None, d.te.cost_usd, None, 1.0, 100, 0)
+    row = summary_row(d, fitted, plan, CVChoices(cv_router(cv, "p", plan.names), cheapest_point({}, "p", d.unit)), d.te.cost_usd, None,
+                      SummarySettings(1.0, 100, 0))
     assert row["gain_at_b"] == 0.0 and "cost_save_at_b_pct" not in row and row["best_single_cost"] == pytest.approx(2.0)
 
 

@@ -26,7 +26,7 @@ from mlsel.report.overview import summary_table as summary_matrix
 from mlsel.report.overview import verdict
 from mlsel.report.tables import benefit_table, main_table, verdicts
 from mlsel.tuning.cv import PoolData, TunePlan
-from mlsel.tuning.summary import SUMMARY_COLUMNS, summary_row, summary_table
+from mlsel.tuning.summary import SUMMARY_COLUMNS, CVChoices, SummarySettings, cv_router, summary_row, summary_table
 
 MODELS = ["a", "b", "c"]
 Q_TEST = np.array([[1, 0, 0.5], [1, 1, 0], [0, 0, 0], [0, 1, 1]], dtype=float)
@@ -201,8 +201,8 @@ def test_summary_gain_interval_is_paired():
     te, tr, picks = one_query_apart()
     d = PoolData("p", ["a", "b"], te, tr, te, None)
     cv = pd.DataFrame({"pool": "p", "selector": ["r"], "chosen": True, "cv_utility_mean": [1.0]})
-    row = summary_row(d, {("p", "r"): {"proba": np.eye(2)[picks], "sweep": None}}, TunePlan(["r"], ["r"], ["e"], [0.0]), cv,
-                      None, None, None, None, 1.0, 2000, 3)
+    row = summary_row(d, {("p", "r"): {"proba": np.eye(2)[picks], "sweep": None}}, TunePlan(["r"], ["r"], ["e"], [0.0]),
+                      CVChoices(cv_router(cv, "p", ["r"])), None, None, SummarySettings(1.0, 2000, 3))
     assert row["best_single"] == "a" and row["gain_at_b"] == pytest.approx(1 / 20)
     assert (row["gain_at_b_ci_low"], row["gain_at_b_ci_high"]) == (0.0, pytest.approx(3 / 20))
     # Gap@O: the oracle gains over a on query 15 only, as the router does: 100% on every draw that holds it.
@@ -225,8 +225,8 @@ def test_summary_row_gain_gap_cost_save_and_matched_point():
     d, fitted, plan, cv = _pool()
     aiq = pd.DataFrame([{"router": "knn_reg", "aiq_minus_zero_router": 0.04, "aiq_minus_zero_router_ci_low": 0.01,
                          "aiq_minus_zero_router_ci_high": 0.07}])
-    row = summary_row(d, fitted, plan, cv, ("knn_reg", 1.0), ("knn_reg", 0.0), COST, aiq, 1.0, 200, 0, match_ratio=0.97,
-                      aiq_router="knn_reg")
+    row = summary_row(d, fitted, plan, CVChoices(cv_router(cv, "p", plan.names), ("knn_reg", 1.0), ("knn_reg", 0.0), "knn_reg"), COST,
+                      aiq, SummarySettings(1.0, 200, 0, 0.97))
     assert set(row) <= set(SUMMARY_COLUMNS)
     assert row["best_single"] == "b" and row["router"] == "KNN (tuned)"
     assert row["router_quality"] == pytest.approx(5 / 8)
@@ -259,7 +259,8 @@ def test_summary_row_cost_save_interval_by_hand():
     d = PoolData("p", ["a", "b"], te, tr, te, "cost_usd")
     fitted = {("p", "r"): {"proba": np.eye(2)[[1, 1]], "sweep": [np.array([0, 1])]}}
     cv = pd.DataFrame({"pool": "p", "selector": ["r"], "chosen": True, "cv_utility_mean": [1.0]})
-    row = summary_row(d, fitted, TunePlan(["r"], ["r"], ["e"], [1.0]), cv, ("r", 1.0), None, te.cost_usd, None, 1.0, 2000, 0)
+    row = summary_row(d, fitted, TunePlan(["r"], ["r"], ["e"], [1.0]), CVChoices(cv_router(cv, "p", ["r"]), ("r", 1.0)), te.cost_usd, None,
+                      SummarySettings(1.0, 2000, 0))
     assert row["cost_save_at_b_pct"] == pytest.approx(37.5)
     # P(both draws are q1) = 1/4 > 2.5% and P(both are q0) = 1/4: the interval spans the extremes 0% and 75%.
     assert (row["cost_save_at_b_ci_low"], row["cost_save_at_b_ci_high"]) == pytest.approx((0.0, 75.0))
@@ -282,7 +283,8 @@ def test_aiq_difference_to_the_zero_router_is_paired():
 
 def test_summary_verdict_and_matrix_print_the_hand_numbers():
     d, fitted, plan, cv = _pool()
-    row = summary_row(d, fitted, plan, cv, ("knn_reg", 1.0), ("knn_reg", 0.0), COST, None, 1.0, 200, 0, match_ratio=0.97)
+    row = summary_row(d, fitted, plan, CVChoices(cv_router(cv, "p", plan.names), ("knn_reg", 1.0), ("knn_reg", 0.0)), COST, None,
+                      SummarySettings(1.0, 200, 0, 0.97))
     row.update({"category_lookup_quality": 0.55, "lookup_gain_at_b": 0.05, "lookup_gain_at_b_ci_low": -0.1, "lookup_gain_at_b_ci_high": 0.2,
                 "gain_vs_lookup": 0.075, "gain_vs_lookup_ci_low": -0.05, "gain_vs_lookup_ci_high": 0.2, "verdict": "static routing is enough"})
     df = summary_table([row], "source")
@@ -329,7 +331,7 @@ def test_selector_verdict_follows_the_interval(table, lo, hi, expected):
 ])
 def test_summary_verdict_follows_the_interval(lo, hi, phrase):
     d, fitted, plan, cv = _pool()
-    row = summary_row(d, fitted, plan, cv, None, None, None, None, 1.0, 200, 0)
+    row = summary_row(d, fitted, plan, CVChoices(cv_router(cv, "p", plan.names)), None, None, SummarySettings(1.0, 200, 0))
     row.update({"gain_at_b_ci_low": lo, "gain_at_b_ci_high": hi, "cost_unit": ""})
     df = summary_table([row], "source")
     df.insert(0, "dataset", "routerbench")

@@ -84,6 +84,23 @@ CATEGORY_LOOKUP = "Per-category lookup on train"
 TASK_LOOKUP = "Per-task lookup on train (benchmark-only)"
 
 
+def fitted_lookups(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight: float,
+                   min_queries: int = LOOKUP_MIN_QUERIES) -> list[tuple[str, GroupLookup, np.ndarray]]:
+    """The static lookups fitted on ``train`` once each: ``(lookup, fitted, test groups)`` with ``lookup`` ``category``
+    always and ``task`` where both splits name tasks."""
+    out = []
+    for lookup, tr_groups, te_groups in [("category", train.categories, test.categories), ("task", train.tasks, test.tasks)]:
+        if tr_groups is None or te_groups is None:
+            continue
+        lk = GroupLookup.fit(tr_groups, train.quality, train.latency_s, list(train.models), quality_weight, min_queries)
+        out.append((lookup, lk, np.asarray(te_groups, dtype=str)))
+    return out
+
+
+LOOKUP_STRATEGIES = {"category": (CATEGORY_LOOKUP, "category_lookup"), "task": (TASK_LOOKUP, "task_lookup")}
+"""Each lookup's strategy name and kind in the results tables."""
+
+
 def lookup_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight: float,
                       min_queries: int = LOOKUP_MIN_QUERIES) -> list[Strategy]:
     """The static lookups (:mod:`mlsel.selection.lookup`) fitted on ``train``, as strategies on ``test``.
@@ -92,15 +109,8 @@ def lookup_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight:
     reference: a router does not know a query's task). Which group took which
     model, and how many queries took the fallback: :func:`lookup_table`.
     """
-    fit = dict(latency_s=train.latency_s, models=list(train.models), quality_weight=quality_weight, min_queries=min_queries)
-    out = []
-    for name, kind, tr_groups, te_groups in [(CATEGORY_LOOKUP, "category_lookup", train.categories, test.categories),
-                                             (TASK_LOOKUP, "task_lookup", train.tasks, test.tasks)]:
-        if tr_groups is None or te_groups is None:
-            continue
-        lk = GroupLookup.fit(tr_groups, train.quality, **fit)
-        out.append(Strategy(name, kind, lk.predict_proba(te_groups)))
-    return out
+    return [Strategy(*LOOKUP_STRATEGIES[lookup], lk.predict_proba(te_groups))
+            for lookup, lk, te_groups in fitted_lookups(train, test, quality_weight, min_queries)]
 
 
 def lookup_table(train: OutcomeMatrix, test: OutcomeMatrix, pool: str, quality_weight: float,
@@ -114,11 +124,7 @@ def lookup_table(train: OutcomeMatrix, test: OutcomeMatrix, pool: str, quality_w
     min_queries`` where the best single model stands in).
     """
     rows = []
-    for lookup, tr_groups, te_groups in [("category", train.categories, test.categories), ("task", train.tasks, test.tasks)]:
-        if tr_groups is None or te_groups is None:
-            continue
-        lk = GroupLookup.fit(tr_groups, train.quality, train.latency_s, list(train.models), quality_weight, min_queries)
-        te_groups = np.asarray(te_groups, dtype=str)
+    for lookup, lk, te_groups in fitted_lookups(train, test, quality_weight, min_queries):
         every = set(CATEGORIES) if lookup == "category" else set()
         for g in sorted(set(lk.n_train) | set(te_groups) | every):
             n_tr = lk.n_train.get(g, 0)

@@ -16,7 +16,17 @@ from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_poi
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, prepared_split, run_cv_tasks
 from mlsel.tuning.final import final_tables, fit_final, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
-from mlsel.tuning.summary import cheapest_point, cv_aiq_router, cv_router, peer_columns, static_columns, summary_row, summary_table
+from mlsel.tuning.summary import (
+    CVChoices,
+    SummarySettings,
+    cheapest_point,
+    cv_aiq_router,
+    cv_router,
+    peer_columns,
+    static_columns,
+    summary_row,
+    summary_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +76,13 @@ def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: d
     """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`); operating points chosen on CV only."""
     at_best = operating_points(pools, sweep, plan.router_names, p.quality_weight, 1.0, folds)
     rows = []
+    settings = SummarySettings(p.quality_weight, p.tune_n_bootstrap, p.seed, p.tune_match_quality_ratio)
     for pool, d in pools.items():
-        rows.append(summary_row(d, fitted, plan, cv, cheapest_point(at_best, pool, d.unit), cheapest_point(operating, pool, d.unit),
-                                test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, p.quality_weight, p.tune_n_bootstrap, p.seed,
-                                p.tune_match_quality_ratio, cv_aiq_router(d, sweep, folds, plan.router_names)))
+        choices = CVChoices(cv_router(cv, pool, plan.names), cheapest_point(at_best, pool, d.unit), cheapest_point(operating, pool, d.unit),
+                            cv_aiq_router(d, sweep, folds, plan.router_names))
+        rows.append(summary_row(d, fitted, plan, choices, test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, settings))
         rows[-1].update(static_columns(tuned[tuned["pool"] == pool], rows[-1]["router"], rows[-1]["gain_at_b_ci_low"]))
-        rows[-1].update(peer_columns(d, fitted, list(p.tune_peer_names), cv_router(cv, pool, plan.names), p.tune_n_bootstrap, p.seed))
+        rows[-1].update(peer_columns(d, fitted, list(p.tune_peer_names), choices.router, p.tune_n_bootstrap, p.seed))
     return summary_table(rows, prepared_split(p.run_dir))
 
 

@@ -53,6 +53,7 @@ real per-query cost, otherwise a labelled proxy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -135,14 +136,37 @@ def _ratio(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> tuple[float, fl
     return float(100 * num.mean() / den.mean()) if den.mean() else np.nan, lo, hi
 
 
-def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, cv: pd.DataFrame,
-                op_b: tuple[str, float] | None, op_m: tuple[str, float] | None, cost_te: np.ndarray | None,
-                aiq: pd.DataFrame | None, quality_weight: float, n_bootstrap: int, seed: int, match_ratio: float = 1.0,
-                aiq_router: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CVChoices:
+    """What the cross-validation chose for one pool: the summary row's choices, none made on test."""
+
+    router: str
+    """The headline router: the tuned selector or router with the highest mean CV utility (:func:`cv_router`)."""
+    at_best: tuple[str, float] | None = None
+    """(router, cost weight): the cheapest CV point keeping the best single model's CV quality (CostSave@B)."""
+    matched: tuple[str, float] | None = None
+    """(router, cost weight): the cheapest CV point keeping ``match_ratio`` of it (the matched point)."""
+    aiq_router: str | None = None
+    """The router with the highest CV AIQ (:func:`cv_aiq_router`)."""
+
+
+@dataclass(frozen=True)
+class SummarySettings:
+    """How the summary row scores: the user's utility weight, the bootstrap, the matched point's target ratio."""
+
+    quality_weight: float
+    n_bootstrap: int
+    seed: int
+    match_ratio: float = 1.0
+
+
+def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, choices: CVChoices,
+                cost_te: np.ndarray | None, aiq: pd.DataFrame | None, settings: SummarySettings) -> dict[str, Any]:
     """One pool's summary row (see the module docstring)."""
     te, ar = d.te, np.arange(len(d.te))
-    best = best_single_index(d.tr.quality, d.tr.latency_s, quality_weight)
-    router = cv_router(cv, d.name, plan.names)
+    best = best_single_index(d.tr.quality, d.tr.latency_s, settings.quality_weight)
+    router, op_b, op_m, aiq_router = choices.router, choices.at_best, choices.matched, choices.aiq_router
+    n_bootstrap, seed, match_ratio = settings.n_bootstrap, settings.seed, settings.match_ratio
     q_r = (fitted[(d.name, router)]["proba"] * te.quality).sum(axis=1)
     q_b, q_o, q_rand = te.quality[:, best], (oracle_proba(te) * te.quality).sum(axis=1), te.quality.mean(axis=1)
     idx = resample_indices(len(te), n_bootstrap, seed)
