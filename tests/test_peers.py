@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -77,7 +79,7 @@ def test_a_model_that_is_never_a_label_is_never_chosen():
 def test_every_peer_has_a_label_and_a_source_commit():
     assert set(PEERS) == set(PEER_LABELS)
     for name, cls in PEERS.items():
-        assert "@" in cls.__doc__ and ("routerbench" in cls.__doc__ or "LLMRouter" in cls.__doc__), name
+        assert re.search(r"[\w-]+/[\w.-]+@[0-9a-f]{40}", cls.__doc__), name  # the source repository at a named commit
         assert PEER_LABELS[name].startswith("Peer: ")
 
 
@@ -106,3 +108,48 @@ def test_summary_names_the_best_peer_on_test_and_the_paired_gain_over_it():
     assert cols["gain_vs_peer"] == 0.25  # per query 0, 1, 0, 0
     assert 0.0 <= cols["gain_vs_peer_ci_low"] <= 0.25 <= cols["gain_vs_peer_ci_high"] <= 1.0
     assert peer_columns(d, fitted, [], "knn", 10, 0) == {}
+
+
+def _two_groups(n_per_side: int, rng_seed: int = 0) -> np.ndarray:
+    """Query vectors in two tight, well separated groups: near (1, 0) for the first half, near (0, 1) for the second."""
+    rng = np.random.default_rng(rng_seed)
+    a = np.column_stack([np.ones(n_per_side), rng.uniform(-0.05, 0.05, n_per_side)])
+    b = np.column_stack([rng.uniform(-0.05, 0.05, n_per_side), np.ones(n_per_side)])
+    return np.vstack([a, b])
+
+
+def test_avengers_pro_pools_reciprocal_ranks_of_the_nearest_clusters_by_hand():
+    """Two clusters: model a is best on side A, b on side B. A query at side A's centroid c_A is 1 - |c_A|^2 ~ 0 from it and
+    1 - c_A.c_B from c_B; softmax(-9 d) weighs the clusters, a scores w_A * 1 + w_B * 1/2 and b the reverse."""
+    from mlsel.selection.peers import AvengersPro
+
+    X = _two_groups(10)
+    q = np.zeros((20, 2))
+    q[:10, 0], q[10:, 1] = 1.0, 1.0
+    sel = AvengersPro(n_clusters=2, top_k=2, quality_weight=1.0).fit(X, q, models=["a", "b"])
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    c_a, c_b = unit[:10].mean(axis=0), unit[10:].mean(axis=0)  # k-means on separated groups: each centroid is its group's mean
+    query = c_a / np.linalg.norm(c_a)
+    d_a, d_b = 1 - query @ c_a, 1 - query @ c_b
+    w_a = np.exp(-9 * d_a) / (np.exp(-9 * d_a) + np.exp(-9 * d_b))
+    assert sel.decision_scores(query[None, :])[0] == pytest.approx([w_a * 1 + (1 - w_a) * 0.5, w_a * 0.5 + (1 - w_a) * 1])
+    assert list(sel.predict(X)) == ["a"] * 10 + ["b"] * 10
+    near_b_only = AvengersPro(n_clusters=2, top_k=1, quality_weight=1.0).fit(X, q, models=["a", "b"])
+    assert near_b_only.decision_scores(np.array([[0.1, 1.0]]))[0].tolist() == [0.5, 1.0]  # rank 2 of 2 scores 1/2
+
+
+def test_hiershrink_shrinks_cluster_means_toward_the_level_above_by_hand():
+    """Its source's own test case: 24 queries per side; model a scores 1 on side A and 0 on side B (global mean 0.5), model b 0.6
+    everywhere. Side A: b1 = (24 * 1 + 24 * 0.5) / 48 = 0.75, b2 = (24 * 1 + 24 * 0.75) / 48 = 0.875 > 0.6: a. Side B: b1 = 12 / 48 =
+    0.25, b2 = 24 * 0.25 / 48 = 0.125 < 0.6: b, the dense model."""
+    from mlsel.selection.peers import HierShrink
+
+    X = _two_groups(24)
+    q = np.column_stack([np.r_[np.ones(24), np.zeros(24)], np.full(48, 0.6)])
+    sel = HierShrink(coarse_clusters=2, fine_clusters=2, quality_weight=1.0).fit(X, q, models=["a", "b"])
+    scores = sel.decision_scores(X[[0, 30]])
+    assert scores[0] == pytest.approx([0.875, 0.6]) and scores[1] == pytest.approx([0.125, 0.6])
+    assert list(sel.predict(X)) == ["a"] * 24 + ["b"] * 24
+    # One coarse cluster holds everything: b1 is the global mean, and the fine level alone moves the estimate.
+    flat = HierShrink(coarse_clusters=1, fine_clusters=2, quality_weight=1.0).fit(X, q, models=["a", "b"])
+    assert flat.decision_scores(X[[0]])[0] == pytest.approx([(24 * 1 + 24 * 0.5) / 48, 0.6])

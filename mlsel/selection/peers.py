@@ -3,8 +3,8 @@
 Each class follows one peer's source at the commit its docstring names, with
 that source's defaults; the code is ours. They run on the same training split
 and the same query embeddings as the suite's routers (the train stage's
-embedder, **without** the category one-hot: the peers embed the query text
-alone), are fitted once with their published settings (never tuned here), and
+embedder, **without** the category one-hot where the peer embeds the query
+text alone, :data:`PEER_ONEHOT_WEIGHT`), are fitted once with their published settings (never tuned here), and
 appear in ``tuned_results.csv`` with their own label and kind ``peer``.
 Cross-validation never chooses among them: they are baselines.
 
@@ -184,12 +184,117 @@ class LLMRouterMLP(_BestModelClassifier):
 for _cls in (RouterBenchKNN, RouterBenchMLP, LLMRouterKNN, LLMRouterSVM, LLMRouterMLP):
     _cls.__doc__ = _cls.__doc__.format(ROUTERBENCH=ROUTERBENCH, LLMROUTER=LLMROUTER)
 
+AVENGERS = "ZhangYiqun018/AvengersPro@dfb60b156c4b6011b89edfc8516aa16d8e4f4d38"
+SEMANTIC_ROUTER = "vllm-project/semantic-router@ed5f977d86cc42a82e028df50de0271c34c00df1"
+
+
+class AvengersPro(Selector):
+    """Avengers-Pro's cluster router (``simple_cluster_router.py`` with ``config/balance_config.json``, {AVENGERS}).
+
+    ``KMeans(n_clusters=25, random_state=42, n_init=10)`` on the L2-normalised
+    query embeddings; each cluster ranks the models by their mean training
+    score there (a stable sort: ties keep model order; the published quality
+    ranking, ``performance_weight`` 1, since the suite compares routers on
+    quality). A query takes its ``top_k = 3`` nearest centroids by ``1 - x.c``
+    (centroids not renormalised), weighs them by ``softmax(-beta * distance)``
+    with ``beta = 9.0``, and each model scores the weighted sum of its
+    **reciprocal ranks** ``1 / (rank + 1)``; a cluster with no training query
+    adds nothing. The number of clusters is capped by the training queries (theirs
+    is not). Ties: the suite's rule. The paper's setting (60 clusters, p = 4) is
+    the suite's own tuned ``scoreboard`` router's default, not this peer's.
+    """
+
+    def __init__(self, n_clusters: int = 25, top_k: int = 3, beta: float = 9.0, random_state: int = 42,
+                 quality_weight: float = QUALITY_WEIGHT):
+        self.n_clusters = n_clusters
+        self.top_k = top_k
+        self.beta = beta
+        self.random_state = random_state
+        self.quality_weight = quality_weight
+
+    @staticmethod
+    def _unit(X: np.ndarray) -> np.ndarray:
+        norm = np.linalg.norm(X, axis=1, keepdims=True)
+        return X / np.where(norm > 0, norm, 1.0)
+
+    def _fit(self, X, u):
+        from sklearn.cluster import KMeans
+
+        Xn = self._unit(np.asarray(X, dtype=np.float64))
+        km = KMeans(n_clusters=min(self.n_clusters, len(Xn)), random_state=self.random_state, n_init=10).fit(Xn)
+        self.centers_ = km.cluster_centers_
+        self.rr_ = np.zeros((len(self.centers_), u.shape[1]))  # reciprocal rank per (cluster, model); 0 for an empty cluster
+        for c in range(len(self.centers_)):
+            rows = km.labels_ == c
+            if rows.any():
+                order = np.argsort(-u[rows].mean(axis=0), kind="stable")
+                self.rr_[c, order] = 1.0 / (np.arange(u.shape[1]) + 1)
+
+    def decision_scores(self, X):
+        dist = 1.0 - self._unit(np.asarray(X, dtype=np.float64)) @ self.centers_.T
+        near = np.argsort(dist, axis=1, kind="stable")[:, : self.top_k]
+        logits = -self.beta * np.take_along_axis(dist, near, axis=1)
+        w = np.exp(logits - logits.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        return (w[:, :, None] * self.rr_[near]).sum(axis=1)
+
+
+class HierShrink(Selector):
+    """HierShrink (semantic-router issue #3459; ``pkg/modelselection/hiershrink.go`` and ``HierShrinkModel``, {SEMANTIC_ROUTER}).
+
+    Training-free: two independent K-means over the unique feature vectors
+    (``coarse_clusters = 20``, ``fine_clusters = 100``, ``random_state=42``,
+    ``n_init=10``; the features are the embedding with the category one-hot,
+    as its trainer combines them), queries assigned by squared Euclidean
+    distance. Each model's score is a two-level m-estimate: the coarse-cluster
+    mean shrunk toward the model's global mean,
+    ``b1 = (n_c * mean_c + 24 * mean) / (n_c + 24)``, then the fine-cluster mean
+    shrunk toward it, ``b2 = (n_f * mean_f + 24 * b1) / (n_f + 24)``
+    (``shrink = 24``, the code's constant); an empty cluster leaves the level
+    above. The choice is the argmax of ``b2`` (``cost_weight`` 0, its
+    default). Ties: the suite's rule (theirs: the first model listed).
+    """
+
+    def __init__(self, coarse_clusters: int = 20, fine_clusters: int = 100, shrink: float = 24.0, random_state: int = 42,
+                 quality_weight: float = QUALITY_WEIGHT):
+        self.coarse_clusters = coarse_clusters
+        self.fine_clusters = fine_clusters
+        self.shrink = shrink
+        self.random_state = random_state
+        self.quality_weight = quality_weight
+
+    def _fit(self, X, u):
+        from sklearn.cluster import KMeans
+
+        unique = np.unique(X, axis=0)
+        self.levels_ = []
+        for k in (self.coarse_clusters, self.fine_clusters):
+            km = KMeans(n_clusters=min(k, len(unique)), random_state=self.random_state, n_init=10).fit(unique)
+            label = km.predict(X)
+            sums = np.zeros((km.n_clusters, u.shape[1]))
+            np.add.at(sums, label, u)
+            self.levels_.append((km, sums, np.bincount(label, minlength=km.n_clusters).astype(float)))
+        self.mean_ = u.mean(axis=0)
+
+    def decision_scores(self, X):
+        est = np.tile(self.mean_, (len(X), 1))
+        for km, sums, counts in self.levels_:  # coarse, then fine: each shrunk toward the level above
+            label = km.predict(np.asarray(X, dtype=km.cluster_centers_.dtype))
+            est = (sums[label] + self.shrink * est) / (counts[label][:, None] + self.shrink)
+        return est
+
+
+for _cls in (AvengersPro, HierShrink):
+    _cls.__doc__ = _cls.__doc__.format(AVENGERS=AVENGERS, SEMANTIC_ROUTER=SEMANTIC_ROUTER)
+
 PEERS: dict[str, type[Selector]] = {
     "routerbench_knn": RouterBenchKNN,
     "routerbench_mlp": RouterBenchMLP,
     "llmrouter_knn": LLMRouterKNN,
     "llmrouter_svm": LLMRouterSVM,
     "llmrouter_mlp": LLMRouterMLP,
+    "avengers_pro": AvengersPro,
+    "hiershrink": HierShrink,
 }
 """The peers by name, each with its source's defaults."""
 
@@ -199,5 +304,10 @@ PEER_LABELS: dict[str, str] = {
     "llmrouter_knn": "Peer: LLMRouter KNN (k=5)",
     "llmrouter_svm": "Peer: LLMRouter SVM (RBF)",
     "llmrouter_mlp": "Peer: LLMRouter MLP (128, 64)",
+    "avengers_pro": "Peer: Avengers-Pro (25 clusters, top 3)",
+    "hiershrink": "Peer: HierShrink (20/100 clusters)",
 }
 """Their labels in the results tables."""
+
+PEER_ONEHOT_WEIGHT: dict[str, float] = {"hiershrink": 1.0}
+"""The category one-hot weight of a peer's features (0 where its source embeds the query text alone)."""

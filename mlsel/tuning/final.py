@@ -14,7 +14,7 @@ from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, orac
 from mlsel.metrics.frontier import aiq_table, zero_router
 from mlsel.selection.base import best_single_index
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
-from mlsel.selection.peers import PEER_LABELS, PEERS
+from mlsel.selection.peers import PEER_LABELS, PEER_ONEHOT_WEIGHT, PEERS
 from mlsel.selection.registry import label, make_selector
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan
 from mlsel.tuning.grids import combo_params
@@ -71,8 +71,9 @@ def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData]
             emb, ow = combo["embedder"], float(combo["onehot_weight"])
             tasks.append(delayed(final_task)(pool, name, values, combo, features(d.tr, emb, ow), features(d.te, emb, ow), d.tr.quality,
                                              d.tr.latency_s, cost_tr, list(d.models), plan.lambdas if d.unit else [], op))
-        for name in values["tune_peer_names"]:  # the peers embed the query text alone: no category one-hot
-            tasks.append(delayed(peer_task)(pool, name, features(d.tr, plan.embedders[0], 0.0), features(d.te, plan.embedders[0], 0.0),
+        for name in values["tune_peer_names"]:  # most peers embed the query text alone: no category one-hot
+            ow = PEER_ONEHOT_WEIGHT.get(name, 0.0)
+            tasks.append(delayed(peer_task)(pool, name, features(d.tr, plan.embedders[0], ow), features(d.te, plan.embedders[0], ow),
                                             d.tr.quality, d.tr.latency_s, list(d.models), values["quality_weight"]))
     t0 = time.perf_counter()
     with joblib_backend(n_jobs, scheduler) as jobs:
