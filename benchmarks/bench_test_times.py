@@ -104,14 +104,14 @@ def speed_table(times: dict, datasets: dict) -> str:
     when = datasets.get("timing_measured", datasets["date"])  # bench_datasets.py keeps an older timing with --no-timing
     rows = [
         (f"`make test` in a fresh clone via `CI=true bash .ci/run` (builds `.venv` from the pip cache, then every test: unit, "
-         f"real data, the full-data run of all four datasets with a cold embedding cache, nbval, the LLM server, the browser; "
+         f"real data, the full-data run of that commit's default datasets with a cold embedding cache, nbval, the LLM server, the browser; "
          f"{_tests(ci['counts'])})",
          f"**{_mmss(ci['seconds'])}** (pytest {_mmss(ci['pytest_seconds'])}; {_reached(ci['seconds'], TARGETS['ci'])})"),
         (f"`make test-fast` (no full-data run, no LLM server, no browser, no notebooks; {_tests(fast['counts'])})",
          f"**{_mmss(fast['seconds'])}** (pytest {_mmss(fast['pytest_seconds'])}; {_reached(fast['seconds'], TARGETS['fast'])})"),
         ("`mlsel run`, cold (fresh embedding cache), every default dataset; per-stage times in `benchmarks/results/datasets.md`",
          f"**{_mmss(datasets['cold_seconds'])}** ({when})"),
-        ("`mlsel run` again, nothing changed (up-to-date stages skipped)", f"**{datasets['warm_seconds']:.1f} s** ({when})"),
+        ("`mlsel run` again, nothing changed (up-to-date stages skipped; the prepare stages always run)", f"**{datasets['warm_seconds']:.1f} s** ({when})"),
     ]
     head = (f"Measured on {times['machine']}, no GPU; the test rows on {times['date']} at commit {times['commit'][:7]} "
             "(`benchmarks/bench_test_times.py`, results in `benchmarks/results/test_times.json`).\n\n")

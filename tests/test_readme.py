@@ -75,3 +75,17 @@ def test_static_routing_targets_are_the_benchmarks_own_on_the_published_summary(
     md = (ROOT / "benchmarks" / "results" / "static_routing.md").read_text()
     assert [f"| {t['target']} | {t['measured']} | {'yes' if t['reached'] else '**no**'} |" for t in measured] == md.splitlines()[2:]
     assert md in README
+
+
+def test_latency_targets_are_the_benchmarks_own_on_the_published_tables():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_latency", ROOT / "benchmarks" / "bench_latency.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    measured = mod.targets(pd.read_csv(TABLES / "summary.csv"))
+    assert {t["target"].split(":")[0] for t in measured} == {"bfcl api8", "bfcl_latency api8"}
+    md = (ROOT / "benchmarks" / "results" / "latency.md").read_text()
+    assert [f"| {t['target']} | {t['measured']} | {'yes' if t['reached'] else '**no**'} |" for t in measured] == md.splitlines()[2:6]
+    assert mod.sweep_lines(pd.read_csv(TABLES / "bfcl" / "latency_weight_sweep.csv")) == md.split("\n\n")[2].splitlines()
+    assert md in README
