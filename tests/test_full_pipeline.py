@@ -78,7 +78,7 @@ def test_default_pipeline_on_every_dataset(tmp_path):
     overrides = {"run_dir": str(tmp_path / "run"), "report_dir": str(tmp_path / "report")}
     done = runner.run(overrides=overrides)
     datasets = load_params().base.datasets
-    assert datasets == ["mmlu_pro", "llmrouter", "llmrouter_by_task", "routerbench"]
+    assert datasets == ["mmlu_pro", "llmrouter", "llmrouter_by_task", "routerbench", "bfcl", "bfcl_latency"]
     assert list(done) == [f"{ds}/{s}" for ds in datasets for s in ("prepare", "train", "evaluate", "tune")] + ["report"]
 
     # MMLU-Pro: oracle >> best single >> expected random, on held-out queries.
@@ -96,9 +96,10 @@ def test_default_pipeline_on_every_dataset(tmp_path):
     # The cross-dataset matrix: one row per dataset x pool, each dataset's own cost axis and split.
     summary = pd.read_csv(tmp_path / "report" / "tables" / "summary.csv")
     assert summary[["dataset", "pool"]].values.tolist() == [
-        ["mmlu_pro", "small4"], ["mmlu_pro", "all5"], ["llmrouter", "all9"], ["llmrouter_by_task", "all9"], ["routerbench", "all11"]]
-    assert summary["cost_unit"].tolist() == ["response_chars", "response_chars", "list_price", "list_price", "cost_usd"]
-    assert summary["split"].tolist() == ["seeded", "seeded", "seeded", "by_task", "source"]
+        ["mmlu_pro", "small4"], ["mmlu_pro", "all5"], ["llmrouter", "all9"], ["llmrouter_by_task", "all9"], ["routerbench", "all11"],
+        ["bfcl", "api8"], ["bfcl_latency", "api8"]]
+    assert summary["cost_unit"].tolist() == ["response_chars", "response_chars", "list_price", "list_price", "cost_usd", "cost_usd", "latency_s"]
+    assert summary["split"].tolist() == ["seeded", "seeded", "seeded", "by_task", "source", "seeded", "seeded"]
     assert ((summary["gain_at_b_ci_low"] <= summary["gain_at_b"]) & (summary["gain_at_b"] <= summary["gain_at_b_ci_high"])).all()
     assert (summary["oracle_quality"] > summary["best_single_quality"]).all()
     # LLMRouter: the tuned router beats its best single model (+0.04 with the data; the CI is above 0).
@@ -107,6 +108,11 @@ def test_default_pipeline_on_every_dataset(tmp_path):
     rb = json.loads((tmp_path / "run" / "routerbench" / "manifest.json").read_text())["stages"]["prepare"]
     assert rb["data"]["dropped"]["missing_quality_cell"] == 154  # 14 repeated ARC rows with no score at all (11 models each)
     assert summary.set_index("dataset").loc["routerbench", "n_test"] == rb["n_test"]
+    # BFCL: measured latency in every results table, the quality_weight sweep and the second run's timings.
+    bfcl = pd.read_csv(tmp_path / "report" / "tables" / "bfcl" / "selection_results.csv")
+    assert bfcl[["avg_latency_s", "median_latency_s", "p90_latency_s", "avg_cost_usd"]].notna().all().all()
+    assert (tmp_path / "report" / "tables" / "bfcl" / "latency_weight_sweep.csv").is_file()
+    assert (tmp_path / "report" / "tables" / "bfcl" / "latency_repeatability.csv").is_file()
     html = (tmp_path / "report" / "index.html").read_text()
     assert html.index('id="overview"') < html.index('id="mmlu_pro-headline"') < html.index('id="routerbench-headline"')
 

@@ -27,6 +27,7 @@ import pytest
 from test_notebook_pages import executed_notebook, make_run
 
 from mlsel.params import stage_values
+from mlsel.params.model import DEFAULT_DATASETS
 from mlsel.report.page import build_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,7 +317,7 @@ def test_published_notebook_pages_load_offline(devtools):
     home = devtools.load((report / "index.html").as_uri())
     linked = sorted(_local_target(u) for u in home["links"] if "/notebooks/" in u)
     pages = sorted((report / "notebooks").rglob("*.html"))
-    assert linked == pages and len(pages) == 4 * 4 + 1  # 4 datasets x 4 stages + the report notebook
+    assert linked == pages and len(pages) == len(DEFAULT_DATASETS) * 4 + 1  # each default dataset's 4 stages + the report notebook
     for page in pages:
         state = devtools.load(page.as_uri())
         assert state["network"] == [] and state["errors"] == [] and state["scripts"] == 0, (page, state["network"], state["errors"])
