@@ -288,6 +288,14 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def request_latency(rec: dict[str, Any], where: str) -> float:
+    """A result line's ``latency`` in seconds, NaN for a 0 (no measurement); a missing, negative or non-numeric one is an error."""
+    lat = rec.get("latency")
+    if not isinstance(lat, (int, float)) or isinstance(lat, bool) or not math.isfinite(lat) or lat < 0:
+        raise DataError(f"{where}: 'latency' must be a number of seconds >= 0, got {lat!r}")
+    return float(lat) if lat > 0 else math.nan
+
+
 def read_results(data: bytes, where: str, ids: list[str], dlog: DataLog) -> list[tuple[float, float, int | None, int | None]]:
     """Per prompt, in question order: latency in seconds (NaN for a 0, filled by :func:`read_bfcl`), response chars, input and output tokens."""
     lines = _jsonl(data, where)
@@ -298,17 +306,15 @@ def read_results(data: bytes, where: str, ids: list[str], dlog: DataLog) -> list
         dlog.n_records_read += 1
         if rec.get("id") != pid:
             raise DataError(f"{where}:{lineno}: result for {rec.get('id')!r} where prompt {pid!r} was expected (same order as the questions)")
-        lat = rec.get("latency")
-        if not isinstance(lat, (int, float)) or isinstance(lat, bool) or not math.isfinite(lat) or lat < 0:
-            raise DataError(f"{where}:{lineno}: 'latency' must be a number of seconds >= 0, got {lat!r}")
-        if lat == 0:
+        lat = request_latency(rec, f"{where}:{lineno}")
+        if math.isnan(lat):
             dlog.repaired["bfcl_zero_latency_filled"] += 1
         tokens = _count(rec.get("input_token_count")), _count(rec.get("output_token_count"))
         if None in tokens:
             dlog.repaired["bfcl_missing_token_count"] += 1
         answer = rec.get("result")
         chars = len(answer if isinstance(answer, str) else json.dumps(answer))
-        out.append((float(lat) if lat > 0 else math.nan, float(chars), *tokens))
+        out.append((lat, float(chars), *tokens))
     return out
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlsel.data import bfcl_pins
-from mlsel.data.bfcl import BFCL_CATEGORIES, BfclFiles, _jsonl, question_path, read_questions, replicate_path
+from mlsel.data.bfcl import BFCL_CATEGORIES, BfclFiles, _jsonl, question_path, read_questions, replicate_path, request_latency
 from mlsel.data.records import DataError, DataLog, query_id
 
 REPLICATE_COLUMNS = ["query_id", "model", "latency_s"]
@@ -47,12 +47,10 @@ def read_replicate_latencies(data: bytes, where: str, category: str, n_prompts: 
         if _position(rec, category) != i:
             raise DataError(f"{where}:{lineno}: expected prompt {i} ('idx' {i} or 'id' {category}_{i}), got idx {rec.get('idx')!r}, "
                             f"id {rec.get('id')!r}")
-        lat = rec.get("latency")
-        if not isinstance(lat, (int, float)) or isinstance(lat, bool) or not math.isfinite(lat) or lat < 0:
-            raise DataError(f"{where}:{lineno}: 'latency' must be a number of seconds >= 0, got {lat!r}")
-        if lat == 0:
+        lat = request_latency(rec, f"{where}:{lineno}")
+        if math.isnan(lat):
             dlog.dropped["bfcl_replicate_zero_latency"] += 1
-        out.append(float(lat) if lat > 0 else math.nan)
+        out.append(lat)
     return out
 
 
