@@ -20,31 +20,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlsel.data.bfcl_replicate import read_bfcl_replicate
-from mlsel.data.outcomes import (
-    OUTCOME_FILE_COLUMNS,
-    QUERY_COLUMNS,
-    OutcomeMatrix,
-    apply_missing_quality,
-    assign_split,
-    data_hash,
-    load_prepared,
-    pool_matrix,
-    pool_models,
-    resolve_duplicates,
-    restrict_to_pools,
-    split_masks,
-    subsample_queries,
-)
-from mlsel.data.readers import read_source
-from mlsel.data.records import DataLog
+from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_matrix, pool_models, split_masks
+from mlsel.data.prepare import model_summary, prepare_outcomes, write_prepared
 from mlsel.deploy.routing_config import static_config
 from mlsel.features import features_for
 from mlsel.metrics.evaluate import Strategy, evaluate, lookup_table, saved_selector_strategies
 from mlsel.metrics.latency import repeatability, weight_sweep
-from mlsel.paths import data_dir, params_hash, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
+from mlsel.metrics.shares import SHARE_COLUMNS, label_share_rows, share_rows
+from mlsel.paths import params_hash, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
 from mlsel.report.blocks import Story
-from mlsel.selection.base import choose, utility
 from mlsel.selection.registry import make_selector, save_selector
 
 log = logging.getLogger(__name__)
@@ -58,48 +42,25 @@ def _stage_entry(p: Any, **extra: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- prepare
 
 
-def _summary(df: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
-    """Per model: queries and mean quality on the train and test splits."""
-    summary = (
-        df.merge(queries[["query_id", "split"]], on="query_id")
-        .groupby(["model", "split"])["quality"].agg(["count", "mean"]).unstack("split")
-    )
-    summary.columns = [f"{stat}_{split}" for stat, split in summary.columns]
-    names = {"count_train": "n_train", "count_test": "n_test", "mean_train": "quality_train", "mean_test": "quality_test"}
-    return summary.rename(columns=names).reset_index()
-
-
 def prepare_data(p: Any) -> pd.DataFrame:
-    """Read, validate and split the outcome data; write ``data/queries.csv`` and ``data/outcomes.csv``.
+    """Read, validate and split the outcome data (:func:`mlsel.data.prepare.prepare_outcomes`); write ``data/queries.csv``,
+    ``data/outcomes.csv`` and the source's side tables (for BFCL ``data/latency_replicate.csv``).
 
     The split is made by query before any label is derived, as ``split``
     says (:func:`mlsel.data.outcomes.assign_split`). Returns a per-model summary (queries, mean quality
     on train and test).
     """
-    dlog = DataLog()
-    models = pool_models(p.pools)
-    df = read_source(p.source, p.source_path, p.data_dir, p.run_dir, models, dlog, p.unknown_category_policy)
-    df = apply_missing_quality(df, p.missing_quality_policy, dlog)
-    df = resolve_duplicates(df, p.duplicate_policy, dlog)
-    df = restrict_to_pools(df, p.pools, p.incomplete_policy, dlog)
-    df = subsample_queries(df, p.max_queries, p.seed, dlog)
-    queries = df.drop_duplicates("query_id")[["query_id", "query", "category", "task"]].sort_values("query_id")
-    queries["split"] = assign_split(queries, df, p.split, p.test_size, list(p.test_tasks), p.seed)
-    folder = run_paths(p.run_dir)["data"]
-    folder.mkdir(parents=True, exist_ok=True)
-    write_csv(queries[QUERY_COLUMNS], folder / "queries.csv")
-    write_csv(df.reindex(columns=OUTCOME_FILE_COLUMNS).sort_values(["query_id", "model"]), folder / "outcomes.csv")
-    if p.source == "bfcl":  # the same requests timed again in an independent run (mlsel.data.bfcl_replicate)
-        rep = read_bfcl_replicate(models, data_dir(p.data_dir), dlog)
-        write_csv(rep[rep["query_id"].isin(queries["query_id"])].sort_values(["query_id", "model"]), folder / "latency_replicate.csv")
+    prepared = prepare_outcomes(p)
+    outputs = write_prepared(prepared, run_paths(p.run_dir)["data"])
+    queries, dlog = prepared.queries, prepared.dlog
     n_train = int((queries["split"] == "train").sum())
     update_manifest(
         p.run_dir, "prepare",
         _stage_entry(p, data=dlog.to_dict(), n_queries=int(len(queries)), n_train=n_train, n_test=int(len(queries)) - n_train,
-                     models=models, outputs={f: sha256_file(folder / f) for f in ("queries.csv", "outcomes.csv")}),
+                     models=pool_models(p.pools), outputs=outputs),
     )
-    log.info("prepared %d queries x %d models (%s)", len(queries), len(models), dlog.to_dict()["dropped"])
-    return _summary(df, queries)
+    log.info("prepared %d queries x %d models (%s)", len(queries), len(pool_models(p.pools)), dlog.to_dict()["dropped"])
+    return model_summary(prepared)
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -142,15 +103,6 @@ def benchmark_models(p: Any) -> pd.DataFrame:
 # --------------------------------------------------------------------------- train
 
 
-TRAINING_LABELS = "best model (training labels)"
-"""The ``strategy`` of ``train_share.csv``'s label rows."""
-
-
-def _shares(pool: str, strategy: str, models: list[str], chosen: np.ndarray) -> list[dict[str, Any]]:
-    counts = np.bincount(chosen, minlength=len(models))
-    return [{"pool": pool, "strategy": strategy, "model": m, "share_pct": 100 * c / len(chosen)} for m, c in zip(models, counts)]
-
-
 def train_selectors(p: Any) -> pd.DataFrame:
     """Fit each selector on each pool's training queries; save them with manifests.
 
@@ -174,9 +126,8 @@ def train_selectors(p: Any) -> pd.DataFrame:
             sel.fit(X[train], tr.quality, tr.latency_s, models=models)
             fit_s = time.perf_counter() - t0
             if not shares or shares[-1]["pool"] != pool:  # the labels: the best model per training query, with the selectors' tie rule
-                best = choose(utility(tr.quality, tr.latency_s, p.quality_weight), sel.rank_)
-                shares += _shares(pool, TRAINING_LABELS, models, best)
-            shares += _shares(pool, name, models, sel.predict_index(X[train]))
+                shares += label_share_rows(pool, tr, p.quality_weight, sel.rank_)
+            shares += share_rows(pool, name, models, sel.predict_index(X[train]))
             save_selector(
                 sel, run_paths(p.run_dir)["models"] / pool, name,
                 {"embedder": p.embedder, "onehot_weight": p.onehot_weight, "data_hash": dhash, "seed": p.seed, "pool": pool,
@@ -185,7 +136,7 @@ def train_selectors(p: Any) -> pd.DataFrame:
             rows.append({"pool": pool, "selector": name, "n_train_queries": int(train.sum()), "feature_dim": int(X.shape[1]),
                          "fit_seconds": round(fit_s, 3)})
     summary = pd.DataFrame(rows)
-    write_csv(pd.DataFrame(shares, columns=["pool", "strategy", "model", "share_pct"]), run_paths(p.run_dir)["tables"] / "train_share.csv")
+    write_csv(pd.DataFrame(shares, columns=SHARE_COLUMNS), run_paths(p.run_dir)["tables"] / "train_share.csv")
     update_manifest(p.run_dir, "train", _stage_entry(p, data_hash=dhash, fitted=summary.drop(columns="fit_seconds").to_dict("records")))
     return summary
 

@@ -358,3 +358,13 @@ def test_seed_dataset_blob_with_wrong_digest_is_removed_and_reported(tmp_path, m
     blob.write_bytes(good)  # a fresh, good copy (what the next download writes)
     (blob.parent.parent / "snapshots" / ("a" * 40) / name).symlink_to(Path("..") / ".." / "blobs" / pinned)
     assert read_seed_jsonl(fetch_seed_hf(name, cache=tmp_path))["model"].tolist() == ["llama-3.2-1b"]
+
+
+def test_only_bfcl_has_a_side_table(tmp_path):
+    """The prepare stage writes a source's side tables by name; sources without one give none (and read nothing)."""
+    from mlsel.data.readers import SIDE_TABLES, read_side_tables
+    from mlsel.data.records import DataLog
+
+    assert SIDE_TABLES == {"bfcl": "latency_replicate.csv"}
+    for source in ("mmlu_pro", "llmrouter", "routerbench", "seed_jsonl", "benchmark"):
+        assert read_side_tables(source, str(tmp_path / "absent"), ["m"], DataLog()) == {}

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsel.metrics.shares import TRAINING_LABELS, label_share_rows, share_rows
 from mlsel.paths import write_csv
 from mlsel.report import views
 from mlsel.report.blocks import Story
-from mlsel.stages import TRAINING_LABELS, _shares
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -59,10 +59,10 @@ def test_category_quality_figure_is_a_png(run):
 
 
 def test_training_shares_by_hand(tmp_path):
-    """_shares counts each chosen model index; the view pivots pools x strategies into rows."""
-    rows = _shares("p", TRAINING_LABELS, ["A", "B", "C"], np.array([0, 0, 2, 0]))
+    """share_rows counts each chosen model index; the view pivots pools x strategies into rows."""
+    rows = share_rows("p", TRAINING_LABELS, ["A", "B", "C"], np.array([0, 0, 2, 0]))
     assert [r["share_pct"] for r in rows] == [75.0, 0.0, 25.0]
-    rows += _shares("p", "knn", ["A", "B", "C"], np.array([1, 1, 1, 0]))
+    rows += share_rows("p", "knn", ["A", "B", "C"], np.array([1, 1, 1, 0]))
     write_csv(pd.DataFrame(rows), tmp_path / "tables" / "train_share.csv")
     share = views.training_share(str(tmp_path))
     assert share.index.tolist() == [f"p · {TRAINING_LABELS}", "p · knn"]
@@ -71,6 +71,19 @@ def test_training_shares_by_hand(tmp_path):
     story = views.train_story(fitted, share)
     assert "Fitted 1 selectors on each of 1 pools, on 4 training queries with 398 features each, in 0.2 s" in story
     assert "Pool p: A is the best model on 75.0% of the training queries; the share of training queries each selector routes to it: knn 25.0%." in story
+
+
+def test_training_label_shares_by_hand():
+    """Each training query's label is its best model by utility; ties go to the lower rank (here B before A)."""
+    from types import SimpleNamespace
+
+    train = SimpleNamespace(models=["A", "B", "C"], quality=np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0.5]], dtype=float),
+                            latency_s=np.array([[1, 1, 1], [3, 1, 1], [1, 1, 1], [1, 9, 0]], dtype=float))
+    rank = np.array([1, 0, 2])
+    assert [r["share_pct"] for r in label_share_rows("p", train, 1.0, rank)] == [25.0, 50.0, 25.0]  # query 2 is a tie: B
+    # quality_weight 0.5: query 2's A (0.5 + 0.5/4) loses to B (0.5 + 0.5/2); query 4: B 0.5 + 0.05 < C 0.25 + 0.5
+    assert [r["share_pct"] for r in label_share_rows("p", train, 0.5, rank)] == [25.0, 25.0, 50.0]
+    assert [r["strategy"] for r in label_share_rows("p", train, 1.0, rank)] == [TRAINING_LABELS] * 3
 
 
 def test_training_share_names_the_missing_stage(tmp_path):

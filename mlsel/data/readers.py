@@ -316,3 +316,20 @@ def read_source(source: str, source_path: str, data_dir: str, run_dir: str, mode
         path = paths.resolve_path(source_path) if source_path else paths.run_paths(run_dir)["benchmark"] / "output.jsonl"
         return read_seed_jsonl(path, dlog, unknown_category_policy)
     raise ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, routerbench, bfcl, seed_jsonl or benchmark")
+
+
+SIDE_TABLES = {"bfcl": "latency_replicate.csv"}
+"""The tables a source has besides its outcomes, by the file name the prepare stage writes them to."""
+
+
+def read_side_tables(source: str, data_dir: str, models: list[str], dlog: DataLog) -> dict[str, pd.DataFrame]:
+    """A source's side tables by file name (:data:`SIDE_TABLES`); empty for a source without any.
+
+    BFCL has one: ``latency_replicate.csv``, the same requests timed again in an
+    independent run (:mod:`mlsel.data.bfcl_replicate`).
+    """
+    if source == "bfcl":
+        from mlsel.data.bfcl_replicate import read_bfcl_replicate
+
+        return {SIDE_TABLES[source]: read_bfcl_replicate(list(models), paths.data_dir(data_dir), dlog)}
+    return {}
