@@ -45,7 +45,7 @@ built by :func:`mlsel.selection.registry.make_selector` from the typed parameter
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -131,17 +131,22 @@ class CostAwareRouter(Selector):
         q, c = self.predict_quality_cost(np.asarray(X, dtype=np.float32))
         return self.combine(q, c, float(self.cost_lambda))
 
+    def lambda_scores(self, X: np.ndarray, mask: np.ndarray) -> Callable[[float], np.ndarray]:
+        """The decision scores (n, m) of one batch as a function of the cost weight; the prediction is made once, here."""
+        q, c = self.predict_quality_cost(X)
+        return lambda cost_lambda: self.combine(q, c, cost_lambda)
+
     def predict_index_sweep(self, X: np.ndarray, cost_lambdas: Sequence[float], candidates: Sequence[str] | None = None) -> np.ndarray:
         """Chosen model index per query for each cost weight: shape (len(cost_lambdas), n).
 
-        Predicts once and recombines, so a sweep costs one prediction.
+        Predicts once (:meth:`lambda_scores`) and recombines, so a sweep costs one prediction.
         """
         X = np.asarray(X, dtype=np.float32)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"feature dimension {X.shape[1]} != fitted {self.n_features_in_}")
-        q, c = self.predict_quality_cost(X)
         mask = candidate_mask(self.models_, candidates)
-        return np.stack([choose(self.combine(q, c, float(lam)), self.rank_, mask) for lam in cost_lambdas])
+        scores = self.lambda_scores(X, mask)
+        return np.stack([choose(scores(float(lam)), self.rank_, mask) for lam in cost_lambdas])
 
 
 class _RidgeCost:

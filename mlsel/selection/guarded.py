@@ -36,6 +36,8 @@ router traces a cost-quality curve as the other routers do.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from mlsel import CATEGORIES
@@ -169,13 +171,10 @@ class GuardedRouter(CostAwareRouter):
         mask = candidate_mask(self.models_, candidates)
         return choose(self._gated_scores(X, float(self.cost_lambda), self._neighbours(X), mask), self.rank_, mask)
 
-    def predict_index_sweep(self, X, cost_lambdas, candidates=None) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"feature dimension {X.shape[1]} != fitted {self.n_features_in_}")
-        mask = candidate_mask(self.models_, candidates)
+    def lambda_scores(self, X: np.ndarray, mask: np.ndarray) -> Callable[[float], np.ndarray]:
+        """The gated scores of one batch as a function of the cost weight; the neighbours are searched once, here."""
         nb = self._neighbours(X)
-        return np.stack([choose(self._gated_scores(X, float(lam), nb, mask), self.rank_, mask) for lam in cost_lambdas])
+        return lambda cost_lambda: self._gated_scores(X, cost_lambda, nb, mask)
 
     def predict_quality_cost(self, X):
         """Not a per-model prediction: the gate's scores stand in for utility (the cost is inside them)."""
