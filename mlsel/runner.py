@@ -35,11 +35,15 @@ published folder that way without ``publish`` is an error. Every published
 file goes through :func:`mlsel.paths.publishable` (credentials masked, local
 paths relative).
 
-Up-to-date stages are skipped (per dataset), as make or DVC would: ``train``,
-``evaluate`` and ``tune`` rerun only when their fingerprint changes — their
-parameters, the bytes of the files they read in the run folder, their
-notebook, and the ``mlsel`` source. ``prepare``, ``benchmark`` (which resumes
-by itself) and ``report`` always run. ``force=True`` reruns everything.
+Up-to-date stages are skipped, as make or DVC would: a stage reruns only when
+its fingerprint changes — its parameters, its notebook, the ``mlsel`` source,
+and what it reads. ``train``, ``evaluate`` and ``tune`` read the bytes of
+their dataset's run folder; ``prepare`` reads the source files its last run
+recorded in the data log (their size and modification time, as make compares
+them; the mirror and cache folders named), and has no fingerprint before its
+first run; the ``report`` reads every dataset's manifest, tables and executed
+notebooks, and needs its page in ``report_dir``. ``benchmark`` (which resumes by
+itself) always runs. ``force=True`` reruns everything.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ from mlsel.paths import (
     PUBLISHED_REPORT_DIR,
     STAGES,
     ConfigError,
+    cache_dir,
+    data_dir,
     params_hash,
     params_path,
     project_root,
@@ -103,34 +109,57 @@ def planned_stages(params: Params, stages: Iterable[str] | None = None) -> list[
 
 SKIPPABLE: dict[str, tuple[tuple[str, ...], str]] = {
     # stage: (run-folder inputs as glob patterns, an output that must exist)
+    "prepare": ((), "data/outcomes.csv"),
     "train": (("data/*.csv",), "models"),
     "evaluate": (("data/*.csv", "models/**/*"), "tables/selection_results.csv"),
     "tune": (("data/*.csv",), "tables/tuned_results.csv"),
+    "report": ((), "index.html"),  # its inputs are per dataset (REPORT_INPUTS); its output is in report_dir
 }
+REPORT_INPUTS = ("manifest.json", "tables/**/*", "notebooks/*.ipynb")
+"""What the report reads in each dataset's folder."""
+
+
+def _source_inputs(run_dir: Path) -> list[str] | None:
+    """The source files the last prepare run read (its data log's ``inputs``); None before any."""
+    inputs = read_manifest(str(run_dir))["stages"].get("prepare", {}).get("data", {}).get("inputs")
+    return sorted(inputs) if inputs else None
+
+
+def _stage_inputs(stage: str, stage_params: dict[str, Any], run_dir: Path) -> list[Path]:
+    if stage == "report":
+        return [p for ds in stage_params["datasets"] for pattern in REPORT_INPUTS for p in sorted((run_dir / ds).glob(pattern))]
+    files = [p for pattern in SKIPPABLE[stage][0] for p in sorted(run_dir.glob(pattern))]
+    if stage == "evaluate" and stage_params["router_config"]:
+        files.append(resolve_path(stage_params["router_config"]))
+    return files
 
 
 def fingerprint(stage: str, stage_params: dict[str, Any], run_dir: Path, notebook: Path) -> str | None:
-    """What a stage's outputs depend on; None for stages that always run."""
+    """What a stage's outputs depend on; None for stages that always run (and for ``prepare`` before its first run)."""
     if stage not in SKIPPABLE:
         return None
     h = hashlib.sha256(json.dumps(stage_params, sort_keys=True, default=str).encode())
     package = Path(mlsel.__file__).parent
-    files = sorted(package.rglob("*.py")) + sorted(package.rglob("*.j2")) + [notebook]
-    for pattern in SKIPPABLE[stage][0]:
-        files += sorted(p for p in run_dir.glob(pattern) if p.is_file())
-    if stage == "evaluate" and stage_params["router_config"]:
-        files.append(resolve_path(stage_params["router_config"]))
+    files = sorted(package.rglob("*.py")) + sorted(package.rglob("*.j2")) + [notebook] + _stage_inputs(stage, stage_params, run_dir)
     for f in files:
         h.update(str(f).encode())
         h.update(sha256_file(f).encode() if f.is_file() else b"missing")
+    if stage == "prepare":
+        sources = _source_inputs(run_dir)
+        if sources is None:
+            return None
+        h.update(f"{data_dir(stage_params['data_dir'])} {cache_dir()}".encode())
+        for name in sources:
+            st = os.stat(name) if os.path.isfile(name) else None
+            h.update(f"{name} {st.st_size} {st.st_mtime_ns}".encode() if st else f"{name} missing".encode())
     return h.hexdigest()[:16]
 
 
-def _up_to_date(stage: str, fp: str | None, entry: dict[str, Any], run_dir: Path) -> bool:
+def _up_to_date(stage: str, fp: str | None, entry: dict[str, Any], run_dir: Path, output_dir: Path) -> bool:
     if fp is None or entry.get("fingerprint") != fp:
         return False
     notebook = entry.get("executed_notebook")
-    return bool(notebook) and Path(notebook).is_file() and (run_dir / SKIPPABLE[stage][1]).exists()
+    return bool(notebook) and Path(notebook).is_file() and (output_dir / SKIPPABLE[stage][1]).exists()
 
 
 def _check_no_secrets(stage_params: dict[str, Any], stage: str) -> None:
@@ -231,7 +260,8 @@ def run_stage(stage: str, params: Params, force: bool = False, progress: bool = 
     nb_out = layout["notebooks"] / NOTEBOOKS[stage]
     fp = fingerprint(stage, sp, layout["root"], nb_in)
     previous = read_manifest(params.base.run_dir)["stages"].get(stage, {})
-    if not force and _up_to_date(stage, fp, previous, layout["root"]):
+    output_dir = resolve_path(sp["report_dir"]) if stage == "report" else layout["root"]
+    if not force and _up_to_date(stage, fp, previous, layout["root"], output_dir):
         log.info("%s: stage %s is up to date (fingerprint %s): skipped", layout["root"], stage, fp)
         return {"notebook": str(nb_out), "seconds": 0.0, "skipped": True}
     log.info("stage %s: %s -> %s", stage, nb_in, nb_out)
@@ -242,6 +272,8 @@ def run_stage(stage: str, params: Params, force: bool = False, progress: bool = 
             progress_bar=progress, log_output=False, report_mode=False,
         )
     seconds = round(time.perf_counter() - t0, 1)
+    if stage == "prepare":  # its fingerprint names the source files this run read
+        fp = fingerprint(stage, sp, layout["root"], nb_in)
     manifest = read_manifest(params.base.run_dir)
     entry = manifest["stages"].get(stage, {})
     entry.update({"executed_notebook": str(nb_out), "seconds": seconds, "params": sp, "params_hash": params_hash(sp), "fingerprint": fp})

@@ -179,14 +179,57 @@ def test_up_to_date_stages_are_skipped_and_a_changed_parameter_reruns(smoke_runn
     before = _tables(run_dir / "mmlu_pro" / "tables")
     done = runner.run(smoke=True, overrides=overrides)
     assert {s for s, info in done.items() if info["skipped"]} == {f"{ds}/{s}" for ds in ("mmlu_pro", "routerbench")
-                                                                  for s in ("train", "evaluate", "tune")}
-    assert not done["mmlu_pro/prepare"]["skipped"] and not done["report"]["skipped"]
+                                                                  for s in RUN_STAGES} | {"report"}
     assert _tables(run_dir / "mmlu_pro" / "tables") == before
     # A changed parameter reruns the stages that read it.
     done = runner.run(smoke=True, overrides={**overrides, "knn_k": 9}, stages=["train", "evaluate"])
     assert not done["mmlu_pro/train"]["skipped"] and not done["mmlu_pro/evaluate"]["skipped"]  # evaluate reads the new models
     knn = json.loads((run_dir / "mmlu_pro" / "models" / "small4" / "knn.manifest.json").read_text())
     assert knn["params"]["k"] == 9
+
+
+def _stage_params(stage: str, run_dir: Path) -> dict:
+    return stage_values(apply_overrides(load_params(), {"run_dir": str(run_dir), "report_dir": str(run_dir / "report")}), stage)
+
+
+def test_prepare_reruns_when_a_source_file_it_read_changes(tmp_path):
+    """prepare has no fingerprint before its first run; then it names the source files its data log recorded, by size and
+    modification time (as make compares them)."""
+    notebook = ROOT / "notebooks" / "00_prepare_data.ipynb"
+    sp = _stage_params("prepare", tmp_path)
+    assert runner.fingerprint("prepare", sp, tmp_path, notebook) is None
+    source = tmp_path / "source.jsonl"
+    source.write_text("{}\n")
+    os.utime(source, ns=(1_000_000_000, 1_000_000_000))
+    (tmp_path / "manifest.json").write_text(json.dumps({"stages": {"prepare": {"data": {"inputs": {str(source): "sha"}}}}}))
+    fp = runner.fingerprint("prepare", sp, tmp_path, notebook)
+    assert fp is not None and fp == runner.fingerprint("prepare", sp, tmp_path, notebook)
+    os.utime(source, ns=(2_000_000_000, 2_000_000_000))
+    assert runner.fingerprint("prepare", sp, tmp_path, notebook) != fp
+    touched = runner.fingerprint("prepare", sp, tmp_path, notebook)
+    source.write_text("{}\n{}\n")
+    os.utime(source, ns=(2_000_000_000, 2_000_000_000))  # same time, other size
+    assert runner.fingerprint("prepare", sp, tmp_path, notebook) != touched
+    assert runner.fingerprint("prepare", {**sp, "max_queries": 7}, tmp_path, notebook) != runner.fingerprint("prepare", sp, tmp_path, notebook)
+
+
+def test_report_fingerprint_reads_the_datasets_folders_not_its_own_output(tmp_path):
+    notebook = ROOT / "notebooks" / "90_build_report.ipynb"
+    sp = {**_stage_params("report", tmp_path), "datasets": ["a"]}
+    (tmp_path / "a" / "tables").mkdir(parents=True)
+    (tmp_path / "a" / "tables" / "selection_results.csv").write_text("x\n1\n")
+    fp = runner.fingerprint("report", sp, tmp_path, notebook)
+    for own in (tmp_path / "tables" / "summary.csv", tmp_path / "report" / "tables" / "a" / "selection_results.csv",
+                tmp_path / "notebooks" / "90_build_report.ipynb", tmp_path / "b" / "tables" / "other.csv"):
+        own.parent.mkdir(parents=True, exist_ok=True)
+        own.write_text("changed\n")
+    assert runner.fingerprint("report", sp, tmp_path, notebook) == fp
+    (tmp_path / "a" / "tables" / "selection_results.csv").write_text("x\n2\n")
+    assert runner.fingerprint("report", sp, tmp_path, notebook) != fp
+    (tmp_path / "a" / "manifest.json").write_text("{}")
+    changed = runner.fingerprint("report", sp, tmp_path, notebook)
+    (tmp_path / "a" / "manifest.json").write_text('{"stages": {}}')
+    assert runner.fingerprint("report", sp, tmp_path, notebook) != changed
 
 
 FIGURES = {"00_prepare_data": 1, "20_train_selectors": 1, "30_evaluate_selectors": "pools", "40_tune_selectors": "2 x pools",
