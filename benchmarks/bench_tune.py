@@ -39,9 +39,10 @@ import yaml
 
 from mlsel import stages
 from mlsel.data.outcomes import load_prepared, pool_matrix, split_masks
+from mlsel.manifest import read_manifest
 from mlsel.metrics.frontier import aiq
 from mlsel.params import apply_overrides, load_params, stage_params
-from mlsel.paths import read_manifest, run_paths
+from mlsel.paths import run_paths
 from mlsel.selection.registry import label
 from mlsel.tuning import tune_selectors
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from mlsel import CATEGORIES, paths
 from mlsel.data.outcomes import OutcomeMatrix
+from mlsel.files import write_atomic
 from mlsel.params import BaseParams, TrainParams, default
 from mlsel.progress import progress_bar
 
@@ -123,7 +124,7 @@ class Embedder:
         for name, arr in (("vectors", vecs), ("keys", keys)):
             buf = io.BytesIO()
             np.save(buf, arr)
-            paths.write_atomic(self.cache_path / f"{name}.npy", buf.getvalue())
+            write_atomic(self.cache_path / f"{name}.npy", buf.getvalue())
 
     def _encode(self, model, texts: list[str]) -> np.ndarray:
         """Encode ``texts`` in chunks of whole batches behind :func:`mlsel.progress.progress_bar`; (n, d) float32.

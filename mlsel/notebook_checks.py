@@ -10,7 +10,9 @@ import json
 import os
 from typing import Any
 
-from mlsel.paths import params_hash, project_root, write_atomic
+from mlsel.files import write_atomic
+from mlsel.manifest import params_hash
+from mlsel.paths import project_root
 
 
 def checked_output(p: Any, notebook: str, text: str) -> str:

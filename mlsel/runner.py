@@ -32,7 +32,7 @@ datasets) writes its report into its own run folder, ``<run_dir>/report``,
 unless ``report_dir`` is set explicitly (a ``-p report_dir=...`` override, or a
 parameter file of its own naming a folder other than ``reports``); naming the
 published folder that way without ``publish`` is an error. Every published
-file goes through :func:`mlsel.paths.publishable` (credentials masked, local
+file goes through :func:`mlsel.publish.publishable` (credentials masked, local
 paths relative).
 
 Up-to-date stages are skipped, as make or DVC would: a stage reruns only when
@@ -62,26 +62,22 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import mlsel
-from mlsel.params import Params, apply_overrides, apply_smoke, dataset_params, is_secret_name, load_params, parse_overrides, stage_values
-from mlsel.paths import (
-    MASK,
-    NOTEBOOKS,
-    PUBLISHED_REPORT_DIR,
+from mlsel.files import sha256_file
+from mlsel.manifest import params_hash, read_manifest, update_manifest
+from mlsel.params import (
     STAGES,
     ConfigError,
-    cache_dir,
-    data_dir,
-    params_hash,
-    params_path,
-    project_root,
-    publishable,
-    read_manifest,
-    resolve_path,
-    run_paths,
-    sha256_file,
-    update_manifest,
+    Params,
+    apply_overrides,
+    apply_smoke,
+    dataset_params,
+    load_params,
+    parse_overrides,
+    stage_values,
 )
+from mlsel.paths import NOTEBOOKS, PUBLISHED_REPORT_DIR, cache_dir, data_dir, params_path, project_root, resolve_path, run_paths
 from mlsel.progress import mode as progress_mode
+from mlsel.publish import MASK, is_secret_name, publishable
 from mlsel.report.notebook_pages import KERNEL_CWD, publish_notebooks
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,12 @@ from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_ma
 from mlsel.data.prepare import model_summary, prepare_outcomes, write_prepared
 from mlsel.deploy.routing_config import static_config
 from mlsel.features import features_for
+from mlsel.files import sha256_file, write_atomic, write_csv
+from mlsel.manifest import params_hash, update_manifest
 from mlsel.metrics.evaluate import Strategy, evaluate, lookup_table, saved_selector_strategies
 from mlsel.metrics.latency import repeatability, weight_sweep
 from mlsel.metrics.shares import SHARE_COLUMNS, label_share_rows, share_rows
-from mlsel.paths import params_hash, resolve_path, run_paths, sha256_file, update_manifest, write_atomic, write_csv
+from mlsel.paths import resolve_path, run_paths
 from mlsel.report.blocks import Story
 from mlsel.selection.registry import make_selector, save_selector
 

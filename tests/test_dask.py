@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
-from mlsel.params import for_stage, stage_params
-from mlsel.paths import ConfigError, run_paths
+from mlsel.params import ConfigError, for_stage, stage_params
+from mlsel.paths import run_paths
 from mlsel.tuning import FeatureCache, build_cv_tasks, final_tables, fit_final, load_pools, operating_points, run_cv_tasks
 from mlsel.tuning.choice import cv_sweep, cv_table
 from mlsel.tuning.stage import tune_plan, tune_selectors

@@ -18,8 +18,8 @@ from mlsel.data.costs import fill_missing_cost
 from mlsel.data.outcomes import OutcomeMatrix, apply_missing_quality, load_prepared, pool_matrix, restrict_to_pool, restrict_to_pools
 from mlsel.data.readers import read_seed_jsonl
 from mlsel.data.records import DataError, DataLog
+from mlsel.manifest import read_manifest
 from mlsel.params import for_stage
-from mlsel.paths import read_manifest
 
 
 def _rec(query: str, model: str, perf) -> dict:

@@ -10,8 +10,7 @@ from mlsel.data.costs import cost_matrix
 from mlsel.data.outcomes import OutcomeMatrix, apply_missing_quality, assign_split
 from mlsel.data.records import DataError, DataLog
 from mlsel.metrics.bootstrap import resample_indices
-from mlsel.params import Params, apply_overrides, dataset_params, load_params
-from mlsel.paths import ConfigError
+from mlsel.params import ConfigError, Params, apply_overrides, dataset_params, load_params
 from mlsel.report.overview import verdict
 from mlsel.tuning.cv import PoolData, TunePlan
 from mlsel.tuning.summary import SUMMARY_COLUMNS, CVChoices, SummarySettings, cheapest_point, cv_router, summary_row

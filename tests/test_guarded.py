@@ -8,7 +8,7 @@ import pytest
 from mlsel import CATEGORIES
 from mlsel.data.outcomes import OutcomeMatrix, kfold_queries
 from mlsel.features import build_features
-from mlsel.paths import ConfigError
+from mlsel.params import ConfigError
 from mlsel.selection.guarded import GuardedRouter, category_index
 from mlsel.selection.lookup import GroupLookup
 from mlsel.tuning.cv import PoolData, cv_folds

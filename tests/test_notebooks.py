@@ -12,6 +12,8 @@ import pytest
 from mlsel import paths
 from mlsel.params import (
     STAGE_MODELS,
+    STAGES,
+    ConfigError,
     Params,
     TrainParams,
     apply_overrides,
@@ -25,7 +27,6 @@ from mlsel.params import (
     render_params_yaml,
     stage_values,
 )
-from mlsel.paths import STAGES, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from mlsel import runner
-from mlsel.params import load_params
-from mlsel.paths import ConfigError
+from mlsel.params import ConfigError, load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "reports"
@@ -151,7 +150,7 @@ def test_results_of_a_run_when_asked(tmp_path):
 
 
 def test_publishable_masks_credentials_and_local_paths(tmp_path, monkeypatch):
-    from mlsel.paths import MASK, publishable
+    from mlsel.publish import MASK, publishable
 
     data, cache = tmp_path / "mirror", tmp_path / "cache"
     monkeypatch.setenv("MLSEL_DATA_DIR", str(data))

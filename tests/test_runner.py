@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from mlsel import runner
-from mlsel.params import apply_overrides, is_secret_name, load_params, stage_values
-from mlsel.paths import STAGES, ConfigError, params_hash
+from mlsel.manifest import params_hash
+from mlsel.params import STAGES, ConfigError, apply_overrides, load_params, stage_values
+from mlsel.publish import is_secret_name
 
 ROOT = Path(__file__).resolve().parent.parent
 

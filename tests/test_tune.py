@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from mlsel.data.outcomes import OutcomeMatrix, load_prepared
-from mlsel.params import ROUTER_NAMES, for_stage, load_params, stage_params
-from mlsel.paths import ConfigError, read_manifest, run_paths
+from mlsel.manifest import read_manifest
+from mlsel.params import ROUTER_NAMES, ConfigError, for_stage, load_params, stage_params
+from mlsel.paths import run_paths
 from mlsel.selection.registry import make_selector
 from mlsel.tuning import GRIDS, combo_params, selector_grid, tune_selectors
 from mlsel.tuning.choice import operating_points

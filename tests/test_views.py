@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsel.files import write_csv
 from mlsel.metrics.shares import TRAINING_LABELS, label_share_rows, share_rows
-from mlsel.paths import write_csv
 from mlsel.report import views
 from mlsel.report.blocks import Story
 

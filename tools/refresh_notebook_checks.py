@@ -27,7 +27,8 @@ import papermill as pm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mlsel.paths import NOTEBOOKS, STAGES  # noqa: E402
+from mlsel.params import STAGES  # noqa: E402
+from mlsel.paths import NOTEBOOKS  # noqa: E402
 
 
 def main() -> int:

@@ -10,13 +10,14 @@ import json
 from pathlib import Path
 
 from mlsel import paths
+from mlsel.params import STAGES
 from mlsel.params.render import notebook_parameters_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    for stage in paths.STAGES:
+    for stage in STAGES:
         path = ROOT / "notebooks" / paths.NOTEBOOKS[stage]
         nb = json.loads(path.read_text())
         cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))

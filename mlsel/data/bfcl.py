@@ -69,7 +69,7 @@ import pandas as pd
 from mlsel.data import bfcl_pins
 from mlsel.data.records import OUTCOME_COLUMNS, DataError, DataLog, query_id
 from mlsel.data.sources import SourceFile, download_bytes, fetch
-from mlsel.paths import sha256_file
+from mlsel.files import sha256_file
 
 RESULT_COMMIT = "b4adfc9be5e0c65e8dbb1340c689688eb92a9379"
 DATA_COMMIT = "4a64db342cbdb936c27c0016c4186cb5c2426fbb"

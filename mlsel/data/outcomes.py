@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from mlsel.data.records import DataError, DataLog
-from mlsel.paths import ConfigError, run_paths, sha256_file
+from mlsel.files import sha256_file
+from mlsel.params import ConfigError
+from mlsel.paths import run_paths
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlsel import paths
+from mlsel import files
 from mlsel.data.outcomes import (
     OUTCOME_FILE_COLUMNS,
     QUERY_COLUMNS,
@@ -61,11 +61,11 @@ def prepare_outcomes(p: Any) -> Prepared:
 def write_prepared(prepared: Prepared, folder: Path) -> dict[str, str]:
     """Write ``queries.csv``, ``outcomes.csv`` and the side tables into ``folder``; the SHA-256 of the first two."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths.write_csv(prepared.queries, folder / "queries.csv")
-    paths.write_csv(prepared.outcomes.reindex(columns=OUTCOME_FILE_COLUMNS).sort_values(["query_id", "model"]), folder / "outcomes.csv")
+    files.write_csv(prepared.queries, folder / "queries.csv")
+    files.write_csv(prepared.outcomes.reindex(columns=OUTCOME_FILE_COLUMNS).sort_values(["query_id", "model"]), folder / "outcomes.csv")
     for name, table in prepared.side_tables.items():
-        paths.write_csv(table, folder / name)
-    return {f: paths.sha256_file(folder / f) for f in ("queries.csv", "outcomes.csv")}
+        files.write_csv(table, folder / name)
+    return {f: files.sha256_file(folder / f) for f in ("queries.csv", "outcomes.csv")}
 
 
 def model_summary(prepared: Prepared) -> pd.DataFrame:

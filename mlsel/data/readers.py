@@ -49,13 +49,13 @@ from mlsel.data.records import (
     check_cost,
     check_latency,
     check_quality_or_missing,
-    iter_jsonl,
     normalize_category,
-    open_text,
     query_id,
 )
 from mlsel.data.sources import LLMROUTER_SOURCES, MMLU_PRO_MODELS, SEED_HF_FILES, fetch, fetch_seed_hf, mmlu_pro_source
-from mlsel.paths import ConfigError, sha256_file
+from mlsel.data.textfiles import iter_jsonl, open_text
+from mlsel.files import sha256_file
+from mlsel.params import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -30,16 +30,12 @@ naming the record, or, with ``unknown_category_policy="other"``, becomes
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import json
 import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mlsel import CATEGORIES
 
@@ -125,28 +121,6 @@ def check_latency(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)) or value < 0:
         raise DataError(f"{where}: response_time must be a non-negative number of seconds or null, got {value!r}")
     return float(value)
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a UTF-8 text file for reading, decompressing a ``.gz`` mirror copy."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)``; malformed lines raise :class:`DataError`."""
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from exc
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            yield lineno, rec
 
 
 def check_cost(value: Any, where: str) -> float:

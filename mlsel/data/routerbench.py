@@ -86,7 +86,7 @@ import pandas as pd
 
 from mlsel.data.records import OUTCOME_COLUMNS, DataError, DataLog, query_id
 from mlsel.data.sources import ROUTERBENCH_SOURCES, fetch
-from mlsel.paths import sha256_file
+from mlsel.files import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlsel.data.records import DataError
-from mlsel.paths import cache_dir, sha256_file
+from mlsel.files import sha256_file
+from mlsel.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

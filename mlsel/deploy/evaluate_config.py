@@ -29,10 +29,12 @@ import pandas as pd
 from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_matrix, split_masks
 from mlsel.deploy.routing_config import CONFIG_KEYS, STATIC, Decision, RouterConfig, load_router_config
 from mlsel.features import DEFAULT_EMBEDDER, DEVICE, EMBED_BATCH_SIZE, features_for
+from mlsel.files import write_csv
+from mlsel.manifest import read_manifest, update_manifest
 from mlsel.metrics.bootstrap import paired_difference
 from mlsel.metrics.evaluate import LOOKUP_MIN_QUERIES, Strategy, baseline_strategies, evaluate, oracle_proba
 from mlsel.params import BaseParams, TrainParams, default
-from mlsel.paths import read_manifest, run_paths, update_manifest, write_csv
+from mlsel.paths import run_paths
 from mlsel.selection.base import Selector
 from mlsel.selection.baselines import BestSingleSelector
 from mlsel.selection.registry import label, make_selector, selector_params

@@ -24,9 +24,10 @@ from mlsel.deploy.evaluate_config import feature_settings, onehot
 from mlsel.deploy.routing_config import ALGORITHMS
 from mlsel.deploy.runtime import RUNTIME_SELECT, IncompatibleArtifactError
 from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
+from mlsel.files import write_csv
 from mlsel.metrics.evaluate import Strategy, evaluate, saved_selector_strategies
 from mlsel.params import BaseParams, default
-from mlsel.paths import run_paths, write_csv
+from mlsel.paths import run_paths
 
 PRETRAINED_REPO = "abdallah1008/semantic-router-ml-models"
 """Hugging Face repo of the reference's pretrained model files."""

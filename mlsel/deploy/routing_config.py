@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mlsel import CATEGORIES
+from mlsel.files import read_yaml
 from mlsel.params import TrainParams, default
-from mlsel.paths import read_yaml, resolve_path
+from mlsel.paths import resolve_path
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from mlsel.deploy.artifacts import (
 )
 from mlsel.deploy.routing_config import ALGORITHMS
 from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
-from mlsel.paths import resolve_path, run_paths, update_manifest
+from mlsel.manifest import update_manifest
+from mlsel.paths import resolve_path, run_paths
 from mlsel.selection.base import Selector
 from mlsel.selection.classic import KNNSelector, distinct_aug
 from mlsel.selection.registry import load_selector

@@ -38,7 +38,7 @@ nothing it completed. Rerunning with the same ``output`` resumes: pairs
 already ``ok`` or ``unscored`` are skipped, ``failed`` pairs are called
 again, and ``skipped_code_eval`` pairs are re-scored from their stored
 response once ``enable_code_eval`` is True. At the end the file is rewritten
-atomically (:func:`mlsel.paths.write_atomic`) with the latest record per
+atomically (:func:`mlsel.files.write_atomic`) with the latest record per
 pair, ordered by input query order then model order; records of pairs not in
 this run (e.g. an earlier, larger ``limit``) are kept after them in file
 order. A line cut short by a kill is skipped with a warning.
@@ -58,13 +58,13 @@ from typing import Any, Callable, Collection, Iterator, Sequence
 
 import pandas as pd
 
+from mlsel.files import write_atomic
 from mlsel.llm.client import BenchmarkError, ModelSpec, Redactor, RetryPolicy, call_model, model_specs
 from mlsel.llm.pricing import cost_summary, cost_usd
 from mlsel.llm.queries import load_queries, write_mmlu_pro_queries
 from mlsel.llm.sandbox import SandboxError
 from mlsel.llm.scoring import has_ground_truth, resolve_metric, score
 from mlsel.params import BenchmarkParams, default
-from mlsel.paths import write_atomic
 from mlsel.progress import progress_bar
 
 __all__ = ["BenchmarkError", "STATUSES", "SUMMARY_COLUMNS", "load_queries", "run_benchmark", "summarize", "write_mmlu_pro_queries"]

@@ -57,9 +57,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from mlsel.files import read_yaml
 from mlsel.llm.pricing import Pricing, parse_pricing, usage_tokens
 from mlsel.params import BenchmarkParams, default
-from mlsel.paths import read_yaml
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from mlsel.data.records import DataError, iter_jsonl
+from mlsel.data.records import DataError
+from mlsel.data.textfiles import iter_jsonl
 from mlsel.llm.answers import LETTERS
 from mlsel.llm.client import BenchmarkError
 

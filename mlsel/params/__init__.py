@@ -19,12 +19,12 @@ Modules: :mod:`~mlsel.params.model` (the sections and stage models),
 """
 
 from mlsel.params.files import (
+    ConfigError,
     apply_overrides,
     apply_smoke,
     dataset_params,
     for_stage,
     from_notebook,
-    is_secret_name,
     load_params,
     parse_overrides,
     stage_params,
@@ -37,6 +37,7 @@ from mlsel.params.model import (
     SMOKE,
     STAGE_MODELS,
     STAGE_SECTIONS,
+    STAGES,
     BaseParams,
     BenchmarkParams,
     EvaluateParams,
@@ -53,8 +54,8 @@ from mlsel.params.model import (
 from mlsel.params.render import notebook_parameters_source, render_params_yaml
 
 __all__ = [
-    "BaseParams", "BenchmarkParams", "EvaluateParams", "Params", "PrepareParams", "ROUTER_NAMES", "ReportParams", "SECTIONS",
-    "SELECTOR_NAMES", "SMOKE", "STAGE_MODELS", "STAGE_SECTIONS", "Section", "TrainParams", "TuneParams", "apply_overrides",
-    "apply_smoke", "dataset_params", "default", "describe", "for_stage", "from_notebook", "is_secret_name", "keys_of", "load_params", "notebook_parameters_source", "parse_overrides",
-    "render_params_yaml", "stage_params", "stage_values",
+    "BaseParams", "BenchmarkParams", "ConfigError", "EvaluateParams", "Params", "PrepareParams", "ROUTER_NAMES", "ReportParams",
+    "SECTIONS", "SELECTOR_NAMES", "SMOKE", "STAGES", "STAGE_MODELS", "STAGE_SECTIONS", "Section", "TrainParams", "TuneParams",
+    "apply_overrides", "apply_smoke", "dataset_params", "default", "describe", "for_stage", "from_notebook", "keys_of", "load_params",
+    "notebook_parameters_source", "parse_overrides", "render_params_yaml", "stage_params", "stage_values",
 ]

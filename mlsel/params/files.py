@@ -1,4 +1,4 @@
-"""Reading and validating parameters: parameter files, overrides, the smoke profile, one stage's values.
+"""Reading and validating parameters: parameter files, overrides, the smoke profile, one stage's values, :class:`ConfigError`.
 
 A parameter file may list only the keys it changes; every key it names must
 exist, and wrong types are errors naming the file and the key.
@@ -14,8 +14,13 @@ from typing import Any, Mapping
 import yaml
 from pydantic import ValidationError
 
-from mlsel.params.model import KEY_SECTION, SECTIONS, STAGE_BASE_KEYS, STAGE_MODELS, STAGE_SECTIONS, Params, Section, keys_of
-from mlsel.paths import SECRET_WORDS, STAGES, ConfigError, is_secret_name, params_path, read_yaml  # noqa: F401 (re-exported)
+from mlsel.files import read_yaml
+from mlsel.params.model import KEY_SECTION, SECTIONS, STAGE_BASE_KEYS, STAGE_MODELS, STAGE_SECTIONS, STAGES, Params, Section, keys_of
+from mlsel.paths import params_path
+
+
+class ConfigError(ValueError):
+    """A parameter file, an override or a parameter value is invalid."""
 
 
 def _explain(exc: ValidationError, where: str, section: str | None = None) -> ConfigError:
@@ -91,10 +96,10 @@ def load_params(path: str | os.PathLike[str] | None = None) -> Params:
     """Read and validate a parameter file (default: params.yaml at the project root).
 
     Keys it leaves out take the model's defaults; unknown sections or keys and
-    wrong types raise :class:`~mlsel.paths.ConfigError` naming the file and the key.
+    wrong types raise :class:`ConfigError` naming the file and the key.
     """
     p = Path(path) if path else params_path()
-    raw = read_yaml(p, "the parameter file")
+    raw = read_yaml(p, "the parameter file", ConfigError)
     return _validate(raw if raw is not None else {}, str(p))
 
 

@@ -222,6 +222,10 @@ SMOKE: dict[str, Any] = {
 """The smoke profile: small, fast values (the notebooks' own defaults and the tests' runs)."""
 
 
+STAGES: tuple[str, ...] = ("prepare", "benchmark", "train", "evaluate", "tune", "report")
+"""Stage names, in run order; each is a section of params.yaml."""
+
+
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("prepare",),
     "benchmark": ("benchmark",),

@@ -23,7 +23,7 @@ anchor or a relative link, and ``url(...)``/``@import`` in CSS. Images stay
 outputs are merged as Jupyter shows them (a progress bar shows its last
 state). Every text of the notebook (cell sources, the injected parameters,
 outputs, tracebacks) and then the whole page go through
-:func:`mlsel.paths.publishable`: credentials (in an endpoint URL, an
+:func:`mlsel.publish.publishable`: credentials (in an endpoint URL, an
 ``Authorization`` header) are masked and paths under the project, the data
 mirror, the cache or the run folder are shown relative to it; a path elsewhere
 stays as it was logged.
@@ -40,7 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from mlsel.paths import NOTEBOOKS, STAGES, project_root, publishable, read_manifest, resolve_path, run_paths, write_published
+from mlsel.manifest import read_manifest
+from mlsel.params import STAGES
+from mlsel.paths import NOTEBOOKS, project_root, resolve_path, run_paths
+from mlsel.publish import publishable, write_published
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,7 @@ def notebook_page(ipynb: Path, title: str, back_link: str, page: Path | None = N
     page : where the page will be written. A relative link in the notebook is relative to the folder its kernel ran in
         (:data:`KERNEL_CWD`, as in JupyterLab); on the page it is rewritten relative to the page's folder, and a link
         to nothing becomes plain text (its address in the title). Without ``page`` relative links stay as they are.
-    run_dir : the run folder the notebook belongs to; paths under it are shown relative to it (:func:`mlsel.paths.publishable`)
+    run_dir : the run folder the notebook belongs to; paths under it are shown relative to it (:func:`mlsel.publish.publishable`)
     """
     nb = _read(Path(ipynb))
     _drop_active_outputs(nb)
@@ -195,7 +198,7 @@ def _drop_active_outputs(nb) -> None:
 
 
 def _mask_texts(nb, run_dir: str | Path | None) -> None:
-    """Every text the page shows made :func:`~mlsel.paths.publishable` before rendering, so that syntax highlighting or ANSI
+    """Every text the page shows made :func:`~mlsel.publish.publishable` before rendering, so that syntax highlighting or ANSI
     colours cannot split a credential or a path across elements (the finished page is masked once more)."""
     for cell in nb.cells:
         cell.source = publishable(cell.source, run_dir)

@@ -17,7 +17,7 @@ those pages after the report stage, when the report notebook has finished.
 Published files: ``<report_dir>/index.html``, ``tables/summary.csv`` (the
 matrix, one row per dataset x pool) and ``tables/<dataset>/*.csv``
 (copies of each dataset's tables, byte-identical unless they held something
-:func:`mlsel.paths.publishable` masks). The matrix is also written
+:func:`mlsel.publish.publishable` masks). The matrix is also written
 into the run folder as ``<run_dir>/tables/summary.csv``.
 """
 
@@ -29,7 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from mlsel.paths import resolve_path, run_paths, write_csv, write_published
+from mlsel.files import write_csv
+from mlsel.paths import resolve_path, run_paths
+from mlsel.publish import write_published
 from mlsel.report.blocks import Figure, LinkList, Section, Table, Text
 from mlsel.report.figures import gain_figure, style
 from mlsel.report.notebook_pages import notebook_links

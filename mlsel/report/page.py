@@ -3,7 +3,7 @@
 :func:`build_report` reads only files of the run folder
 (:func:`mlsel.paths.run_paths`): ``tables/*.csv`` and ``manifest.json``. It
 writes ``<report_dir>/index.html`` and copies of every ``tables/*.csv`` under
-``<report_dir>/tables/``, both through :func:`mlsel.paths.publishable` (credentials
+``<report_dir>/tables/``, both through :func:`mlsel.publish.publishable` (credentials
 masked, this machine's folders shown relative to the project, the data mirror or
 the cache; a table with nothing to mask is copied byte-identical).
 
@@ -45,7 +45,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlsel.paths import resolve_path, run_paths, write_published
+from mlsel.paths import resolve_path, run_paths
+from mlsel.publish import write_published
 from mlsel.report.blocks import Section, Table, Text
 from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.latency import latency_sections

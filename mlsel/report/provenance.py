@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlsel.paths import MASK, STAGES, is_secret_name, publishable
+from mlsel.params import STAGES
+from mlsel.publish import MASK, is_secret_name, publishable
 from mlsel.report.blocks import Section, Table, Text
 from mlsel.report.tables import fmt_generic, read_table, slug
 
 
 def mask_secrets(value: Any) -> Any:
     """Copy of a (nested) parameter mapping with secret-named keys' values masked and credentials inside strings masked
-    (:func:`~mlsel.paths.publishable`; the page's paths are made relative when it is written)."""
+    (:func:`~mlsel.publish.publishable`; the page's paths are made relative when it is written)."""
     if isinstance(value, dict):
         return {k: (MASK if is_secret_name(k) and v not in (None, "") else mask_secrets(v)) for k, v in value.items()}
     if isinstance(value, list):

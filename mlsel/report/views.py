@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from mlsel.data.outcomes import load_prepared
-from mlsel.paths import project_root, read_manifest, resolve_path, run_paths
+from mlsel.manifest import read_manifest
+from mlsel.paths import project_root, resolve_path, run_paths
 from mlsel.report.blocks import Figure, Story, Table
 from mlsel.report.figures import benchmark_figure as benchmark_figure_of
 from mlsel.report.figures import heatmap_figure, share_figure, style

@@ -12,8 +12,8 @@ from typing import Any
 import joblib
 
 import mlsel
+from mlsel.files import write_atomic
 from mlsel.params import for_stage
-from mlsel.paths import write_atomic
 from mlsel.selection.base import Selector
 from mlsel.selection.classic import KMeansSelector, KNNSelector, SVMSelector
 from mlsel.selection.cost_aware import CostAwareRouter, KNNRegressorSelector, LogRegSelector, MLPSelector
@@ -106,7 +106,7 @@ def save_selector(selector: Selector, folder: str | os.PathLike[str], name: str,
     dimension, models, parameters, data hash, seed, package version, and the
     SHA-256 of the ``.joblib`` file (``joblib_sha256``), which
     :func:`load_selector` checks before unpickling. Both files are written
-    atomically (:func:`mlsel.paths.write_atomic`).
+    atomically (:func:`mlsel.files.write_atomic`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

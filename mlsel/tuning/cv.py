@@ -13,7 +13,8 @@ import pandas as pd
 from mlsel.data.costs import cost_matrix, fill_missing_cost, with_cost_axis
 from mlsel.data.outcomes import OutcomeMatrix, kfold_queries, load_prepared, pool_matrix, split_masks
 from mlsel.features import Embedder, build_features
-from mlsel.paths import ConfigError, read_manifest
+from mlsel.manifest import read_manifest
+from mlsel.params import ConfigError
 from mlsel.progress import progress_bar
 from mlsel.selection.base import Selector, utility
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector

@@ -6,8 +6,7 @@ import itertools
 import logging
 from typing import Any, Mapping, get_origin
 
-from mlsel.params import STAGE_MODELS, Section, for_stage
-from mlsel.paths import ConfigError
+from mlsel.params import STAGE_MODELS, ConfigError, Section, for_stage
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ _TUNE_FIELDS = STAGE_MODELS["tune"].model_fields
 
 
 def check_grid(grid_name: str) -> None:
-    """Raise :class:`~mlsel.paths.ConfigError` unless ``grid_name`` is one of :data:`GRIDS`."""
+    """Raise :class:`~mlsel.params.ConfigError` unless ``grid_name`` is one of :data:`GRIDS`."""
     if grid_name not in GRIDS:
         raise ConfigError(f"unknown tune_grid {grid_name!r}; expected one of {sorted(GRIDS)}")
 

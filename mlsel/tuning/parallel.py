@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from mlsel.paths import ConfigError
+from mlsel.params import ConfigError
 
 log = logging.getLogger(__name__)
 

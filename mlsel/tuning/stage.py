@@ -11,7 +11,10 @@ import pandas as pd
 import yaml
 
 from mlsel.data.outcomes import data_hash
-from mlsel.paths import ConfigError, params_hash, run_paths, update_manifest, write_csv
+from mlsel.files import write_csv
+from mlsel.manifest import params_hash, update_manifest
+from mlsel.params import ConfigError
+from mlsel.paths import run_paths
 from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_points, tuned_params_doc
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, prepared_split, run_cv_tasks
 from mlsel.tuning.final import final_tables, fit_final, test_cost
