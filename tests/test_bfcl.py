@@ -225,6 +225,10 @@ def test_result_and_question_errors_name_file_and_line():
         read_questions(_lines([_q("simple_0", "a", "f"), _q("simple_0", "b", "g")]), "q.json")
     two = request_text("Both", [{"name": "f", "description": "one "}, {"name": "g"}], "w")
     assert two == "Both\n\nTools: f: one; g: "
+    assert request_text(" Both ", [{"name": "f"}], "w", tools=False) == "Both"
+    with pytest.raises(DataError, match=r"q.json:1: 'function' must be a function specification"):  # checked with or without tools
+        read_questions(_lines([{"id": "simple_0", "question": "q", "function": []}]), "q.json", tools=False)
+    assert read_questions(_lines([_q("simple_0", "a", "f")]), "q.json", tools=False) == (["simple_0"], ["a"])
 
 
 def test_prices_unpriced_models_and_the_python_table():

@@ -42,7 +42,10 @@ configuration. For each (prompt, configuration) the reader takes:
     a tool-calling endpoint sees both. The request alone is not enough to
     tell the prompts apart: 202 of the 1,700 requests repeat a request of
     another category with other tools (``relevance`` asks the same questions
-    with tools that do not fit, where the right answer is no call).
+    with tools that do not fit, where the right answer is no call). Against
+    the request alone (``request_text(..., tools=False)``) the tools neither
+    help nor hurt the selectors' quality measurably
+    (``benchmarks/bench_embed_text.py``), so the distinct text is kept.
 
 Sources: the result and score files of ``HuanzhiMao/BFCL-Result`` at
 :data:`RESULT_COMMIT`, the question files of ``ShishirPatil/gorilla`` at
@@ -229,24 +232,30 @@ def _jsonl(data: bytes, where: str) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def request_text(question: Any, functions: Any, where: str) -> str:
-    """The text embedded for one prompt: the request, then ``Tools: name: description; ...``."""
+def request_text(question: Any, functions: Any, where: str, tools: bool = True) -> str:
+    """The text embedded for one prompt: the request, then ``Tools: name: description; ...``.
+
+    ``tools=False`` gives the request alone (the same checks): the variant
+    ``benchmarks/bench_embed_text.py`` measures against the shipped text.
+    """
     if not isinstance(question, str) or not question.strip():
         raise DataError(f"{where}: 'question' must be a non-empty string")
-    tools = functions if isinstance(functions, list) else [functions]
-    if not tools or not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in tools):
+    specs = functions if isinstance(functions, list) else [functions]
+    if not specs or not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in specs):
         raise DataError(f"{where}: 'function' must be a function specification (with a 'name') or a list of them")
-    return question.strip() + "\n\nTools: " + "; ".join(f"{f['name']}: {str(f.get('description', '')).strip()}" for f in tools)
+    if not tools:
+        return question.strip()
+    return question.strip() + "\n\nTools: " + "; ".join(f"{f['name']}: {str(f.get('description', '')).strip()}" for f in specs)
 
 
-def read_questions(data: bytes, where: str) -> tuple[list[str], list[str]]:
-    """A category's prompt ids and request texts, in file order."""
+def read_questions(data: bytes, where: str, tools: bool = True) -> tuple[list[str], list[str]]:
+    """A category's prompt ids and request texts (:func:`request_text` with ``tools``), in file order."""
     ids, texts = [], []
     for lineno, rec in _jsonl(data, where):
         if not isinstance(rec.get("id"), str):
             raise DataError(f"{where}:{lineno}: missing 'id'")
         ids.append(rec["id"])
-        texts.append(request_text(rec.get("question"), rec.get("function"), f"{where}:{lineno}"))
+        texts.append(request_text(rec.get("question"), rec.get("function"), f"{where}:{lineno}", tools))
     if len(set(ids)) != len(ids):
         raise DataError(f"{where}: a prompt id appears twice")
     return ids, texts
