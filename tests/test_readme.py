@@ -89,3 +89,21 @@ def test_latency_targets_are_the_benchmarks_own_on_the_published_tables():
     assert [f"| {t['target']} | {t['measured']} | {'yes' if t['reached'] else '**no**'} |" for t in measured] == md.splitlines()[2:6]
     assert mod.sweep_lines(pd.read_csv(TABLES / "bfcl" / "latency_weight_sweep.csv")) == md.split("\n\n")[2].splitlines()
     assert md in README
+
+
+def test_embed_text_results_are_the_benchmarks_own_and_quoted_verbatim():
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_embed_text", ROOT / "benchmarks" / "bench_embed_text.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    result = json.loads((ROOT / "benchmarks" / "results" / "embed_text.json").read_text())
+    assert result["conclusion"] == mod.conclusion(result)
+    md = (ROOT / "benchmarks" / "results" / "embed_text.md").read_text()
+    assert md == mod.markdown(result)
+    assert md in README
+    # the shipped text's held-out rows are the published run's: the utility-weight sweep refits the same selectors on it
+    sweep = pd.read_csv(TABLES / "bfcl" / "latency_weight_sweep.csv").set_index(["strategy", "quality_weight"])["avg_quality"]
+    for r in result["rows"]:
+        assert round(r["test_tools"], 6) == round(sweep[r["selector"], r["quality_weight"]], 6)
