@@ -19,7 +19,8 @@ SELECTOR_NAMES = ("knn", "kmeans", "svm")
 
 
 ROUTER_NAMES = ("knn_reg", "mlp", "logreg", "scoreboard", "guarded")
-PEER_NAMES = ("routerbench_knn", "routerbench_mlp", "llmrouter_knn", "llmrouter_svm", "llmrouter_mlp", "avengers_pro", "hiershrink")
+PEER_NAMES = ("routerbench_knn", "routerbench_mlp", "llmrouter_knn", "llmrouter_svm", "llmrouter_mlp", "llmrouter_mf", "embedllm_mf",
+              "avengers_pro", "hiershrink")
 """The cost-aware routers (:mod:`mlsel.selection.cost_aware`)."""
 
 

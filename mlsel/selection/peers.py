@@ -6,7 +6,9 @@ and the same query embeddings as the suite's routers (the train stage's
 embedder, **without** the category one-hot where the peer embeds the query
 text alone, :data:`PEER_ONEHOT_WEIGHT`), are fitted once with their published settings (never tuned here), and
 appear in ``tuned_results.csv`` with their own label and kind ``peer``.
-Cross-validation never chooses among them: they are baselines.
+Cross-validation never chooses among them: they are baselines. The two
+matrix factorisations (LLMRouter's MF, EmbedLLM's) live in
+:mod:`mlsel.selection.peers_mf` and are registered here.
 
 Where a peer breaks ties by the order of models in its data file (see
 ``docs/peers/routerbench_llmrouter.md``), ours uses the suite's tie rule
@@ -19,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlsel.selection.base import QUALITY_WEIGHT, SEED, Selector, choose
+from mlsel.selection.peers_mf import EmbedLLMMF, LLMRouterMF
 
 ROUTERBENCH = "withmartian/routerbench@cc67d1008bd8f3cf1e8040cc3ba4034d31b93c0c"
 LLMROUTER = "ulab-uiuc/LLMRouter@4e7a796942ce26e9d5f2b93191c7c2585c99c2e3"
@@ -293,6 +296,8 @@ PEERS: dict[str, type[Selector]] = {
     "llmrouter_knn": LLMRouterKNN,
     "llmrouter_svm": LLMRouterSVM,
     "llmrouter_mlp": LLMRouterMLP,
+    "llmrouter_mf": LLMRouterMF,
+    "embedllm_mf": EmbedLLMMF,
     "avengers_pro": AvengersPro,
     "hiershrink": HierShrink,
 }
@@ -304,6 +309,8 @@ PEER_LABELS: dict[str, str] = {
     "llmrouter_knn": "Peer: LLMRouter KNN (k=5)",
     "llmrouter_svm": "Peer: LLMRouter SVM (RBF)",
     "llmrouter_mlp": "Peer: LLMRouter MLP (128, 64)",
+    "llmrouter_mf": "Peer: LLMRouter MF (128)",
+    "embedllm_mf": "Peer: EmbedLLM MF (232)",
     "avengers_pro": "Peer: Avengers-Pro (25 clusters, top 3)",
     "hiershrink": "Peer: HierShrink (20/100 clusters)",
 }
