@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the stage notebooks with papermill (all stages by default)")
-    p.add_argument("--stage", action="append", help="run only this stage (repeatable): prepare, benchmark, train, evaluate, tune, report")
+    p.add_argument("--stage", action="append", help="run only this stage (repeatable): prepare, benchmark, train, evaluate, tune, ship, report")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a params.yaml key, e.g. -p knn_k=7 or -p train.knn_k=7")
     p.add_argument("--params", default=None, help="parameter file (default: params.yaml at the project root)")
     p.add_argument("--smoke", action="store_true", help="apply the small, fast 'smoke' profile of params.yaml")

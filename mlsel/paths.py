@@ -23,6 +23,7 @@ NOTEBOOKS: dict[str, str] = {
     "train": "20_train_selectors.ipynb",
     "evaluate": "30_evaluate_selectors.ipynb",
     "tune": "40_tune_selectors.ipynb",
+    "ship": "50_ship_selector.ipynb",
     "report": "90_build_report.ipynb",
 }
 """The notebook of each stage, under ``notebooks/``."""

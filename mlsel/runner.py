@@ -37,8 +37,8 @@ paths relative).
 
 Up-to-date stages are skipped, as make or DVC would: a stage reruns only when
 its fingerprint changes — its parameters, its notebook, the ``mlsel`` source,
-and what it reads. ``train``, ``evaluate`` and ``tune`` read the bytes of
-their dataset's run folder; ``prepare`` reads the source files its last run
+and what it reads. ``train``, ``evaluate``, ``tune`` and ``ship`` read the bytes of
+their dataset's run folder (``ship`` also the routing config it evaluates); ``prepare`` reads the source files its last run
 recorded in the data log (their size and modification time, as make compares
 them; the mirror and cache folders named), and has no fingerprint before its
 first run; the ``report`` reads every dataset's manifest, tables and executed
@@ -109,6 +109,7 @@ SKIPPABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "train": (("data/*.csv",), "models"),
     "evaluate": (("data/*.csv", "models/**/*"), "tables/selection_results.csv"),
     "tune": (("data/*.csv",), "tables/tuned_results.csv"),
+    "ship": (("data/*.csv", "models/**/*"), "tables"),  # its tables exist only for what it ships (router_config, export_pools)
     "report": ((), "index.html"),  # its inputs are per dataset (REPORT_INPUTS); its output is in report_dir
 }
 REPORT_INPUTS = ("manifest.json", "tables/**/*", "notebooks/*.ipynb")
@@ -125,7 +126,7 @@ def _stage_inputs(stage: str, stage_params: dict[str, Any], run_dir: Path) -> li
     if stage == "report":
         return [p for ds in stage_params["datasets"] for pattern in REPORT_INPUTS for p in sorted((run_dir / ds).glob(pattern))]
     files = [p for pattern in SKIPPABLE[stage][0] for p in sorted(run_dir.glob(pattern))]
-    if stage == "evaluate" and stage_params["router_config"]:
+    if stage == "ship" and stage_params["router_config"]:
         files.append(resolve_path(stage_params["router_config"]))
     return files
 

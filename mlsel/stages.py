@@ -209,6 +209,19 @@ def read_seed_tables(run_dir: str) -> Story:
     return Story(path.read_text())
 
 
+# --------------------------------------------------------------------------- tune
+
+
+def tune_selectors(p: Any) -> pd.DataFrame:
+    """Tune every selector and router by CV inside the training split; evaluate the tuned ones once on test."""
+    from mlsel.tuning import tune_selectors as tune
+
+    return tune(p)
+
+
+# --------------------------------------------------------------------------- ship
+
+
 def evaluate_router_config(p: Any) -> pd.DataFrame | None:
     """Evaluate the per-decision routing config (``router_config``) on the held-out queries; None if none is set.
 
@@ -244,14 +257,7 @@ def export_router_models(p: Any) -> pd.DataFrame:
     return table
 
 
-# --------------------------------------------------------------------------- tune and report
-
-
-def tune_selectors(p: Any) -> pd.DataFrame:
-    """Tune every selector and router by CV inside the training split; evaluate the tuned ones once on test."""
-    from mlsel.tuning import tune_selectors as tune
-
-    return tune(p)
+# --------------------------------------------------------------------------- report
 
 
 def build_report(p: Any) -> Path:

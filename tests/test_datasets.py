@@ -25,7 +25,7 @@ def test_dataset_parameters_layer_sections_smoke_definition_then_overrides():
     assert d.prepare.source == "routerbench" and d.prepare.split == "source"  # the definition
     assert d.prepare.max_queries == 600  # the smoke profile
     assert d.train.knn_k == 7  # the override wins over everything
-    assert list(d.base.pools) == ["all11"] and d.evaluate.export_pools == []  # the definition wins over the smoke profile
+    assert list(d.base.pools) == ["all11"] and d.ship.export_pools == []  # the definition wins over the smoke profile
     plain = dataset_params(params, "mmlu_pro")
     assert plain.base.run_dir == "runs/default/mmlu_pro" and plain.prepare.max_queries == 0 and list(plain.base.pools) == ["small4", "all5"]
     # An override of the definition's own key wins too.

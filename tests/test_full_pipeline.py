@@ -79,7 +79,7 @@ def test_default_pipeline_on_every_dataset(tmp_path):
     done = runner.run(overrides=overrides)
     datasets = load_params().base.datasets
     assert datasets == ["mmlu_pro", "llmrouter", "llmrouter_by_task", "routerbench", "bfcl", "bfcl_latency"]
-    assert list(done) == [f"{ds}/{s}" for ds in datasets for s in ("prepare", "train", "evaluate", "tune")] + ["report"]
+    assert list(done) == [f"{ds}/{s}" for ds in datasets for s in ("prepare", "train", "evaluate", "tune", "ship")] + ["report"]
 
     # MMLU-Pro: oracle >> best single >> expected random, on held-out queries.
     res = pd.read_csv(tmp_path / "report" / "tables" / "mmlu_pro" / "selection_results.csv")

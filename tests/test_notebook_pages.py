@@ -230,7 +230,7 @@ def test_report_links_every_published_page(executed, tmp_path):
     from mlsel.report.overview import build_run_report
 
     site = tmp_path / "site"
-    run = make_run(tmp_path / "run", executed, datasets=("a",), stages=("prepare", "train", "evaluate", "tune"))
+    run = make_run(tmp_path / "run", executed, datasets=("a",), stages=("prepare", "train", "evaluate", "tune", "ship"))
     (run / "b").mkdir()
     index = build_run_report(str(run), ["a", "b"], str(site))  # before the pages exist, as in the report notebook
     published = publish_notebooks(str(run), ["a", "b"], str(site))
@@ -240,7 +240,7 @@ def test_report_links_every_published_page(executed, tmp_path):
     assert "b</h3>\n<p>Its manifest lists no executed notebook" in section  # b's manifest has none
     hrefs = re.findall(r'href="(notebooks/[^"]+)"', text)
     assert hrefs == ["notebooks/a/00_prepare_data.html", "notebooks/a/20_train_selectors.html", "notebooks/a/30_evaluate_selectors.html",
-                     "notebooks/a/40_tune_selectors.html", "notebooks/90_build_report.html"]
+                     "notebooks/a/40_tune_selectors.html", "notebooks/a/50_ship_selector.html", "notebooks/90_build_report.html"]
     assert sorted(site / h for h in hrefs) == sorted(published)
     for h in hrefs:
         assert (site / h).is_file(), h

@@ -127,8 +127,8 @@ def test_parameter_files_name_the_file_and_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown\.yaml: train\.knn_kk: unknown parameter"):
         load_params(unknown)
     wrong = tmp_path / "wrong.yaml"
-    wrong.write_text("evaluate: {n_bootstrap: -5}\n")
-    with pytest.raises(ConfigError, match=r"wrong\.yaml: evaluate\.n_bootstrap: Input should be greater than or equal to 1"):
+    wrong.write_text("base: {n_bootstrap: -5}\n")
+    with pytest.raises(ConfigError, match=r"wrong\.yaml: base\.n_bootstrap: Input should be greater than or equal to 1"):
         load_params(wrong)
     partial = tmp_path / "partial.yaml"
     partial.write_text("train: {knn_k: 9}\n")
@@ -151,8 +151,12 @@ def test_stages_are_passed_only_the_parameters_they_read():
     assert list(values["report"]) == ["run_dir", "datasets", "report_dir"]
     assert not {"selector_names", "quality_weight", "embed_batch_size", "device", "datasets"} & set(values["prepare"])
     assert list(values["benchmark"])[:2] == ["run_dir", "queries"]
-    for stage in ("train", "evaluate", "tune"):
+    for stage in ("train", "evaluate", "tune", "ship"):
         assert "data_dir" not in values[stage] and "datasets" not in values[stage], stage
+    # The routing config and the export are the ship stage's alone; the bootstrap draws are shared with evaluate.
+    assert not {"router_config", "export_pools", "export_dir"} & set(values["evaluate"])
+    assert list(values["ship"])[-3:] == ["router_config", "export_pools", "export_dir"]
+    assert "n_bootstrap" in values["evaluate"] and "n_bootstrap" in values["ship"] and "selector_names" not in values["ship"]
     injected = pm.inspect_notebook(str(ROOT / "notebooks" / paths.NOTEBOOKS["prepare"]))
     assert "selector_names" not in injected and "data_dir" in injected
 

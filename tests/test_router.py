@@ -275,7 +275,7 @@ def test_export_refuses_what_the_runtime_cannot_compute():
 
 
 def test_sample_config_per_decision_tables(run_dir, smoke_run):
-    flat = stage_values(smoke_run, "evaluate") | {"router_config": str(SAMPLE), "n_bootstrap": 50}
+    flat = stage_values(smoke_run, "ship") | {"router_config": str(SAMPLE), "n_bootstrap": 50}
     ev = evaluate_router_config(**flat)
     assert isinstance(ev, RouterConfigEvaluation)
     res = ev.result
@@ -430,7 +430,7 @@ def test_add_cli_registers_subcommands():
 
 
 def test_evaluate_config_command_end_to_end(run_dir, capsys):
-    """`mlsel evaluate-config` runs the evaluate stage's routing-config step and prints its markdown."""
+    """`mlsel evaluate-config` runs the ship stage's routing-config step and prints its markdown."""
     from mlsel import cli
 
     tables = run_paths(run_dir)["tables"]
@@ -442,7 +442,7 @@ def test_evaluate_config_command_end_to_end(run_dir, capsys):
     assert (tables / "router_config_results.csv").is_file() and "Router config (router_config.yaml)" in out
 
 
-# --------------------------------------------------------------------------- shipped files in the evaluate stage
+# --------------------------------------------------------------------------- shipped files in the ship stage
 
 
 def test_export_writes_runtime_config_snippet(exported):
@@ -460,7 +460,7 @@ def test_export_writes_runtime_config_snippet(exported):
     assert manifest["sizes"]["knn_model.json"] == (out / "knn_model.json").stat().st_size
 
 
-def test_evaluate_stage_scores_the_shipped_files_on_held_out_queries(smoke_run, tmp_path):
+def test_ship_stage_scores_the_shipped_files_on_held_out_queries(smoke_run, tmp_path):
     """router_export.csv: every file exact, and the shipped quality is the quality the results table reports for the selector."""
     from mlsel import stages
     from mlsel.params import stage_params
@@ -469,7 +469,7 @@ def test_evaluate_stage_scores_the_shipped_files_on_held_out_queries(smoke_run, 
     src = Path(smoke_run.base.run_dir)
     for part in ("data", "models", "tables", "manifest.json"):
         (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, run / part)
-    p = stage_params(smoke_run, "evaluate").model_copy(update={"run_dir": str(run)})
+    p = stage_params(smoke_run, "ship").model_copy(update={"run_dir": str(run)})
     assert p.export_pools == ["small4"]
     table = stages.export_router_models(p)
     csv = pd.read_csv(run / "tables" / "router_export.csv")

@@ -33,7 +33,7 @@ def smoke_runner_run(tmp_path_factory):
     return run_dir, overrides, done
 
 
-RUN_STAGES = ["prepare", "train", "evaluate", "tune"]
+RUN_STAGES = ["prepare", "train", "evaluate", "tune", "ship"]
 
 
 @pytest.mark.slow
@@ -76,7 +76,7 @@ def test_manifest_records_parameters_versions_inputs_and_drops(smoke_runner_run)
     assert all(len(sha) == 64 for sha in prep["data"]["inputs"].values()) and len(prep["data"]["inputs"]) == 5
     assert prep["data"]["dropped"]["subsampled_out_by_max_queries"] > 0
     assert "duplicate_rows_averaged" in prep["data"]["repaired"]
-    for stage in ("train", "evaluate", "tune"):
+    for stage in ("train", "evaluate", "tune", "ship"):
         assert m["stages"][stage]["executed_notebook"].endswith(".ipynb")
     assert json.loads((run_dir / "manifest.json").read_text())["stages"]["report"]["executed_notebook"].endswith(".ipynb")
     rb = json.loads((run_dir / "routerbench" / "manifest.json").read_text())["stages"]["prepare"]
@@ -89,7 +89,7 @@ def test_rerun_gives_byte_identical_tables(smoke_runner_run):
     run_dir, overrides, _ = smoke_runner_run
     before = _tables(run_dir / "mmlu_pro" / "tables")
     report_before = _tables(run_dir / "report" / "tables" / "mmlu_pro")
-    done = runner.run(smoke=True, overrides={**overrides, "datasets": ["mmlu_pro"]}, stages=["prepare", "train", "evaluate"], force=True)
+    done = runner.run(smoke=True, overrides={**overrides, "datasets": ["mmlu_pro"]}, stages=["prepare", "train", "evaluate", "ship"], force=True)
     assert not any(info["skipped"] for info in done.values())
     assert _tables(run_dir / "mmlu_pro" / "tables") == before
     assert _tables(run_dir / "report" / "tables" / "mmlu_pro") == report_before
@@ -168,7 +168,7 @@ def test_a_credential_in_the_endpoint_parameter_is_warned_about_and_published_ma
 
 def test_planned_stages_put_benchmark_first_only_when_prepare_reads_it():
     params = load_params(ROOT / "params.yaml")
-    assert runner.planned_stages(params) == ["prepare", "train", "evaluate", "tune", "report"]
+    assert runner.planned_stages(params) == ["prepare", "train", "evaluate", "tune", "ship", "report"]
     bench = apply_overrides(params, {"source": "benchmark"})
     assert runner.planned_stages(bench)[:2] == ["benchmark", "prepare"]
 
@@ -234,9 +234,9 @@ def test_report_fingerprint_reads_the_datasets_folders_not_its_own_output(tmp_pa
 
 
 FIGURES = {"00_prepare_data": 1, "20_train_selectors": 1, "30_evaluate_selectors": "pools", "40_tune_selectors": "2 x pools",
-           "90_build_report": 1}
+           "50_ship_selector": "config", "90_build_report": 1}
 """Figures each executed stage notebook shows after its "Result" heading: per pool for evaluate (quality vs cost) and tune
-(CV curves and the frontier)."""
+(CV curves and the frontier); for ship one where the dataset evaluates a routing config (the config's quality vs cost)."""
 
 
 @pytest.mark.slow
@@ -250,6 +250,7 @@ def test_each_stage_notebook_ends_with_its_table_figure_and_story(smoke_runner_r
 
     _, _, done = smoke_runner_run
     pools = {"mmlu_pro": 2, "routerbench": 1}
+    configs = {"mmlu_pro": 1, "routerbench": 0}  # routerbench's definition sets router_config: ""
     for key, info in done.items():
         nb = json.loads(Path(info["notebook"]).read_text())
         stem = Path(info["notebook"]).stem
@@ -258,14 +259,14 @@ def test_each_stage_notebook_ends_with_its_table_figure_and_story(smoke_runner_r
         assert not [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "error"], key
         pngs = [base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {})]
         n_pools = pools.get(key.split("/")[0], 0)
-        want = {"pools": n_pools, "2 x pools": 2 * n_pools}.get(FIGURES[stem], FIGURES[stem])
+        want = {"pools": n_pools, "2 x pools": 2 * n_pools, "config": configs.get(key.split("/")[0], 0)}.get(FIGURES[stem], FIGURES[stem])
         assert len(pngs) == want, (key, len(pngs), want)
         for png in pngs:
             with Image.open(io.BytesIO(png)) as im:
                 assert im.format == "PNG" and im.width > 300 and im.height > 150, key
         stories = ["".join(o["data"]["text/markdown"]) for o in outputs if "text/markdown" in o.get("data", {})]
         assert stories and all(len(s) > 80 for s in stories), key
-        if stem != "30_evaluate_selectors":  # evaluate's table comes before its figure, under "Evaluate every pool"
+        if stem not in ("30_evaluate_selectors", "50_ship_selector"):  # their tables come before the figure, under the steps' headings
             assert any("text/html" in o.get("data", {}) for o in outputs), key
 
 

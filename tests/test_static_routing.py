@@ -167,7 +167,7 @@ def test_exported_static_config_scores_exactly_the_lookup_row_offline(smoke_run,
     table = pd.read_csv(tables / "static_lookup.csv")
     seen = table[(table["pool"] == pool) & (table["lookup"] == "category") & (table["n_test"] > 0)]
     assert all(cfg.route(r.group).model_refs == (r.model,) for r in seen.itertuples())
-    flat = stage_values(smoke_run, "evaluate") | {"router_config": str(static), "n_bootstrap": 20}
+    flat = stage_values(smoke_run, "ship") | {"router_config": str(static), "n_bootstrap": 20}
     ev = evaluate_router_config(**flat)
     overall = ev.result[(ev.result["decision"] == "overall") & (ev.result["kind"] == "router_config")]
     assert overall["avg_quality"].iloc[0] == pytest.approx(lookup["avg_quality"].iloc[0], abs=5e-7)

@@ -1,5 +1,5 @@
-"""Does the published-tables check still catch a changed formula? Reruns one dataset's evaluate, tune and report stages
-with one formula mutated and compares the tables with the published ones (tests/published_tables.py's rule).
+"""Does the published-tables check still catch a changed formula? Reruns one dataset's evaluate, tune, ship and report
+stages with one formula mutated and compares the tables with the published ones (tests/published_tables.py's rule).
 
     python tools/mutation_check.py RUN_DIR [DATASET]
 
@@ -56,7 +56,8 @@ def check(run_dir: Path, dataset: str, name: str, path: str, old: str, new: str,
     shutil.rmtree(report, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(pkg), MLSEL_PROGRESS="off")
     cmd = [str(Path(sys.executable).parent / "mlsel"), "run", "--force", "-p", f"datasets=[{dataset}]", "-p", f"run_dir={run}",
-           "-p", f"report_dir={report}", "--stage", "evaluate", "--stage", "tune", "--stage", "report"]
+           "-p", f"report_dir={report}", "--stage", "evaluate", "--stage", "tune", "--stage", "ship",
+           "--stage", "report"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
         return f"{name}: run failed: {done.stderr.strip().splitlines()[-1:]}"

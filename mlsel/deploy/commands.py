@@ -22,7 +22,7 @@ def _dataset(args: argparse.Namespace) -> Params:
 
 
 def _cli_export(args: argparse.Namespace) -> int:
-    p = stage_params(_dataset(args), "evaluate")
+    p = stage_params(_dataset(args), "ship")
     run_dir = args.run_dir or p.run_dir
     pool = args.pool or _default_pool(p.pools)
     export_dir = args.export_dir if args.export_dir is not None else p.export_dir
@@ -37,8 +37,8 @@ def _cli_export(args: argparse.Namespace) -> int:
 
 
 def _evaluate_config_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The evaluate stage's parameters with the command line's overrides."""
-    values = stage_values(_dataset(args), "evaluate")
+    """The ship stage's parameters with the command line's overrides."""
+    values = stage_values(_dataset(args), "ship")
     if args.run_dir:
         values["run_dir"] = args.run_dir
     if args.config:
@@ -51,9 +51,9 @@ def _evaluate_config_args(args: argparse.Namespace) -> dict[str, Any]:
 def _cli_evaluate_config(args: argparse.Namespace) -> int:
     values = _evaluate_config_args(args)
     if not values["router_config"]:
-        print("no router config: pass --config or set evaluate.router_config in params.yaml", file=sys.stderr)
+        print("no router config: pass --config or set ship.router_config in params.yaml", file=sys.stderr)
         return 1
-    args.evaluate_config(for_stage("evaluate", values, where="evaluate-config"))
+    args.evaluate_config(for_stage("ship", values, where="evaluate-config"))
     md = run_paths(values["run_dir"])["tables"] / "router_config_results.md"
     print(md.read_text())
     print(f"(tidy table: {md.with_suffix('.csv')})")
@@ -65,7 +65,7 @@ def add_cli(subparsers: Any, evaluate_config: Callable[[Any], Any]) -> None:
 
     ``evaluate_config`` is the stage function that evaluates the router config
     and writes its CSV and markdown (``mlsel.stages.evaluate_router_config``,
-    taking the evaluate stage's validated parameters); the deploy layer cannot
+    taking the ship stage's validated parameters); the deploy layer cannot
     import it, so the CLI hands it over.
     """
     p = subparsers.add_parser("export", help="write a run's fitted selectors as router model files (knn/kmeans/svm_model.json + manifest.json)")

@@ -230,7 +230,7 @@ def evaluate_router_config(
     baseline); the overall table has every test query and all of the run's
     models, with the routed choices, each algorithm of the config applied to
     all queries and all models (the single-algorithm configurations), and the
-    usual baselines. ``other_stage_params`` (the rest of the evaluate stage's
+    usual baselines. ``other_stage_params`` (the rest of the ship stage's
     parameters) are ignored.
 
     Writes ``<run_dir>/tables/router_config_results.csv`` (tidy: one row per

@@ -82,6 +82,7 @@ class BaseParams(Section):
     quality_weight: float = _field(0.9, "utility: w*quality + (1-w)/(1+latency_s); no effect without measured latency", ge=0.0, le=1.0)
     lookup_min_queries: int = _field(20, "static lookups (best model per category or task on train): a group with fewer training "
                                      "queries keeps the best single model (counted)", ge=1)
+    n_bootstrap: int = _field(1000, "bootstrap draws for the 95% confidence intervals of the evaluate and ship stages", ge=1)
     embed_batch_size: int = _field(1, "texts per forward pass; 1: a text's vector depends on the text alone, so cold and warm caches "
                                    "give the same run (16 is 1.3x faster on 2 CPU cores but ties a vector's last bits to its batch mates)", ge=1)
     device: Literal["cpu", "cuda", "mps"] = _field("cpu", "torch device for the embedder: cpu | cuda | mps")
@@ -146,13 +147,8 @@ class TrainParams(Section):
 
 
 class EvaluateParams(Section):
-    """The evaluate stage (30_evaluate_selectors): held-out tables, routing config, export."""
+    """The evaluate stage (30_evaluate_selectors): held-out tables, the reference's tables, the latency sweep."""
 
-    n_bootstrap: int = _field(1000, "bootstrap draws for the 95% confidence intervals", ge=1)
-    router_config: str = _field("examples/router_config.yaml", "per-decision routing config evaluated offline (empty: skip)")
-    export_pools: list[str] = _field(
-        [], "pools whose selectors are exported as router model files and scored with the runtime's rules (a KNN file holds every training row once per model)")
-    export_dir: str = _field("", "where router model files go, one folder per pool; empty: <run_dir>/router_models")
     quality_weight_sweep: list[float] = _field(
         [1.0, 0.9, 0.8, 0.7, 0.5, 0.3], "where latency is measured: the quality_weight values the selectors are refitted with and "
         "scored at on the test queries (tables/latency_weight_sweep.csv)")
@@ -203,6 +199,15 @@ class TuneParams(Section):
                                        "training queries' own distances keeps the static choice (1: off)", gt=0.0, le=1.0)
 
 
+class ShipParams(Section):
+    """The ship stage (50_ship_selector): the per-decision routing config and the router's model files."""
+
+    router_config: str = _field("examples/router_config.yaml", "per-decision routing config evaluated offline (empty: skip)")
+    export_pools: list[str] = _field(
+        [], "pools whose selectors are exported as router model files and scored with the runtime's rules (a KNN file holds every training row once per model)")
+    export_dir: str = _field("", "where router model files go, one folder per pool; empty: <run_dir>/router_models")
+
+
 class ReportParams(Section):
     """The report stage (90_build_report)."""
 
@@ -211,7 +216,7 @@ class ReportParams(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     "base": BaseParams, "prepare": PrepareParams, "benchmark": BenchmarkParams, "train": TrainParams,
-    "evaluate": EvaluateParams, "tune": TuneParams, "report": ReportParams,
+    "evaluate": EvaluateParams, "tune": TuneParams, "ship": ShipParams, "report": ReportParams,
 }
 """params.yaml's sections, in file order."""
 
@@ -223,7 +228,7 @@ SMOKE: dict[str, Any] = {
 """The smoke profile: small, fast values (the notebooks' own defaults and the tests' runs)."""
 
 
-STAGES: tuple[str, ...] = ("prepare", "benchmark", "train", "evaluate", "tune", "report")
+STAGES: tuple[str, ...] = ("prepare", "benchmark", "train", "evaluate", "tune", "ship", "report")
 """Stage names, in run order; each is a section of params.yaml."""
 
 
@@ -233,6 +238,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "evaluate": ("evaluate",),
     "tune": ("train", "tune"),  # tuning searches around the train stage's values
+    "ship": ("ship",),
     "report": ("report",),
 }
 """The sections each stage reads, besides ``base``."""
@@ -266,8 +272,10 @@ STAGE_BASE_KEYS: dict[str, tuple[str, ...]] = {
     "prepare": ("run_dir", "seed", "data_dir", "pools"),
     "benchmark": ("run_dir",),
     "train": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device"),
-    "evaluate": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "embed_batch_size", "device"),
+    "evaluate": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "n_bootstrap", "embed_batch_size",
+                 "device"),
     "tune": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "embed_batch_size", "device"),
+    "ship": ("run_dir", "seed", "pools", "quality_weight", "n_bootstrap", "embed_batch_size", "device"),
     "report": ("run_dir", "datasets"),
 }
 """The ``base`` keys each stage reads: a notebook is passed these and its sections' keys, nothing it ignores."""
@@ -294,6 +302,7 @@ STAGE_MODELS: dict[str, type[Section]] = {
     "evaluate": _stage_model("evaluate", "The evaluate stage's parameters: the base keys it reads + evaluate."),
     "tune": _stage_model("tune", "The tune stage's parameters: the base keys it reads + train + tune (tuning searches around the "
                                  "train stage's values)."),
+    "ship": _stage_model("ship", "The ship stage's parameters: the base keys it reads + ship."),
     "report": _stage_model("report", "The report stage's parameters: run_dir, datasets + report."),
 }
 """One flat model per stage (the base keys it reads + the sections it reads): what its notebook takes and its stage function reads."""
@@ -310,6 +319,7 @@ class Params(BaseModel):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tune: TuneParams = Field(default_factory=TuneParams)
+    ship: ShipParams = Field(default_factory=ShipParams)
     report: ReportParams = Field(default_factory=ReportParams)
     smoke: dict[str, Any] = Field(default_factory=lambda: dict(SMOKE))
     dataset_defs: dict[str, dict[str, Any]] = Field(default_factory=lambda: copy.deepcopy(DATASET_DEFS))

@@ -13,6 +13,8 @@ benchmark  :func:`benchmark_story` (its summary)   :func:`benchmark_figure` (non
 train      :func:`training_share`                  :func:`training_share_figure` (shares)
 evaluate   :func:`results_table`                   :func:`quality_cost_figures` (one per pool)
 tune       :func:`routing_summary`                 :func:`cv_curve_figures`, :func:`frontier_figures`
+ship       :func:`router_config_tables`,           :func:`router_config_figures` (none without a config)
+           :func:`export_table`
 report     :func:`routing_summary` (all datasets)  :func:`gain_summary_figure`
 =========  ======================================  ==================================================
 """
@@ -29,10 +31,10 @@ from mlsel.manifest import read_manifest
 from mlsel.paths import project_root, resolve_path, run_paths
 from mlsel.report.blocks import Figure, Story, Table
 from mlsel.report.figures import benchmark_figure as benchmark_figure_of
-from mlsel.report.figures import heatmap_figure, share_figure, style
+from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.overview import dataset_title, gain_at_b_figure, read_summary, summary_table, verdict
 from mlsel.report.page import efficiency_section
-from mlsel.report.tables import benefit_rows, fmt_num, main_table, read_table, verdicts
+from mlsel.report.tables import benefit_rows, efficiency_column, export_sentences, fmt_num, main_table, read_table, verdicts
 from mlsel.report.tuned import cv_curves_blocks, frontier_blocks
 
 ALL = "all categories"
@@ -231,6 +233,64 @@ def frontier_figures(run_dir: str) -> list[Figure]:
 
 def routing_story(summary: pd.DataFrame) -> Story:
     return Story("\n\n".join(f"- {verdict(r)}" for r in summary.itertuples(index=False)))
+
+
+# --------------------------------------------------------------------------- ship
+
+
+def router_config_tables(run_dir: str, router_results: pd.DataFrame | None) -> Story:
+    """The routing config's tables as ``router_config_results.md`` has them (routing, overall, one per decision), or why there are none."""
+    if router_results is None:
+        return Story("No per-decision routing config was evaluated: `router_config` is empty.")
+    return Story((_tables(run_dir) / "router_config_results.md").read_text())
+
+
+def router_config_figures(router_results: pd.DataFrame | None) -> list[Figure]:
+    """The report's quality-vs-cost figure of the config's overall table: the routed choices beside every algorithm and baseline."""
+    if router_results is None:
+        return []
+    overall = router_results[router_results["decision"] == "overall"]
+    col = efficiency_column(overall)[0]
+    if col not in overall or overall[col].isna().all():
+        return []
+    style()
+    models = len(str(overall["model_refs"].iloc[0]).split(";"))
+    return [scatter_figure(overall.sort_values("avg_quality", ascending=False, kind="mergesort"), f"all {models} models (router config)",
+                           "fig-scatter-router-config")]
+
+
+def export_table(exported: pd.DataFrame) -> pd.DataFrame:
+    """``tables/router_export.csv`` as written: one row per exported file (the local folder left out)."""
+    return exported.drop(columns=["folder"])
+
+
+def _config_sentence(router_results: pd.DataFrame) -> str:
+    overall = router_results[router_results["decision"] == "overall"]
+    cfg = overall[overall["kind"] == "router_config"].iloc[0]
+    algos = overall[overall["kind"] == "selector"].sort_values("avg_quality", ascending=False, kind="mergesort")
+    return (f"**{cfg['strategy']}** on {int(cfg['n_queries'])} held-out queries: average quality {fmt_num(cfg['avg_quality'], 3)}"
+            + (f", against {fmt_num(algos['avg_quality'].iloc[0], 3)} for the best single-algorithm configuration "
+               f"({algos['strategy'].iloc[0]})" if len(algos) else "")
+            + f" and {fmt_num(overall.loc[overall['kind'] == 'best_single', 'avg_quality'].iloc[0], 3)} for the best single model.")
+
+
+def ship_story(router_results: pd.DataFrame | None, exported: pd.DataFrame) -> Story:
+    """One sentence on the config against the best single-algorithm configuration and the best single model, one per exported pool."""
+    lines = ["No per-decision routing config was evaluated (`router_config` is empty)."] if router_results is None else [
+        _config_sentence(router_results)]
+    lines += export_sentences(exported) if len(exported) else ["No pool is exported (`export_pools` is empty)."]
+    return Story("\n\n".join(lines))
+
+
+def ship_check(router_results: pd.DataFrame | None, exported: pd.DataFrame) -> str:
+    """What notebook 50 checks: each decision's held-out queries and oracle quality, and the files shipped (no embedding arithmetic)."""
+    parts = []
+    if router_results is not None:
+        oracle = router_results[router_results["kind"] == "oracle"][["decision", "n_queries", "avg_quality"]]
+        parts.append(oracle.round(4).to_string(index=False))
+    if len(exported):
+        parts.append(exported[["pool", "algorithm", "file", "rule", "n_test"]].to_string(index=False))
+    return "\n\n".join(parts) or "nothing shipped"
 
 
 # --------------------------------------------------------------------------- report
