@@ -1,13 +1,15 @@
-"""The report's figures: the PNGs are small and stable."""
+"""The report's figures: the frontier names its points in a legend with no overlapping text; the PNGs are small and stable."""
 
 from __future__ import annotations
 
 import base64
 import io
+import itertools
 
 import pandas as pd
+import pytest
 
-from mlsel.report.figures import frontier_figure, heatmap_figure, share_figure, style
+from mlsel.report.figures import draw_frontier, frontier_figure, heatmap_figure, share_figure, style
 
 # Single models crowded at the cheap end (the issue's case: their labels, written beside the points, overlapped), one
 # expensive model, a cost-aware router's curve, a selector and the zero router between the cheapest and the best model.
@@ -24,6 +26,60 @@ RESULTS = pd.DataFrame([
     {"pool": "p", "strategy": "Oracle (best possible)", "kind": "oracle", "avg_quality": 0.8, "avg_cost_usd": 0.00105},
     {"pool": "p", "strategy": "Random Selection (expected)", "kind": "random", "avg_quality": 0.45, "avg_cost_usd": 0.0023},
 ])
+
+
+@pytest.fixture
+def frontier_fig():
+    style()
+    fig = draw_frontier(FRONTIER, RESULTS, "p", "avg_cost_usd")
+    fig.canvas.draw()
+    yield fig
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def drawn_texts(fig) -> list:
+    """The figure's visible, non-empty texts, but the labels of ticks outside their axis's view (matplotlib keeps those,
+    at stale positions, and does not draw them)."""
+    from matplotlib.text import Text
+
+    hidden = set()
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not min(lim) <= tick.get_loc() <= max(lim):
+                    hidden |= {id(tick.label1), id(tick.label2)}
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
+
+
+def test_frontier_texts_do_not_overlap(frontier_fig):
+    """No two drawn texts of the figure (title, axis and tick labels, legend entries, annotations) share a pixel."""
+    renderer = frontier_fig.canvas.get_renderer()
+    texts = drawn_texts(frontier_fig)
+    assert len(texts) > 10
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    overlapping = [(a, b) for (a, ba), (b, bb) in itertools.combinations(boxes, 2) if ba.overlaps(bb)]
+    assert not overlapping, overlapping
+
+
+def test_frontier_names_every_point_in_the_legend(frontier_fig):
+    """Single models, oracle and random are legend entries, not text beside their points; each model has its own marker."""
+    (ax,) = frontier_fig.axes
+    assert not ax.texts
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    singles = FRONTIER.loc[FRONTIER["kind"] == "single", "router"].tolist()
+    for name in singles + RESULTS["strategy"].tolist() + ["knn_reg (over cost_lambda)", "knn (selector)"]:
+        assert name in labels, name
+    handles = dict(zip(labels, legend.legend_handles))
+    styles = [(handles[n].get_marker(), handles[n].get_color()) for n in singles]
+    assert len(set(styles)) == len(singles), styles
+
+
+def test_frontier_figure_caption_says_the_legend_names_the_points():
+    f = frontier_figure(FRONTIER, RESULTS, "p", "avg_cost_usd", "fig-frontier-p")
+    assert "named in the legend" in f.caption and f.id == "fig-frontier-p"
 
 
 def _decoded(png_b64: str):

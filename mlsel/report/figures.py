@@ -16,6 +16,8 @@ DPI = 85
 :func:`_png` the six default datasets' page is 1.56 MB, its 50 figures 1.03 MB of it; at 100 dpi with a median-cut palette
 it was 2.16 MB, over the 2 MB a tracked file may take."""
 KIND_MARKERS = {"oracle": "*", "selector": "o", "tuned": "P", "best_single": "D", "always": "s", "random": "X"}
+SINGLE_MARKERS = ("s", "D", "^", "v", "<", ">", "p")
+"""Markers of the single models in the frontier figure, cycled with the eight Dark2 colours (7 x 8 distinct pairs)."""
 
 
 def _plt():
@@ -167,13 +169,14 @@ def frontier_curves(fr: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: str, cost_col: str, id: str) -> Figure:
-    """Cost-quality frontier of one pool.
+def draw_frontier(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: str, cost_col: str):
+    """The matplotlib figure of :func:`frontier_figure` (open: the caller saves or closes it).
 
-    Only the cost-aware routers (``kind == "router"``) have a curve over
-    cost_lambda; the zero router (mixtures of two single models) is a dashed
-    segment between its two end points; single models and the fixed selectors
-    are points; oracle and random come from ``results`` when given.
+    Every point and line is named in the legend, none by a text beside it: single
+    models crowd at the cheap end, where labels written next to them overlap.
+    Each single model has its own marker and colour (:data:`SINGLE_MARKERS` cycled
+    with the eight Dark2 colours, distinct for up to 56 models); oracle and random
+    are grey points with their kind's marker.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9.0, 5.2))
@@ -195,21 +198,40 @@ def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: 
     if results is not None and cost_col in results:
         extra = results[(results["pool"] == pool) & results["kind"].isin(["oracle", "random"] + ([] if singles else ["always", "best_single"]))]
         singles += [(r.strategy, getattr(r, cost_col), r.avg_quality, r.kind) for r in extra.itertuples(index=False)]
+    dark = plt.get_cmap("Dark2")
+    n_models = 0
     for name, x, q, k in singles:
         if is_missing(x):
             continue
-        ax.plot([x], [q], KIND_MARKERS.get(k, "s"), color="0.25", ms=8 if k == "oracle" else 6)
-        ax.annotate(str(name), (x, q), textcoords="offset points", xytext=(5, 4), fontsize=7, color="0.25")
-    xl = COST_LABELS[cost_col] if cost_col in COST_LABELS else cost_col
-    ax.set_xlabel(xl)
+        if k in ("oracle", "random"):
+            ax.plot([x], [q], KIND_MARKERS[k], color="0.25", ms=9 if k == "oracle" else 7, ls="none", label=str(name))
+        else:
+            ax.plot([x], [q], SINGLE_MARKERS[n_models % len(SINGLE_MARKERS)], color=dark(n_models % dark.N), ms=7, ls="none",
+                    label=str(name))
+            n_models += 1
+    ax.set_xlabel(COST_LABELS[cost_col] if cost_col in COST_LABELS else cost_col)
     ax.set_ylabel("Avg quality")
     ax.set_title(f"Pool {pool}: cost-quality frontier")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: str, cost_col: str, id: str) -> Figure:
+    """Cost-quality frontier of one pool (drawn by :func:`draw_frontier`).
+
+    Only the cost-aware routers (``kind == "router"``) have a curve over
+    cost_lambda; the zero router (mixtures of two single models) is a dashed
+    segment between its two end points; single models and the fixed selectors
+    are points; oracle and random come from ``results`` when given.
+    """
+    fig = draw_frontier(frontier, results, pool, cost_col)
+    xl = COST_LABELS[cost_col] if cost_col in COST_LABELS else cost_col
     return _figure(fig, id, f"Pool {pool}: each cost-aware router's average quality and {xl.lower()} as its cost weight cost_lambda varies "
                    "(lines); the fixed selectors as points; the zero router, which mixes two single models, as a dashed segment; "
-                   "single models, random and oracle as grey points.", alt=f"cost-quality frontier, pool {pool}")
+                   "each single model as a point of its own marker and colour, random and oracle as grey points, all named in the "
+                   "legend.", alt=f"cost-quality frontier, pool {pool}")
 
 
 def cv_curves_figure(th: pd.DataFrame, pool: str, id: str) -> Figure:
