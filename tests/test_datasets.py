@@ -13,6 +13,7 @@ from mlsel.metrics.bootstrap import resample_indices
 from mlsel.params import ConfigError, Params, apply_overrides, dataset_params, load_params
 from mlsel.report.overview import verdict
 from mlsel.tuning.cv import PoolData, TunePlan
+from mlsel.tuning.final import FinalFit
 from mlsel.tuning.summary import SUMMARY_COLUMNS, CVChoices, SummarySettings, cheapest_point, cv_router, summary_row
 
 # --------------------------------------------------------------------------- parameters
@@ -131,8 +132,8 @@ def test_summary_row_known_answers():
     cv = pd.DataFrame({"pool": ["p", "p", "p"], "selector": ["knn", "knn_reg", "knn_reg"], "chosen": [True, True, False],
                        "cv_utility_mean": [0.60, 0.70, 0.99]})  # the unchosen combination's score must not count
     one_hot = np.eye(2)
-    fitted = {("p", "knn"): {"proba": one_hot[[0, 0, 0, 0]], "sweep": None},
-              ("p", "knn_reg"): {"proba": one_hot[[0, 1, 0, 0]], "sweep": [np.array([0, 1, 0, 0]), np.array([1, 1, 1, 1])]}}
+    fitted = {("p", "knn"): FinalFit("p", "knn", one_hot[[0, 0, 0, 0]]),
+              ("p", "knn_reg"): FinalFit("p", "knn_reg", one_hot[[0, 1, 0, 0]], [np.array([0, 1, 0, 0]), np.array([1, 1, 1, 1])])}
     operating = {("p", "knn_reg"): {"cost_lambda": 1.0, "cv_quality_mean": 0.5, "cv_avg_cost_usd": 1.0}}
     point = cheapest_point(operating, "p", d.unit)
     assert point == ("knn_reg", 1.0)
@@ -162,7 +163,7 @@ def test_no_operating_point_means_no_claimed_saving():
     d = _pool()
     plan = TunePlan(names=["knn"], router_names=[], embedders=["e"], lambdas=[])
     cv = pd.DataFrame({"pool": ["p"], "selector": ["knn"], "chosen": [True], "cv_utility_mean": [0.6]})
-    fitted = {("p", "knn"): {"proba": np.eye(2)[[0, 0, 0, 0]], "sweep": None}}
+    fitted = {("p", "knn"): FinalFit("p", "knn", np.eye(2)[[0, 0, 0, 0]])}
     row = summary_row(d, fitted, plan, CVChoices(cv_router(cv, "p", plan.names), cheapest_point({}, "p", d.unit)), d.te.cost_usd, None,
                       SummarySettings(1.0, 100, 0))
     assert row["gain_at_b"] == 0.0 and "cost_save_at_b_pct" not in row and row["best_single_cost"] == pytest.approx(2.0)

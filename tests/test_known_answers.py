@@ -26,6 +26,7 @@ from mlsel.report.overview import summary_table as summary_matrix
 from mlsel.report.overview import verdict
 from mlsel.report.tables import benefit_table, main_table, verdicts
 from mlsel.tuning.cv import PoolData, TunePlan
+from mlsel.tuning.final import FinalFit
 from mlsel.tuning.summary import SUMMARY_COLUMNS, CVChoices, SummarySettings, cv_router, summary_row, summary_table
 
 MODELS = ["a", "b", "c"]
@@ -201,7 +202,7 @@ def test_summary_gain_interval_is_paired():
     te, tr, picks = one_query_apart()
     d = PoolData("p", ["a", "b"], te, tr, te, None)
     cv = pd.DataFrame({"pool": "p", "selector": ["r"], "chosen": True, "cv_utility_mean": [1.0]})
-    row = summary_row(d, {("p", "r"): {"proba": np.eye(2)[picks], "sweep": None}}, TunePlan(["r"], ["r"], ["e"], [0.0]),
+    row = summary_row(d, {("p", "r"): FinalFit("p", "r", np.eye(2)[picks])}, TunePlan(["r"], ["r"], ["e"], [0.0]),
                       CVChoices(cv_router(cv, "p", ["r"])), None, None, SummarySettings(1.0, 2000, 3))
     assert row["best_single"] == "a" and row["gain_at_b"] == pytest.approx(1 / 20)
     assert (row["gain_at_b_ci_low"], row["gain_at_b_ci_high"]) == (0.0, pytest.approx(3 / 20))
@@ -214,8 +215,8 @@ def _pool() -> tuple[PoolData, dict, TunePlan, pd.DataFrame]:
     te, tr = hand_split()
     d = PoolData("p", list(MODELS), te, tr, te, "cost_usd")
     # The CV chose "knn" (higher CV utility than "knn_reg"); knn_reg's cost sweep over lambdas 0 and 1.
-    fitted = {("p", "knn"): {"proba": one_hot(SEL), "sweep": None},
-              ("p", "knn_reg"): {"proba": one_hot(np.array([1, 1, 1, 2])), "sweep": [np.array([1, 1, 1, 2]), np.array([0, 1, 2, 2])]}}
+    fitted = {("p", "knn"): FinalFit("p", "knn", one_hot(SEL)),
+              ("p", "knn_reg"): FinalFit("p", "knn_reg", one_hot(np.array([1, 1, 1, 2])), [np.array([1, 1, 1, 2]), np.array([0, 1, 2, 2])])}
     plan = TunePlan(["knn", "knn_reg"], ["knn_reg"], ["e"], [0.0, 1.0])
     cv = pd.DataFrame({"pool": "p", "selector": ["knn", "knn_reg"], "chosen": True, "cv_utility_mean": [0.7, 0.6]})
     return d, fitted, plan, cv
@@ -257,7 +258,7 @@ def test_summary_row_cost_save_interval_by_hand():
     te = OutcomeMatrix(np.array(["q0", "q1"]), np.array(["", ""]), np.array(["math"] * 2), ["a", "b"], q, None, None, np.array([[1.0, 4.0], [1.0, 4.0]]))
     tr = OutcomeMatrix(np.array(["t0"]), np.array([""]), np.array(["math"]), ["a", "b"], np.array([[0.0, 1.0]]), None, None, np.array([[1.0, 4.0]]))
     d = PoolData("p", ["a", "b"], te, tr, te, "cost_usd")
-    fitted = {("p", "r"): {"proba": np.eye(2)[[1, 1]], "sweep": [np.array([0, 1])]}}
+    fitted = {("p", "r"): FinalFit("p", "r", np.eye(2)[[1, 1]], [np.array([0, 1])])}
     cv = pd.DataFrame({"pool": "p", "selector": ["r"], "chosen": True, "cv_utility_mean": [1.0]})
     row = summary_row(d, fitted, TunePlan(["r"], ["r"], ["e"], [1.0]), CVChoices(cv_router(cv, "p", ["r"]), ("r", 1.0)), te.cost_usd, None,
                       SummarySettings(1.0, 2000, 0))

@@ -94,15 +94,16 @@ def test_every_peer_fits_and_predicts_a_distribution(name):
 def test_summary_names_the_best_peer_on_test_and_the_paired_gain_over_it():
     from mlsel.data.outcomes import OutcomeMatrix
     from mlsel.tuning.cv import PoolData
+    from mlsel.tuning.final import FinalFit
     from mlsel.tuning.summary import peer_columns
 
     q = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     te = OutcomeMatrix(np.array([f"q{i}" for i in range(4)]), np.array([""] * 4), np.array(["math"] * 4), ["a", "b"], q, None, None)
     d = PoolData("p", ["a", "b"], te, te, te, None)
     onehot = lambda idx: np.eye(2)[idx]  # noqa: E731
-    fitted = {("p", "knn"): {"proba": onehot([0, 1, 0, 0])},              # qualities 1, 1, 1, 1
-              ("p", "routerbench_knn"): {"proba": onehot([1, 1, 1, 1])},   # 0, 1, 0, 1 -> 0.5
-              ("p", "llmrouter_knn"): {"proba": onehot([0, 0, 0, 0])}}     # 1, 0, 1, 1 -> 0.75
+    fitted = {("p", "knn"): FinalFit("p", "knn", onehot([0, 1, 0, 0])),              # qualities 1, 1, 1, 1
+              ("p", "routerbench_knn"): FinalFit("p", "routerbench_knn", onehot([1, 1, 1, 1])),   # 0, 1, 0, 1 -> 0.5
+              ("p", "llmrouter_knn"): FinalFit("p", "llmrouter_knn", onehot([0, 0, 0, 0]))}     # 1, 0, 1, 1 -> 0.75
     cols = peer_columns(d, fitted, ["routerbench_knn", "llmrouter_knn"], "knn", n_bootstrap=500, seed=0)
     assert cols["best_peer"] == PEER_LABELS["llmrouter_knn"] and cols["best_peer_quality"] == 0.75
     assert cols["gain_vs_peer"] == 0.25  # per query 0, 1, 0, 0

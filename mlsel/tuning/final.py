@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,34 +28,72 @@ AIQ_COLUMNS = ["pool", "router", "cost_unit", "n_points", "aiq", "ci_low", "ci_h
                "best_single_quality", "cost_min", "cost_max"]
 
 
-def final_task(pool: str, name: str, values: dict[str, Any], combo: dict[str, Any], Xtr: np.ndarray, Xte: np.ndarray,
-               quality: np.ndarray, latency: np.ndarray | None, cost: np.ndarray | None, models: list[str], lambdas: list[float],
-               op_lambda: float | None) -> dict[str, Any]:
-    """Refit one tuned selector on the whole training split; its test choices (and a router's sweep)."""
+@dataclass(frozen=True)
+class FitInputs:
+    """What a final fit of one pool learns from and predicts on: the features of the whole training split (``Xtr``)
+    and of the test split (``Xte``) for one feature setting, and the training outcomes."""
+
+    pool: str
+    Xtr: np.ndarray
+    Xte: np.ndarray
+    quality: np.ndarray
+    latency: np.ndarray | None
+    cost: np.ndarray | None
+    models: list[str]
+
+
+@dataclass(frozen=True)
+class FinalFit:
+    """One final fit's choices on the test split (a :func:`final_task` or :func:`peer_task` result)."""
+
+    pool: str
+    name: str
+    proba: np.ndarray
+    """Choice distribution (n_test, m)."""
+    sweep: np.ndarray | None = None
+    """A cost-aware router's model index per test query for each cost weight of the plan, (n_lambdas, n_test); else None."""
+    op_proba: np.ndarray | None = None
+    """A cost-aware router's choice distribution at its CV operating point's cost weight; else None."""
+    peer: bool = False
+    """A peer's published router (:mod:`mlsel.selection.peers`) rather than a tuned selector."""
+
+
+Fitted = dict[tuple[str, str], FinalFit]
+"""Every final fit, by (pool, selector or peer name)."""
+
+
+def final_task(inputs: FitInputs, name: str, values: dict[str, Any], combo: dict[str, Any], *, lambdas: list[float],
+               op_lambda: float | None) -> FinalFit:
+    """Refit one tuned selector (``values`` with its chosen ``combo``) on the whole training split; its test choices (and
+    a router's sweep over ``lambdas`` and choices at ``op_lambda``)."""
     sel = make_selector(name, combo_params(values, combo))
-    fit_selector(sel, Xtr, quality, latency, models, cost)
-    out: dict[str, Any] = {"pool": pool, "name": name, "proba": sel.predict_proba(Xte), "sweep": None, "op_proba": None}
+    fit_selector(sel, inputs.Xtr, inputs.quality, inputs.latency, inputs.models, inputs.cost)
+    proba, sweep, op_proba = sel.predict_proba(inputs.Xte), None, None
     if isinstance(sel, CostAwareRouter):
         if lambdas:
-            out["sweep"] = sel.predict_index_sweep(Xte, lambdas)
+            sweep = sel.predict_index_sweep(inputs.Xte, lambdas)
         if op_lambda is not None:
             sel.set_params(cost_lambda=op_lambda)
-            out["op_proba"] = sel.predict_proba(Xte)
-    return out
+            op_proba = sel.predict_proba(inputs.Xte)
+    return FinalFit(inputs.pool, name, proba, sweep, op_proba)
 
 
-def peer_task(pool: str, name: str, Xtr: np.ndarray, Xte: np.ndarray, quality: np.ndarray, latency: np.ndarray | None,
-              models: list[str], quality_weight: float) -> dict[str, Any]:
+def peer_task(inputs: FitInputs, name: str, quality_weight: float) -> FinalFit:
     """Fit one peer's published router on the whole training split; its test choices."""
-    sel = PEERS[name](quality_weight=quality_weight).fit(Xtr, quality, latency, models=models)
-    return {"pool": pool, "name": name, "proba": sel.predict_proba(Xte), "sweep": None, "op_proba": None, "peer": True}
+    sel = PEERS[name](quality_weight=quality_weight).fit(inputs.Xtr, inputs.quality, inputs.latency, models=inputs.models)
+    return FinalFit(inputs.pool, name, sel.predict_proba(inputs.Xte), peer=True)
+
+
+def _fit_inputs(d: PoolData, features: FeatureCache, embedder: str, onehot_weight: float, cost: np.ndarray | None) -> FitInputs:
+    """Pool ``d``'s final-fit inputs with the features of one setting (``cost``: the training cost, or None)."""
+    return FitInputs(d.name, features(d.tr, embedder, onehot_weight), features(d.te, embedder, onehot_weight), d.tr.quality,
+                     d.tr.latency_s, cost, list(d.models))
 
 
 def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData], chosen_combos: dict[tuple[str, str], dict[str, Any]],
-              operating: dict[tuple[str, str], dict[str, Any]], features: FeatureCache, n_jobs: int,
-              scheduler: str = "") -> dict[tuple[str, str], dict[str, Any]]:
+              operating: dict[tuple[str, str], dict[str, Any]], features: FeatureCache, n_jobs: int, scheduler: str = "") -> Fitted:
     """Refit every tuned selector, and fit every peer of ``tune_peer_names``, in parallel (features are built here, once per
-    setting); ``{(pool, name): final_task or peer_task output}``.
+    setting); ``{(pool, name): final_task or peer_task result}``.
 
     The fits run on local joblib workers, or on the Dask cluster at ``scheduler`` (an address).
     """
@@ -68,16 +107,14 @@ def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData]
         for name in plan.names:
             combo = chosen_combos[(pool, name)]
             op = operating[(pool, name)]["cost_lambda"] if (pool, name) in operating else None
-            emb, ow = combo["embedder"], float(combo["onehot_weight"])
-            tasks.append(delayed(final_task)(pool, name, values, combo, features(d.tr, emb, ow), features(d.te, emb, ow), d.tr.quality,
-                                             d.tr.latency_s, cost_tr, list(d.models), plan.lambdas if d.unit else [], op))
+            inputs = _fit_inputs(d, features, combo["embedder"], float(combo["onehot_weight"]), cost_tr)
+            tasks.append(delayed(final_task)(inputs, name, values, combo, lambdas=plan.lambdas if d.unit else [], op_lambda=op))
         for name in values["tune_peer_names"]:  # most peers embed the query text alone: no category one-hot
-            ow = PEER_ONEHOT_WEIGHT.get(name, 0.0)
-            tasks.append(delayed(peer_task)(pool, name, features(d.tr, plan.embedders[0], ow), features(d.te, plan.embedders[0], ow),
-                                            d.tr.quality, d.tr.latency_s, list(d.models), values["quality_weight"]))
+            inputs = _fit_inputs(d, features, plan.embedders[0], PEER_ONEHOT_WEIGHT.get(name, 0.0), None)
+            tasks.append(delayed(peer_task)(inputs, name, values["quality_weight"]))
     t0 = time.perf_counter()
     with joblib_backend(n_jobs, scheduler) as jobs:
-        out = {(o["pool"], o["name"]): o for o in Parallel(n_jobs=jobs)(tasks)}
+        out = {(o.pool, o.name): o for o in Parallel(n_jobs=jobs)(tasks)}
     log.info("tune: final fits in %.1f s", time.perf_counter() - t0)
     return out
 
@@ -91,29 +128,42 @@ def test_cost(d: PoolData) -> np.ndarray | None:
     return cost_te
 
 
-def _tuned_strategies(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan,
-                      operating: dict[tuple[str, str], dict[str, Any]], cost_te: np.ndarray | None
-                      ) -> tuple[list[Strategy], list[dict[str, Any]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+@dataclass(frozen=True)
+class TunedStrategies:
+    """One pool's tuned selectors on the test split, as ``_tuned_strategies`` finds them."""
+
+    strategies: list[Strategy]
+    """Each tuned selector, and each router at its CV operating point."""
+    frontier: list[dict[str, Any]]
+    """frontier.csv rows: each router per cost weight, each other selector once (none without a cost)."""
+    curve_quality: dict[str, np.ndarray]
+    """Per router: test quality per cost weight and query, (n_lambdas, n_test)."""
+    curve_cost: dict[str, np.ndarray]
+    """Per router: test cost per cost weight and query, (n_lambdas, n_test)."""
+
+
+def _tuned_strategies(d: PoolData, fitted: Fitted, plan: TunePlan, operating: dict[tuple[str, str], dict[str, Any]],
+                     cost_te: np.ndarray | None) -> TunedStrategies:
     """The tuned selectors' strategies, their frontier rows and the routers' per-query test curves (quality, cost)."""
     te, unit, pool = d.te, d.unit, d.name
     strategies, front, curves_q, curves_c = [], [], {}, {}
     ar = np.arange(len(te))
     for name in plan.names:
         o = fitted[(pool, name)]
-        strategies.append(Strategy(label(name, tuned=True), "selector", o["proba"]))
-        if o["sweep"] is not None and cost_te is not None:
-            curves_q[name] = np.stack([te.quality[ar, s] for s in o["sweep"]])
-            curves_c[name] = np.stack([cost_te[ar, s] for s in o["sweep"]])
+        strategies.append(Strategy(label(name, tuned=True), "selector", o.proba))
+        if o.sweep is not None and cost_te is not None:
+            curves_q[name] = np.stack([te.quality[ar, s] for s in o.sweep])
+            curves_c[name] = np.stack([cost_te[ar, s] for s in o.sweep])
             for lam, q, c in zip(plan.lambdas, curves_q[name].mean(axis=1), curves_c[name].mean(axis=1)):
                 front.append({"pool": pool, "kind": "router", "router": name, "cost_lambda": lam, "avg_quality": q, f"avg_{unit}": c})
-            if o["op_proba"] is not None:
+            if o.op_proba is not None:
                 lam = operating[(pool, name)]["cost_lambda"]
-                strategies.append(Strategy(f"{name.upper()} (tuned, matched lambda={lam:g})", "selector", o["op_proba"]))
+                strategies.append(Strategy(f"{name.upper()} (tuned, matched lambda={lam:g})", "selector", o.op_proba))
         elif cost_te is not None:
-            idx = o["proba"].argmax(axis=1)
+            idx = o.proba.argmax(axis=1)
             front.append({"pool": pool, "kind": "selector", "router": name, "cost_lambda": np.nan,
                           "avg_quality": float(te.quality[ar, idx].mean()), f"avg_{unit}": float(cost_te[ar, idx].mean())})
-    return strategies, front, curves_q, curves_c
+    return TunedStrategies(strategies, front, curves_q, curves_c)
 
 
 def _single_and_zero_router(d: PoolData, cost_te: np.ndarray) -> list[dict[str, Any]]:
@@ -129,26 +179,27 @@ def _single_and_zero_router(d: PoolData, cost_te: np.ndarray) -> list[dict[str, 
     return front
 
 
-def evaluate_pool(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan,
+def evaluate_pool(d: PoolData, fitted: Fitted, plan: TunePlan,
                   operating: dict[tuple[str, str], dict[str, Any]], p: Any) -> tuple[pd.DataFrame, list[dict[str, Any]], pd.DataFrame | None]:
     """One pool's tuned results table, frontier rows and AIQ table (None without a cost)."""
     cost_te = test_cost(d)
     strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(d.te))]
-    tuned, front, curves_q, curves_c = _tuned_strategies(d, fitted, plan, operating, cost_te)
+    tuned = _tuned_strategies(d, fitted, plan, operating, cost_te)
     baselines = baseline_strategies(d.tr, d.te, p.quality_weight, p.lookup_min_queries)
-    peers = [Strategy(PEER_LABELS[name], "peer", fitted[(d.name, name)]["proba"]) for name in p.tune_peer_names]
-    strategies += tuned + peers + baselines
+    peers = [Strategy(PEER_LABELS[name], "peer", fitted[(d.name, name)].proba) for name in p.tune_peer_names]
+    strategies += tuned.strategies + peers + baselines
     best_j = best_single_index(d.tr.quality, d.tr.latency_s, p.quality_weight)
     results = evaluate(d.te, strategies, d.name, n_bootstrap=p.tune_n_bootstrap, seed=p.seed)["results"]
     if cost_te is None:
-        return results, front, None
-    front += _single_and_zero_router(d, cost_te)
-    aiq = aiq_table(d.name, d.te.quality, cost_te, curves_q, curves_c, best_j, n_bootstrap=p.tune_n_bootstrap, seed=p.seed)
+        return results, tuned.frontier, None
+    front = tuned.frontier + _single_and_zero_router(d, cost_te)
+    aiq = aiq_table(d.name, d.te.quality, cost_te, tuned.curve_quality, tuned.curve_cost, best_j, n_bootstrap=p.tune_n_bootstrap,
+                    seed=p.seed)
     aiq.insert(2, "cost_unit", d.unit)
     return results, front, aiq
 
 
-def final_tables(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: dict[tuple[str, str], dict[str, Any]],
+def final_tables(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: Fitted,
                  operating: dict[tuple[str, str], dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """tuned_results.csv, frontier.csv and aiq.csv over all pools."""
     results, front, aiqs = [], [], []

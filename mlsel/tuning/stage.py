@@ -17,7 +17,7 @@ from mlsel.params import ConfigError
 from mlsel.paths import run_paths
 from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_points, tuned_params_doc
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, prepared_split, run_cv_tasks
-from mlsel.tuning.final import final_tables, fit_final, test_cost
+from mlsel.tuning.final import Fitted, final_tables, fit_final, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
 from mlsel.tuning.summary import (
     CVChoices,
@@ -73,7 +73,7 @@ def manifest_entry(p: Any, plan: TunePlan, pools: dict[str, PoolData], chosen_co
     }
 
 
-def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: dict[tuple[str, str], dict[str, Any]], cv: pd.DataFrame,
+def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: Fitted, cv: pd.DataFrame,
                    sweep: pd.DataFrame, operating: dict[tuple[str, str], dict[str, Any]], aiq: pd.DataFrame,
                    folds: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`); operating points chosen on CV only."""

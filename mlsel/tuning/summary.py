@@ -68,6 +68,7 @@ from mlsel.selection.peers import PEER_LABELS
 from mlsel.selection.registry import label
 from mlsel.tuning.choice import cv_mean
 from mlsel.tuning.cv import PoolData, TunePlan
+from mlsel.tuning.final import Fitted
 
 SUMMARY_COLUMNS = [
     "pool", "split", "n_train", "n_test", "best_single", "best_single_quality", "oracle_quality", "random_quality",
@@ -119,12 +120,12 @@ def cv_aiq_router(d: PoolData, sweep: pd.DataFrame, folds: pd.DataFrame | None, 
     return max(scores, key=lambda n: (scores[n], -names.index(n))) if scores else None
 
 
-def _op_choice(fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, pool: str, point: tuple[str, float] | None) -> np.ndarray | None:
+def _op_choice(fitted: Fitted, plan: TunePlan, pool: str, point: tuple[str, float] | None) -> np.ndarray | None:
     """Test-split model index per query of a router at a cost weight (from its sweep), or None."""
     if point is None:
         return None
     name, lam = point
-    sweep = fitted[(pool, name)]["sweep"]
+    sweep = fitted[(pool, name)].sweep
     return None if sweep is None else np.asarray(sweep[plan.lambdas.index(lam)])
 
 
@@ -160,14 +161,14 @@ class SummarySettings:
     match_ratio: float = 1.0
 
 
-def summary_row(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], plan: TunePlan, choices: CVChoices,
+def summary_row(d: PoolData, fitted: Fitted, plan: TunePlan, choices: CVChoices,
                 cost_te: np.ndarray | None, aiq: pd.DataFrame | None, settings: SummarySettings) -> dict[str, Any]:
     """One pool's summary row (see the module docstring)."""
     te, ar = d.te, np.arange(len(d.te))
     best = best_single_index(d.tr.quality, d.tr.latency_s, settings.quality_weight)
     router, op_b, op_m, aiq_router = choices.router, choices.at_best, choices.matched, choices.aiq_router
     n_bootstrap, seed, match_ratio = settings.n_bootstrap, settings.seed, settings.match_ratio
-    q_r = (fitted[(d.name, router)]["proba"] * te.quality).sum(axis=1)
+    q_r = (fitted[(d.name, router)].proba * te.quality).sum(axis=1)
     q_b, q_o, q_rand = te.quality[:, best], (oracle_proba(te) * te.quality).sum(axis=1), te.quality.mean(axis=1)
     idx = resample_indices(len(te), n_bootstrap, seed)
     gain_lo, gain_hi = ci95((q_r - q_b)[idx].mean(axis=1))
@@ -228,13 +229,13 @@ def static_columns(tuned: pd.DataFrame, router: str, gain_at_b_ci_low: float) ->
             "verdict": verdict}
 
 
-def peer_columns(d: PoolData, fitted: dict[tuple[str, str], dict[str, Any]], peers: list[str], router_name: str,
+def peer_columns(d: PoolData, fitted: Fitted, peers: list[str], router_name: str,
                  n_bootstrap: int, seed: int) -> dict[str, Any]:
     """The best of ``peers`` on the held-out queries and the paired gain over it of the router ``router_name`` (its
     name in ``fitted``); empty without peers. The draws are the summary row's (``n_bootstrap``, ``seed``)."""
     if not peers:
         return {}
-    q = {name: (fitted[(d.name, name)]["proba"] * d.te.quality).sum(axis=1) for name in peers + [router_name]}
+    q = {name: (fitted[(d.name, name)].proba * d.te.quality).sum(axis=1) for name in peers + [router_name]}
     best = max(peers, key=lambda n: (q[n].mean(), -peers.index(n)))
     diff = q[router_name] - q[best]
     lo, hi = ci95(diff[resample_indices(len(diff), n_bootstrap, seed)].mean(axis=1))
