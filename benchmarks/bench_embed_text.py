@@ -44,7 +44,7 @@ from mlsel import stages
 from mlsel.data.bfcl import BFCL_CATEGORIES, BfclFiles, question_path, read_questions
 from mlsel.data.outcomes import OutcomeMatrix, kfold_queries, load_prepared, pool_matrix, split_masks
 from mlsel.data.records import DataLog, query_id
-from mlsel.features import features_for
+from mlsel.features import EmbedSettings, features_for
 from mlsel.metrics.bootstrap import paired_difference
 from mlsel.params import apply_overrides, dataset_params, load_params, stage_params
 from mlsel.paths import data_dir
@@ -171,8 +171,8 @@ def measure(run_dir: str) -> dict:
     matrices = {VARIANTS[0]: m, VARIANTS[1]: replace(m, queries=np.array([bare[q] for q in m.query_ids]))}
     folds = kfold_queries(m.query_ids[train], m.categories[train], N_FOLDS, tp.seed)
     weights = sorted({1.0, tp.quality_weight}, reverse=True)
-    per_variant = {v: scores(tp, list(tp.selector_names), weights, features_for(mv, tp.embedder, tp.onehot_weight, tp.embed_batch_size,
-                                                                                tp.device), m, train, test, folds)
+    per_variant = {v: scores(tp, list(tp.selector_names), weights, features_for(mv, tp.embedder, tp.onehot_weight,
+                                                                                EmbedSettings.from_params(tp)), m, train, test, folds)
                    for v, mv in matrices.items()}
     result = {"dataset": DATASET, "pool": pool, "n_train": int(train.sum()), "n_test": int(test.sum()), "embedder": tp.embedder,
               "n_folds": N_FOLDS, "texts": {v: distinct(mv.queries) for v, mv in matrices.items()},

@@ -44,7 +44,7 @@ from mlsel.data.records import DataLog
 from mlsel.data.sources import MMLU_PRO_MODELS
 from mlsel.deploy.artifacts import knn_artifact, runtime_onehot_order, to_runtime_layout
 from mlsel.deploy.runtime import export_router_models, runtime_knn_select
-from mlsel.features import DEFAULT_EMBEDDER, Embedder, build_features, features_for
+from mlsel.features import DEFAULT_EMBEDDER, Embedder, EmbedSettings, build_features, features_for
 from mlsel.paths import data_dir, resolve_path
 from mlsel.selection.classic import KNNSelector
 from mlsel.selection.registry import load_selector, make_selector, selector_params
@@ -81,9 +81,9 @@ def precision_rows(run_dir: Path) -> list[dict]:
     queries, outcomes = load_prepared(str(ds))
     matrix = pool_matrix(queries, outcomes, sman["models"])
     train, test = split_masks(queries, matrix)
-    Xtr = features_for(matrix.subset(train), sman["embedder"], sman["onehot_weight"], 16, "cpu")
+    Xtr = features_for(matrix.subset(train), sman["embedder"], sman["onehot_weight"], EmbedSettings(16, "cpu"))
     held = matrix.subset(test)
-    Xte = features_for(held, sman["embedder"], sman["onehot_weight"], 16, "cpu")
+    Xte = features_for(held, sman["embedder"], sman["onehot_weight"], EmbedSettings(16, "cpu"))
     tr = matrix.subset(train)
     rows, ref = [], None
     order = runtime_onehot_order()

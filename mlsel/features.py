@@ -19,8 +19,9 @@ import logging
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -187,7 +188,26 @@ def build_features(embeddings: np.ndarray, categories: Sequence[str], onehot_wei
     return np.hstack([embeddings.astype(np.float32), onehot_weight * category_onehot(categories)])
 
 
-def features_for(matrix: OutcomeMatrix, embedder: str, onehot_weight: float, embed_batch_size: int, device: str) -> np.ndarray:
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How the queries are embedded, whatever the embedder: the ``embed_batch_size`` and ``device`` parameters."""
+
+    batch_size: int = EMBED_BATCH_SIZE
+    """Texts per forward pass (see :class:`Embedder`: it names the cache folder)."""
+    device: str = DEVICE
+    """Torch device string ("cpu", "cuda", "mps")."""
+
+    @classmethod
+    def from_params(cls, p: Any) -> "EmbedSettings":
+        """The settings of a parameter object (``p.embed_batch_size``, ``p.device``)."""
+        return cls(p.embed_batch_size, p.device)
+
+    def embedder(self, model_id: str) -> Embedder:
+        """An :class:`Embedder` of ``model_id`` with these settings."""
+        return Embedder(model_id, batch_size=self.batch_size, device=self.device)
+
+
+def features_for(matrix: OutcomeMatrix, embedder: str, onehot_weight: float, embed: EmbedSettings) -> np.ndarray:
     """Embed the matrix's queries (cached) and append the weighted category one-hot."""
-    emb = Embedder(embedder, batch_size=embed_batch_size, device=device).embed(list(matrix.queries))
+    emb = embed.embedder(embedder).embed(list(matrix.queries))
     return build_features(emb, matrix.categories, onehot_weight)

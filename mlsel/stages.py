@@ -23,10 +23,10 @@ import yaml
 from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_matrix, pool_models, split_masks
 from mlsel.data.prepare import model_summary, prepare_outcomes, write_prepared
 from mlsel.deploy.routing_config import static_config
-from mlsel.features import features_for
+from mlsel.features import EmbedSettings, features_for
 from mlsel.files import sha256_file, write_atomic, write_csv
 from mlsel.manifest import params_hash, update_manifest
-from mlsel.metrics.evaluate import Strategy, evaluate, lookup_table, saved_selector_strategies
+from mlsel.metrics.evaluate import FittedLookup, Strategy, evaluate, fitted_lookups, lookup_table, saved_selector_strategies
 from mlsel.metrics.latency import repeatability, weight_sweep
 from mlsel.metrics.shares import SHARE_COLUMNS, label_share_rows, share_rows
 from mlsel.paths import resolve_path, run_paths
@@ -120,7 +120,7 @@ def train_selectors(p: Any) -> pd.DataFrame:
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, _ = split_masks(queries, matrix)
-        X = features_for(matrix, p.embedder, p.onehot_weight, p.embed_batch_size, p.device)
+        X = features_for(matrix, p.embedder, p.onehot_weight, EmbedSettings.from_params(p))
         tr = matrix.subset(train)
         for name in p.selector_names:
             sel = make_selector(name, p)
@@ -150,11 +150,13 @@ STATIC_HEADER = ("# Static routing learned on this run's training split: each ca
                  "#   mlsel evaluate-config --config <this file>\n")
 
 
-def pool_strategies(p: Any, pool: str, matrix: OutcomeMatrix, train: np.ndarray, test: np.ndarray) -> list[Strategy]:
-    """The strategies of one pool on its test queries: oracle, the trained selectors, baselines."""
+def pool_strategies(p: Any, pool: str, matrix: OutcomeMatrix, train: np.ndarray, test: np.ndarray,
+                    lookups: list[FittedLookup] | None = None) -> list[Strategy]:
+    """The strategies of one pool on its test queries: oracle, the trained selectors, baselines (with the static
+    ``lookups`` already fitted on this split, if given: :func:`mlsel.metrics.evaluate.fitted_lookups`)."""
     return saved_selector_strategies(run_paths(p.run_dir)["models"] / pool, list(p.selector_names), list(p.pools[pool]),
-                                     matrix.subset(test), matrix.subset(train), p.quality_weight, p.embed_batch_size, p.device,
-                                     p.lookup_min_queries)
+                                     matrix.subset(test), matrix.subset(train), p.quality_weight, EmbedSettings.from_params(p),
+                                     p.lookup_min_queries, lookups)
 
 
 def evaluate_selectors(p: Any) -> pd.DataFrame:
@@ -180,11 +182,14 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, test = split_masks(queries, matrix)
-        out = evaluate(matrix.subset(test), pool_strategies(p, pool, matrix, train, test), pool, n_bootstrap=p.n_bootstrap, seed=p.seed)
-        out["static_lookup"] = lookup_table(matrix.subset(train), matrix.subset(test), pool, p.quality_weight, p.lookup_min_queries)
+        # The static lookups, fitted once: their baseline rows and their content (static_lookup.csv).
+        lookups = fitted_lookups(matrix.subset(train), matrix.subset(test), p.quality_weight, p.lookup_min_queries)
+        out = evaluate(matrix.subset(test), pool_strategies(p, pool, matrix, train, test, lookups), pool, n_bootstrap=p.n_bootstrap,
+                       seed=p.seed)
+        out["static_lookup"] = lookup_table(lookups, pool)
         out["latency_weight_sweep"] = weight_sweep(run_paths(p.run_dir)["models"] / pool, list(p.selector_names), matrix.subset(train),
-                                                   matrix.subset(test), pool, list(p.quality_weight_sweep), p.embed_batch_size,
-                                                   p.device, p.lookup_min_queries)
+                                                   matrix.subset(test), pool, list(p.quality_weight_sweep), EmbedSettings.from_params(p),
+                                                   p.lookup_min_queries)
         if replicate is not None:
             out["latency_repeatability"] = repeatability(pool, matrix.subset(train), matrix.subset(test), replicate)
         cat = out["static_lookup"][out["static_lookup"]["lookup"] == "category"]
@@ -233,7 +238,7 @@ def evaluate_router_config(p: Any) -> pd.DataFrame | None:
     from mlsel.report.tables import router_config_markdown
 
     ev = evaluate_config(run_dir=p.run_dir, seed=p.seed, router_config=p.router_config, n_bootstrap=p.n_bootstrap, pools=p.pools,
-                         quality_weight=p.quality_weight, embed_batch_size=p.embed_batch_size, device=p.device)
+                         quality_weight=p.quality_weight, embed=EmbedSettings.from_params(p))
     (run_paths(p.run_dir)["tables"] / "router_config_results.md").write_text(router_config_markdown(ev) + "\n")
     return ev.result
 
@@ -248,7 +253,7 @@ def export_router_models(p: Any) -> pd.DataFrame:
     from mlsel.deploy.runtime import export_pools
 
     table = export_pools(run_dir=p.run_dir, pools=p.pools, export_pools=p.export_pools, export_dir=p.export_dir,
-                         embed_batch_size=p.embed_batch_size, device=p.device)
+                         embed=EmbedSettings.from_params(p))
     path = run_paths(p.run_dir)["tables"] / "router_export.csv"
     if len(table):
         write_csv(table.drop(columns=["folder"]), path)

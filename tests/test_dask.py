@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
+from mlsel.features import EmbedSettings
 from mlsel.params import ConfigError, for_stage, stage_params
 from mlsel.paths import run_paths
 from mlsel.tuning import FeatureCache, build_cv_tasks, final_tables, fit_final, load_pools, operating_points, run_cv_tasks
@@ -39,7 +40,7 @@ def tune_p(smoke_run):
 def cv_inputs(tune_p):
     plan = tune_plan(tune_p)
     pools = load_pools(tune_p.run_dir, tune_p.pools)
-    features = FeatureCache(tune_p.embed_batch_size, tune_p.device)
+    features = FeatureCache(EmbedSettings.from_params(tune_p))
     tasks, grids, _ = build_cv_tasks(tune_p, plan, pools, features)
     return plan, pools, features, tasks, grids
 

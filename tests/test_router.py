@@ -39,7 +39,7 @@ from mlsel.deploy.runtime import (
     runtime_knn_select,
     runtime_svm_select,
 )
-from mlsel.features import features_for
+from mlsel.features import EmbedSettings, features_for
 from mlsel.params import stage_values
 from mlsel.paths import run_paths
 from mlsel.report.tables import router_config_markdown
@@ -71,7 +71,7 @@ def test_features(run_dir, smoke_run):
     manifest = load_selector(folder, "knn")[1]
     matrix = pool_matrix(queries, outcomes, manifest["models"])
     _, test = split_masks(queries, matrix)
-    X = features_for(matrix.subset(test), manifest["embedder"], manifest["onehot_weight"], smoke_run.base.embed_batch_size, smoke_run.base.device)
+    X = features_for(matrix.subset(test), manifest["embedder"], manifest["onehot_weight"], EmbedSettings.from_params(smoke_run.base))
     return sels, manifest["models"], X
 
 
@@ -276,7 +276,7 @@ def test_export_refuses_what_the_runtime_cannot_compute():
 
 def test_sample_config_per_decision_tables(run_dir, smoke_run):
     flat = stage_values(smoke_run, "ship") | {"router_config": str(SAMPLE), "n_bootstrap": 50}
-    ev = evaluate_router_config(**flat)
+    ev = evaluate_router_config(**flat, embed=EmbedSettings(flat["embed_batch_size"], flat["device"]))
     assert isinstance(ev, RouterConfigEvaluation)
     res = ev.result
     tables = run_paths(run_dir)["tables"]
@@ -401,7 +401,7 @@ def test_pretrained_files_are_evaluated_like_our_own(run_dir, smoke_run, exporte
     ours = json.loads((out / "kmeans_model.json").read_text())
     cache = _hf_cache(tmp_path / "hf", {"kmeans_model.json": ours}, "b" * 40)
     flat = stage_values(smoke_run, "evaluate") | {"n_bootstrap": 50}
-    res = evaluate_pretrained(pool=POOL, cache_dir=str(cache), **flat)
+    res = evaluate_pretrained(pool=POOL, cache_dir=str(cache), embed=EmbedSettings(flat["embed_batch_size"], flat["device"]), **flat)
     pre = res[res["kind"] == "pretrained"]
     assert len(pre) == 1
     own = res[res["strategy"] == label("kmeans")]
@@ -481,7 +481,7 @@ def test_ship_stage_scores_the_shipped_files_on_held_out_queries(smoke_run, tmp_
     _, test = split_masks(queries, matrix)
     held_out = matrix.subset(test)
     smanifest = load_selector(run / "models" / "small4", "knn")[1]
-    X = features_for(held_out, smanifest["embedder"], smanifest["onehot_weight"], p.embed_batch_size, p.device)
+    X = features_for(held_out, smanifest["embedder"], smanifest["onehot_weight"], EmbedSettings.from_params(p))
     results = pd.read_csv(run / "tables" / "selection_results.csv")
     for name in ("knn", "kmeans", "svm"):
         sel, _ = load_selector(run / "models" / "small4", name)

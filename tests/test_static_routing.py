@@ -13,7 +13,17 @@ import yaml
 from mlsel import CATEGORIES
 from mlsel.data.outcomes import OutcomeMatrix
 from mlsel.deploy.routing_config import STATIC, RouterConfigError, load_router_config, static_config
-from mlsel.metrics.evaluate import CATEGORY_LOOKUP, TASK_LOOKUP, Strategy, baseline_strategies, evaluate, lookup_table, oracle_proba
+from mlsel.features import EmbedSettings
+from mlsel.metrics.evaluate import (
+    CATEGORY_LOOKUP,
+    TASK_LOOKUP,
+    Strategy,
+    baseline_strategies,
+    evaluate,
+    fitted_lookups,
+    lookup_table,
+    oracle_proba,
+)
 from mlsel.selection.lookup import GroupLookup
 from mlsel.tuning.summary import VERDICTS, static_columns
 
@@ -96,7 +106,7 @@ def test_lookup_rows_in_the_results_table_with_the_uplift_over_the_lookup():
 def test_lookup_table_lists_every_category_and_counts_the_fallbacks():
     tr = _matrix(TR_GROUPS, TR_Q)
     te = _matrix(["math", "biology"], [[1, 0, 0], [0, 1, 0]])
-    t = lookup_table(tr, te, "p", quality_weight=1.0, min_queries=2).set_index("group")
+    t = lookup_table(fitted_lookups(tr, te, quality_weight=1.0, min_queries=2), "p").set_index("group")
     assert sorted(t.index) == sorted(CATEGORIES) and (t["lookup"] == "category").all()
     assert t.loc["math", ["n_train", "n_test", "model", "source"]].tolist() == [3, 1, "a", "train"]
     assert t.loc["physics", ["model", "source"]].tolist() == ["b", "fallback: n_train < 2"]
@@ -105,7 +115,7 @@ def test_lookup_table_lists_every_category_and_counts_the_fallbacks():
 
 def test_static_config_round_trip_routes_each_category_to_its_model(tmp_path):
     tr = _matrix(TR_GROUPS, TR_Q)
-    rows = lookup_table(tr, _matrix(["math"], [[1, 0, 0]]), "p", 1.0, 2).to_dict("records")
+    rows = lookup_table(fitted_lookups(tr, _matrix(["math"], [[1, 0, 0]]), 1.0, 2), "p").to_dict("records")
     path = tmp_path / "static.yaml"
     path.write_text(yaml.safe_dump(static_config(rows, "test")))
     cfg = load_router_config(path, MODELS)
@@ -168,7 +178,7 @@ def test_exported_static_config_scores_exactly_the_lookup_row_offline(smoke_run,
     seen = table[(table["pool"] == pool) & (table["lookup"] == "category") & (table["n_test"] > 0)]
     assert all(cfg.route(r.group).model_refs == (r.model,) for r in seen.itertuples())
     flat = stage_values(smoke_run, "ship") | {"router_config": str(static), "n_bootstrap": 20}
-    ev = evaluate_router_config(**flat)
+    ev = evaluate_router_config(**flat, embed=EmbedSettings(flat["embed_batch_size"], flat["device"]))
     overall = ev.result[(ev.result["decision"] == "overall") & (ev.result["kind"] == "router_config")]
     assert overall["avg_quality"].iloc[0] == pytest.approx(lookup["avg_quality"].iloc[0], abs=5e-7)
     assert overall["uplift_vs_category_lookup"].iloc[0] == 0.0  # per query the same choice: exactly 0 on every draw

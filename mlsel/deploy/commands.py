@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable
 
 from mlsel.deploy.runtime import ARTIFACT_FILES, export_router_models
+from mlsel.features import EmbedSettings
 from mlsel.params import Params, dataset_params, for_stage, load_params, stage_params, stage_values
 from mlsel.paths import run_paths
 
@@ -26,7 +27,7 @@ def _cli_export(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or p.run_dir
     pool = args.pool or _default_pool(p.pools)
     export_dir = args.export_dir if args.export_dir is not None else p.export_dir
-    manifest = export_router_models(run_dir, pool, export_dir, embed_batch_size=p.embed_batch_size, device=p.device)
+    manifest = export_router_models(run_dir, pool, export_dir, EmbedSettings.from_params(p))
     print(f"router model files for pool {pool!r} written to {manifest['export_dir']}")
     for name, a in manifest["agreement"].items():
         print(f"  {ARTIFACT_FILES[name]:<18} {manifest['sizes'][ARTIFACT_FILES[name]] / 1e6:6.1f} MB  runtime rule agrees with mlsel on "

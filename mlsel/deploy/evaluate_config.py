@@ -28,7 +28,7 @@ import pandas as pd
 
 from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_matrix, split_masks
 from mlsel.deploy.routing_config import CONFIG_KEYS, STATIC, Decision, RouterConfig, load_router_config
-from mlsel.features import DEFAULT_EMBEDDER, DEVICE, EMBED_BATCH_SIZE, features_for
+from mlsel.features import DEFAULT_EMBEDDER, EmbedSettings, features_for
 from mlsel.files import write_csv
 from mlsel.manifest import read_manifest, update_manifest
 from mlsel.metrics.bootstrap import paired_difference
@@ -198,15 +198,15 @@ def _overall_strategies(ctx: _Context, cfg: RouterConfig, chosen: np.ndarray, ca
     return strategies
 
 
-def _context(run_dir: str, seed: int, router_config: str, n_bootstrap: int, quality_weight: float, embed_batch_size: int,
-             device: str) -> tuple[RouterConfig, _Context, str, float]:
+def _context(run_dir: str, seed: int, router_config: str, n_bootstrap: int, quality_weight: float,
+             embed: EmbedSettings) -> tuple[RouterConfig, _Context, str, float]:
     queries, outcomes = load_prepared(run_dir)
     models = run_models(run_dir, outcomes)
     cfg = load_router_config(router_config, models)
     embedder, onehot_weight = feature_settings(run_dir)
     matrix = pool_matrix(queries, outcomes, models)
     train, test = split_masks(queries, matrix)
-    X = features_for(matrix, embedder, onehot_weight, embed_batch_size, device)
+    X = features_for(matrix, embedder, onehot_weight, embed)
     ctx = _Context(models, matrix.subset(train), matrix.subset(test), X[train], X[test], quality_weight, seed, n_bootstrap)
     return cfg, ctx, embedder, onehot_weight
 
@@ -217,8 +217,7 @@ def evaluate_router_config(
     router_config: str,
     n_bootstrap: int,
     quality_weight: float = default(BaseParams, "quality_weight"),
-    embed_batch_size: int = EMBED_BATCH_SIZE,
-    device: str = DEVICE,
+    embed: EmbedSettings = EmbedSettings(),
     lookup_min_queries: int = LOOKUP_MIN_QUERIES,
     **other_stage_params: Any,
 ) -> RouterConfigEvaluation | None:
@@ -230,8 +229,10 @@ def evaluate_router_config(
     baseline); the overall table has every test query and all of the run's
     models, with the routed choices, each algorithm of the config applied to
     all queries and all models (the single-algorithm configurations), and the
-    usual baselines. ``other_stage_params`` (the rest of the ship stage's
-    parameters) are ignored.
+    usual baselines. ``embed`` says how the queries are embedded
+    (:meth:`mlsel.features.EmbedSettings.from_params` of the stage's
+    parameters); ``other_stage_params`` (the rest of the ship stage's
+    parameters, ``embed_batch_size`` and ``device`` among them) are ignored.
 
     Writes ``<run_dir>/tables/router_config_results.csv`` (tidy: one row per
     (decision, strategy); ``decision == "overall"`` for the overall table) and
@@ -242,7 +243,7 @@ def evaluate_router_config(
         log.info("router_config is empty: no per-decision routing config to evaluate")
         return None
     quality_weight = float(quality_weight)
-    cfg, ctx, embedder, onehot_weight = _context(run_dir, seed, router_config, n_bootstrap, quality_weight, embed_batch_size, device)
+    cfg, ctx, embedder, onehot_weight = _context(run_dir, seed, router_config, n_bootstrap, quality_weight, embed)
     ctx.lookup_min_queries = int(lookup_min_queries)
     te, models = ctx.te, ctx.models
     routed = np.asarray([(d.name if d else (cfg.default_decision or UNMATCHED)) for d in map(cfg.route, te.categories)], dtype=object)

@@ -23,7 +23,7 @@ from mlsel.deploy.artifacts import runtime_onehot_order, to_runtime_layout
 from mlsel.deploy.evaluate_config import feature_settings, onehot
 from mlsel.deploy.routing_config import ALGORITHMS
 from mlsel.deploy.runtime import RUNTIME_SELECT, IncompatibleArtifactError
-from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
+from mlsel.features import EmbedSettings, features_for
 from mlsel.files import write_csv
 from mlsel.metrics.evaluate import Strategy, evaluate, saved_selector_strategies
 from mlsel.params import BaseParams, default
@@ -131,8 +131,7 @@ def evaluate_pretrained(
     cache_dir: str | None = None,
     pools: dict[str, list[str]] | None = None,
     quality_weight: float = default(BaseParams, "quality_weight"),
-    embed_batch_size: int = EMBED_BATCH_SIZE,
-    device: str = DEVICE,
+    embed: EmbedSettings = EmbedSettings(),
     **other_stage_params: Any,
 ) -> pd.DataFrame:
     """Evaluate the pretrained files with the runtime rules on a pool's held-out queries.
@@ -141,8 +140,10 @@ def evaluate_pretrained(
     each pretrained file (``Pretrained <ALG> (<repo>)``) and the baselines.
     The pool's models are ``pools[pool]`` (else those of its saved KNN
     selector). Every file must pass :func:`check_compatible` (else the error
-    names the mismatch). ``other_stage_params`` are ignored. Writes
-    ``tables/pretrained_results.csv``; returns it.
+    names the mismatch). ``embed`` says how the queries are embedded
+    (:meth:`mlsel.features.EmbedSettings.from_params` of the stage's
+    parameters); ``other_stage_params`` (``embed_batch_size`` and ``device``
+    among them) are ignored. Writes ``tables/pretrained_results.csv``; returns it.
     """
     artifacts = load_pretrained(repo_id, revision, cache_dir)
     queries, outcomes = load_prepared(run_dir)
@@ -152,11 +153,11 @@ def evaluate_pretrained(
     matrix = pool_matrix(queries, outcomes, models)
     train, test = split_masks(queries, matrix)
     te = matrix.subset(test)
-    Xte = features_for(te, embedder, onehot_weight, embed_batch_size, device)
+    Xte = features_for(te, embedder, onehot_weight, embed)
     for art in artifacts.values():
         check_compatible(art, Xte.shape[1], models, embedder)
     names = [a for a in ALGORITHMS if (folder / f"{a}.manifest.json").is_file()]
-    strategies = saved_selector_strategies(folder, names, models, te, matrix.subset(train), float(quality_weight), embed_batch_size, device)
+    strategies = saved_selector_strategies(folder, names, models, te, matrix.subset(train), float(quality_weight), embed)
     Xrt = to_runtime_layout(Xte, runtime_onehot_order())  # the files were trained on the runtime's one-hot order
     for algo, art in artifacts.items():
         chosen = RUNTIME_SELECT[algo](art, Xrt)

@@ -31,7 +31,7 @@ from mlsel.deploy.artifacts import (
     to_runtime_layout,
 )
 from mlsel.deploy.routing_config import ALGORITHMS
-from mlsel.features import DEVICE, EMBED_BATCH_SIZE, features_for
+from mlsel.features import EmbedSettings, features_for
 from mlsel.manifest import update_manifest
 from mlsel.paths import resolve_path, run_paths
 from mlsel.selection.base import Selector
@@ -237,7 +237,7 @@ def runtime_config_text(manifest: dict[str, Any], out_dir: Any, params: dict[str
     return head + yaml.safe_dump({"global": {"router": {"model_selection": {"ml": ml}}}}, sort_keys=False)
 
 
-def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed_batch_size: int = EMBED_BATCH_SIZE, device: str = DEVICE) -> dict[str, Any]:
+def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed: EmbedSettings = EmbedSettings()) -> dict[str, Any]:
     """Write the run's fitted selectors of ``pool`` in the router runtime's file layout.
 
     Writes ``knn_model.json``, ``kmeans_model.json``, ``svm_model.json`` (those
@@ -252,7 +252,7 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed_ba
     held-out queries, the agreement between the runtime rule on the written
     file (read back) and the Python selector (``agreement[<alg>]["rate"]`` in
     [0, 1]) with both one's mean quality (``selector_quality``,
-    ``runtime_quality``).
+    ``runtime_quality``); ``embed`` says how those queries are embedded.
 
     Returns the manifest.
     """
@@ -281,7 +281,7 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed_ba
         held_out = matrix.subset(test)
         key = (smanifest["embedder"], float(smanifest["onehot_weight"]))
         if key not in feats:
-            feats[key] = features_for(held_out, key[0], key[1], embed_batch_size, device)
+            feats[key] = features_for(held_out, key[0], key[1], embed)
             runtime_feats[key] = to_runtime_layout(feats[key], order)  # what the router builds: its one-hot order
         _merge_settings(manifest, smanifest, folder)
         path = out_dir / ARTIFACT_FILES[name]
@@ -314,7 +314,7 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed_ba
 
 
 def export_pools(run_dir: str, pools: dict[str, list[str]], export_pools: list[str], export_dir: str = "",
-                 embed_batch_size: int = EMBED_BATCH_SIZE, device: str = DEVICE) -> pd.DataFrame:
+                 embed: EmbedSettings = EmbedSettings()) -> pd.DataFrame:
     """Export the fitted selectors of each pool in ``export_pools`` (see :func:`export_router_models`).
 
     Files go to ``<export_dir>/<pool>/`` (empty ``export_dir``:
@@ -329,7 +329,7 @@ def export_pools(run_dir: str, pools: dict[str, list[str]], export_pools: list[s
     for pool in export_pools:
         if pool not in pools:
             raise KeyError(f"export_pools names {pool!r}, which is not a pool of this run ({sorted(pools)})")
-        manifest = export_router_models(run_dir, pool, str(base / pool), embed_batch_size, device)
+        manifest = export_router_models(run_dir, pool, str(base / pool), embed)
         for alg, agree in manifest["agreement"].items():
             file = ARTIFACT_FILES[alg]
             rows.append({"pool": pool, "algorithm": alg, "file": file, "rule": "exact" if RUNTIME_RULES[alg].startswith("exact") else "approximate",

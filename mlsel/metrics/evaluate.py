@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,10 +43,10 @@ import pandas as pd
 from mlsel import CATEGORIES
 from mlsel.data.costs import cost_matrix
 from mlsel.data.outcomes import OutcomeMatrix
-from mlsel.features import features_for
+from mlsel.features import EmbedSettings, features_for
 from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.params import BaseParams, default
-from mlsel.selection.base import TIE_TOL
+from mlsel.selection.base import TIE_TOL, Selector
 from mlsel.selection.baselines import AlwaysSelector, BestSingleSelector, RandomSelector
 from mlsel.selection.lookup import GroupLookup
 from mlsel.selection.registry import label, load_selector
@@ -84,16 +85,27 @@ CATEGORY_LOOKUP = "Per-category lookup on train"
 TASK_LOOKUP = "Per-task lookup on train (benchmark-only)"
 
 
+class FittedLookup(NamedTuple):
+    """One static lookup fitted on a training split, with the groups of the test queries it routes."""
+
+    lookup: str
+    """``category`` or ``task``."""
+    fitted: GroupLookup
+    test_groups: np.ndarray
+
+
 def fitted_lookups(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight: float,
-                   min_queries: int = LOOKUP_MIN_QUERIES) -> list[tuple[str, GroupLookup, np.ndarray]]:
-    """The static lookups fitted on ``train`` once each: ``(lookup, fitted, test groups)`` with ``lookup`` ``category``
-    always and ``task`` where both splits name tasks."""
+                   min_queries: int = LOOKUP_MIN_QUERIES) -> list[FittedLookup]:
+    """The static lookups fitted on ``train`` once each: ``category`` always and ``task`` where both splits name tasks.
+
+    One fit serves both the strategies (:func:`lookup_strategies`, :func:`baseline_strategies`) and the
+    lookups' content (:func:`lookup_table`)."""
     out = []
     for lookup, tr_groups, te_groups in [("category", train.categories, test.categories), ("task", train.tasks, test.tasks)]:
         if tr_groups is None or te_groups is None:
             continue
         lk = GroupLookup.fit(tr_groups, train.quality, train.latency_s, list(train.models), quality_weight, min_queries)
-        out.append((lookup, lk, np.asarray(te_groups, dtype=str)))
+        out.append(FittedLookup(lookup, lk, np.asarray(te_groups, dtype=str)))
     return out
 
 
@@ -101,30 +113,28 @@ LOOKUP_STRATEGIES = {"category": (CATEGORY_LOOKUP, "category_lookup"), "task": (
 """Each lookup's strategy name and kind in the results tables."""
 
 
-def lookup_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight: float,
-                      min_queries: int = LOOKUP_MIN_QUERIES) -> list[Strategy]:
-    """The static lookups (:mod:`mlsel.selection.lookup`) fitted on ``train``, as strategies on ``test``.
+def lookup_strategies(lookups: list[FittedLookup]) -> list[Strategy]:
+    """The static lookups (:mod:`mlsel.selection.lookup`, fitted by :func:`fitted_lookups`) as strategies on their test queries.
 
     Per category always; per task where both splits name tasks (a benchmark-only
     reference: a router does not know a query's task). Which group took which
     model, and how many queries took the fallback: :func:`lookup_table`.
     """
-    return [Strategy(*LOOKUP_STRATEGIES[lookup], lk.predict_proba(te_groups))
-            for lookup, lk, te_groups in fitted_lookups(train, test, quality_weight, min_queries)]
+    return [Strategy(*LOOKUP_STRATEGIES[lookup], lk.predict_proba(te_groups)) for lookup, lk, te_groups in lookups]
 
 
-def lookup_table(train: OutcomeMatrix, test: OutcomeMatrix, pool: str, quality_weight: float,
-                 min_queries: int = LOOKUP_MIN_QUERIES) -> pd.DataFrame:
+def lookup_table(lookups: list[FittedLookup], pool: str) -> pd.DataFrame:
     """The static lookups' content: one row per pool, lookup and group (every group of either split; for
     the category lookup, every category of :data:`mlsel.CATEGORIES`, so the table is a complete static config).
 
     Columns: ``lookup`` (category | task), ``group``, ``n_train``, ``n_test``,
     ``model`` (the group's choice), ``source`` (``train`` where the group's own
     training mean chose it; ``fallback: unseen`` or ``fallback: n_train <
-    min_queries`` where the best single model stands in).
+    min_queries`` where the best single model stands in). ``lookups``: :func:`fitted_lookups`.
     """
     rows = []
-    for lookup, lk, te_groups in fitted_lookups(train, test, quality_weight, min_queries):
+    for lookup, lk, te_groups in lookups:
+        min_queries = lk.min_queries
         every = set(CATEGORIES) if lookup == "category" else set()
         for g in sorted(set(lk.n_train) | set(te_groups) | every):
             n_tr = lk.n_train.get(g, 0)
@@ -134,13 +144,15 @@ def lookup_table(train: OutcomeMatrix, test: OutcomeMatrix, pool: str, quality_w
     return pd.DataFrame(rows, columns=["pool", "lookup", "group", "n_train", "n_test", "model", "source"])
 
 
-def baseline_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight: float,
-                        min_queries: int = LOOKUP_MIN_QUERIES) -> list[Strategy]:
+def baseline_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weight: float, min_queries: int = LOOKUP_MIN_QUERIES,
+                        lookups: list[FittedLookup] | None = None) -> list[Strategy]:
     """The exact baselines over ``train.models``, for the held-out queries ``test`` (only their groups are read).
 
     Best single (chosen on ``train``), the static lookups (:func:`lookup_strategies`),
     one Always row per model, and Random as the exact expectation (uniform
     choice distribution). The Oracle needs the test outcomes: see :func:`oracle_proba`.
+    ``lookups``: the static lookups already fitted on ``train`` and ``test`` with these settings
+    (:func:`fitted_lookups`); None fits them here.
     """
     models = list(train.models)
     n_test = len(test)
@@ -149,7 +161,7 @@ def baseline_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weigh
     fit = dict(quality=train.quality, latency_s=train.latency_s, models=models)
     best = BestSingleSelector(quality_weight=quality_weight).fit(dummy, **fit)
     out = [Strategy(f"Best single on train ({best.model_})", "best_single", best.predict_proba(xte), model=best.model_)]
-    out += lookup_strategies(train, test, quality_weight, min_queries)
+    out += lookup_strategies(fitted_lookups(train, test, quality_weight, min_queries) if lookups is None else lookups)
     for model in models:
         always = AlwaysSelector(model=model, quality_weight=quality_weight).fit(dummy, **fit)
         out.append(Strategy(f"Always {model}", "always", always.predict_proba(xte), model=model))
@@ -158,26 +170,47 @@ def baseline_strategies(train: OutcomeMatrix, test: OutcomeMatrix, quality_weigh
     return out
 
 
-def saved_selector_strategies(folder: Path, names: list[str], models: list[str], te: OutcomeMatrix, tr: OutcomeMatrix,
-                              quality_weight: float, embed_batch_size: int, device: str,
-                              lookup_min_queries: int = LOOKUP_MIN_QUERIES) -> list[Strategy]:
-    """Oracle, the selectors the train stage saved in ``folder`` (``names``) and the baselines, on the test queries ``te``.
+class SavedSelector(NamedTuple):
+    """A selector the train stage saved, with its features of each matrix asked for (:func:`saved_selectors`)."""
 
-    Each selector gets the features its manifest names (embedder, one-hot
-    weight), built once per setting; a selector fitted on other models than
-    ``models`` is an error.
+    name: str
+    selector: Selector
+    features: tuple[np.ndarray, ...]
+
+
+def saved_selectors(folder: Path, names: list[str], matrices: Sequence[OutcomeMatrix], embed: EmbedSettings,
+                    models: list[str] | None = None) -> list[SavedSelector]:
+    """The selectors the train stage saved in ``folder`` (``names``), each with its features of every matrix of ``matrices``.
+
+    The features are those the selector's manifest names (embedder, one-hot
+    weight), built once per setting, matrix by matrix; with ``models``, a
+    selector fitted on other models is an error.
     """
-    strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
-    feats: dict[tuple[str, float], np.ndarray] = {}
+    out, feats = [], {}
     for name in names:
         sel, manifest = load_selector(folder, name)
-        if manifest["models"] != list(models):
+        if models is not None and manifest["models"] != list(models):
             raise ValueError(f"selector {folder.name}/{name} was fitted on models {manifest['models']}, the pool has {models}; rerun train")
         key = (manifest["embedder"], float(manifest["onehot_weight"]))
         if key not in feats:
-            feats[key] = features_for(te, key[0], key[1], embed_batch_size, device)
-        strategies.append(Strategy(label(name), "selector", sel.predict_proba(feats[key])))
-    return strategies + baseline_strategies(tr, te, quality_weight, lookup_min_queries)
+            feats[key] = tuple(features_for(m, key[0], key[1], embed) for m in matrices)
+        out.append(SavedSelector(name, sel, feats[key]))
+    return out
+
+
+def saved_selector_strategies(folder: Path, names: list[str], models: list[str], te: OutcomeMatrix, tr: OutcomeMatrix,
+                              quality_weight: float, embed: EmbedSettings, lookup_min_queries: int = LOOKUP_MIN_QUERIES,
+                              lookups: list[FittedLookup] | None = None) -> list[Strategy]:
+    """Oracle, the selectors the train stage saved in ``folder`` (``names``) and the baselines, on the test queries ``te``.
+
+    Each selector gets the features its manifest names (:func:`saved_selectors`);
+    a selector fitted on other models than ``models`` is an error. ``lookups``:
+    see :func:`baseline_strategies`.
+    """
+    strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
+    strategies += [Strategy(label(s.name), "selector", s.selector.predict_proba(s.features[0]))
+                   for s in saved_selectors(folder, names, [te], embed, models)]
+    return strategies + baseline_strategies(tr, te, quality_weight, lookup_min_queries, lookups)
 
 
 def latency_quantile(proba: np.ndarray, latency: np.ndarray | None, q: float) -> float:

@@ -22,10 +22,10 @@ import pandas as pd
 from sklearn.base import clone
 
 from mlsel.data.outcomes import OutcomeMatrix
-from mlsel.features import features_for
-from mlsel.metrics.evaluate import latency_quantile, lookup_strategies
+from mlsel.features import EmbedSettings
+from mlsel.metrics.evaluate import fitted_lookups, latency_quantile, lookup_strategies, saved_selectors
 from mlsel.selection.baselines import BestSingleSelector
-from mlsel.selection.registry import label, load_selector
+from mlsel.selection.registry import label
 
 SWEEP_COLUMNS = ["pool", "quality_weight", "strategy", "avg_quality", "avg_latency_s", "median_latency_s", "p90_latency_s",
                  "avg_cost_usd", "fast_choice_pct"]
@@ -45,32 +45,26 @@ def _fast_share(proba: np.ndarray, reference: np.ndarray, latency: np.ndarray) -
 
 
 def weight_sweep(folder: Path, names: list[str], tr: OutcomeMatrix, te: OutcomeMatrix, pool: str, weights: list[float],
-                 embed_batch_size: int, device: str, min_queries: int) -> pd.DataFrame:
+                 embed: EmbedSettings, min_queries: int) -> pd.DataFrame:
     """The sweep's rows for one pool (columns :data:`SWEEP_COLUMNS`); no rows without measured latency.
 
     ``folder`` holds the train stage's saved selectors ``names``; each is
     cloned with its saved parameters and refitted per weight on the features
-    its manifest names.
+    its manifest names (:func:`mlsel.metrics.evaluate.saved_selectors`).
     """
     if tr.latency_s is None or te.latency_s is None or np.isnan(tr.latency_s).any() or not weights:
         return pd.DataFrame(columns=SWEEP_COLUMNS)
     models = list(tr.models)
-    fitted: dict[str, tuple] = {}
-    feats: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
-    for name in names:
-        sel, manifest = load_selector(folder, name)
-        key = (manifest["embedder"], float(manifest["onehot_weight"]))
-        if key not in feats:
-            feats[key] = (features_for(tr, key[0], key[1], embed_batch_size, device), features_for(te, key[0], key[1], embed_batch_size, device))
-        fitted[name] = (sel, feats[key])
+    saved = saved_selectors(folder, names, [tr, te], embed)
     rows, reference = [], {}
     for w in sorted(weights, reverse=True):
         strategies = [("Best single (train)", BestSingleSelector(quality_weight=w)
                        .fit(np.zeros((len(tr), 1)), tr.quality, tr.latency_s, models=models).predict_proba(np.zeros((len(te), 1))))]
-        strategies += [(s.name, s.proba) for s in lookup_strategies(tr, te, w, min_queries) if s.kind == "category_lookup"]
-        for name, (sel, (Xtr, Xte)) in fitted.items():
-            refit = clone(sel).set_params(quality_weight=w).fit(Xtr, tr.quality, tr.latency_s, models=models)
-            strategies.append((label(name), refit.predict_proba(Xte)))
+        strategies += [(s.name, s.proba) for s in lookup_strategies(fitted_lookups(tr, te, w, min_queries)) if s.kind == "category_lookup"]
+        for s in saved:
+            Xtr, Xte = s.features
+            refit = clone(s.selector).set_params(quality_weight=w).fit(Xtr, tr.quality, tr.latency_s, models=models)
+            strategies.append((label(s.name), refit.predict_proba(Xte)))
         for name, proba in strategies:
             reference.setdefault(name, proba)  # the highest weight swept is each strategy's own reference
             rows.append(_row(pool, w, name, proba, te) | {"fast_choice_pct": _fast_share(proba, reference[name], te.latency_s)})

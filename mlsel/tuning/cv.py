@@ -12,7 +12,7 @@ import pandas as pd
 
 from mlsel.data.costs import cost_matrix, fill_missing_cost, with_cost_axis
 from mlsel.data.outcomes import OutcomeMatrix, kfold_queries, load_prepared, pool_matrix, split_masks
-from mlsel.features import Embedder, build_features
+from mlsel.features import EmbedSettings, build_features
 from mlsel.manifest import read_manifest
 from mlsel.params import ConfigError
 from mlsel.progress import progress_bar
@@ -90,16 +90,15 @@ def load_pools(run_dir: str, pools: dict[str, list[str]], cost_axis: str = "auto
 class FeatureCache:
     """Features per (matrix, embedder, one-hot weight); each text is embedded once per embedder."""
 
-    def __init__(self, batch_size: int, device: str) -> None:
-        self.batch_size = batch_size
-        self.device = device
+    def __init__(self, embed: EmbedSettings) -> None:
+        self.embed = embed
         self._store: dict[str, dict[str, np.ndarray]] = {}
 
     def __call__(self, m: OutcomeMatrix, emb_id: str, ow: float) -> np.ndarray:
         store = self._store.setdefault(emb_id, {})
         missing = [t for t in dict.fromkeys(m.queries) if t not in store]
         if missing:
-            vecs = Embedder(emb_id, batch_size=self.batch_size, device=self.device).embed(missing)
+            vecs = self.embed.embedder(emb_id).embed(missing)
             store.update(zip(missing, vecs))
         return build_features(np.stack([store[t] for t in m.queries]), m.categories, ow)
 

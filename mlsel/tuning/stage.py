@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from mlsel.data.outcomes import data_hash
+from mlsel.features import EmbedSettings
 from mlsel.files import write_csv
 from mlsel.manifest import params_hash, update_manifest
 from mlsel.params import ConfigError
@@ -101,7 +102,7 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     plan = tune_plan(p)
     pools = load_pools(p.run_dir, p.pools, p.cost_axis)
     paths = run_paths(p.run_dir)
-    features = FeatureCache(p.embed_batch_size, p.device)
+    features = FeatureCache(EmbedSettings.from_params(p))
 
     # CV inside the training split.
     tasks, grids, folds = build_cv_tasks(p, plan, pools, features)
