@@ -238,7 +238,8 @@ def evaluate_router_config(p: Any) -> pd.DataFrame | None:
     from mlsel.report.tables import router_config_markdown
 
     ev = evaluate_config(run_dir=p.run_dir, seed=p.seed, router_config=p.router_config, n_bootstrap=p.n_bootstrap, pools=p.pools,
-                         quality_weight=p.quality_weight, embed=EmbedSettings.from_params(p))
+                         quality_weight=p.quality_weight, lookup_min_queries=p.lookup_min_queries,
+                         embed=EmbedSettings.from_params(p))
     (run_paths(p.run_dir)["tables"] / "router_config_results.md").write_text(router_config_markdown(ev) + "\n")
     return ev.result
 

@@ -275,7 +275,7 @@ STAGE_BASE_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "n_bootstrap", "embed_batch_size",
                  "device"),
     "tune": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "embed_batch_size", "device"),
-    "ship": ("run_dir", "seed", "pools", "quality_weight", "n_bootstrap", "embed_batch_size", "device"),
+    "ship": ("run_dir", "seed", "pools", "quality_weight", "lookup_min_queries", "n_bootstrap", "embed_batch_size", "device"),
     "report": ("run_dir", "datasets"),
 }
 """The ``base`` keys each stage reads: a notebook is passed these and its sections' keys, nothing it ignores."""
