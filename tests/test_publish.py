@@ -196,3 +196,9 @@ def test_a_credential_in_the_endpoint_and_local_paths_are_never_published(tmp_pa
     assert not leaks
     page = (report / "notebooks" / "mmlu_pro" / "10_benchmark_models.html").read_text()
     assert "https://***@llm.example.com/v1?api_key=***" in page
+
+
+def test_every_published_file_is_under_the_2_mb_a_tracked_file_may_take():
+    """The report embeds its figures; at six datasets their resolution and palette (mlsel.report.figures) keep the page small."""
+    sizes = {p.relative_to(ROOT): p.stat().st_size for p in PUBLISHED.rglob("*") if p.is_file()}
+    assert sizes and max(sizes.values()) < 2_000_000, max(sizes.items(), key=lambda kv: kv[1])
