@@ -4,6 +4,7 @@ Writes benchmarks/results/datasets.json and datasets.md. Run:
 
     MLSEL_DATA_DIR=../shared/data HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_datasets.py
     .venv/bin/python benchmarks/bench_datasets.py --run-dir runs/default --no-timing   # targets of an existing run only
+    .venv/bin/python benchmarks/bench_datasets.py --run-dir runs/default --warm-only   # re-time the warm rerun only
 
 Timing: ``mlsel run`` with every default dataset into its own run folder
 (``runs/bench-datasets``) and an empty embedding cache (a fresh
@@ -39,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlsel import runner
+from mlsel.params import load_params
 from mlsel.paths import project_root
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -66,6 +68,16 @@ def timed_runs(run_dir: str) -> dict[str, object]:
             else:
                 os.environ["MLSEL_CACHE_DIR"] = previous
     return out
+
+
+def warm_run(run_dir: str) -> dict[str, object]:
+    """A warm rerun of an existing, complete run folder (nothing changed since it ran); seconds per stage and in total."""
+    default = load_params().base.run_dir == run_dir  # the default run is rerun as `mlsel run` (its report is the published one)
+    t0 = time.perf_counter()
+    done = runner.run(overrides=None if default else {"run_dir": run_dir, "report_dir": f"{run_dir}/report"})
+    return {"warm_seconds": round(time.perf_counter() - t0, 1), "warm_stages": {k: ("skipped" if v["skipped"] else v["seconds"])
+                                                                               for k, v in done.items()},
+            "warm_measured": date.today().isoformat()}
 
 
 def _row(summary: pd.DataFrame, dataset: str, pool: str | None = None) -> pd.Series:
@@ -112,12 +124,18 @@ def main() -> None:
     ap.add_argument("--no-timing", action="store_true", help="only read the targets of an existing run")
     ap.add_argument("--keep-timing", action="store_true",
                     help="with --no-timing: keep the timing of the previous results/datasets.json (say so in the output)")
+    ap.add_argument("--warm-only", action="store_true",
+                    help="time a warm rerun of the existing run folder --run-dir (run it with the same overrides first); keep the "
+                         "previous cold timing (say so in the output)")
     args = ap.parse_args()
-    timing = {} if args.no_timing else timed_runs(args.run_dir)
-    if args.no_timing and args.keep_timing:
+    timing = {} if args.no_timing or args.warm_only else timed_runs(args.run_dir)
+    if (args.no_timing and args.keep_timing) or args.warm_only:
         previous = json.loads((OUT / "datasets.json").read_text())
         timing = {k: previous[k] for k in ("cold_seconds", "warm_seconds", "cold_stages", "warm_stages")}
         timing["timing_measured"] = previous["timing_measured"] if "timing_measured" in previous else previous["date"]
+        timing["warm_measured"] = previous.get("warm_measured", timing["timing_measured"])
+    if args.warm_only:
+        timing.update(warm_run(args.run_dir))
     summary = pd.read_csv(project_root() / args.run_dir / "tables" / "summary.csv")
     result = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores", **timing,
               "targets": targets(summary, timing)}
@@ -126,9 +144,13 @@ def main() -> None:
     lines = [f"# Cross-dataset benchmark ({result['date']}, {result['machine']})", ""]
     if timing:
         kept = f" (timing kept from the run of {timing['timing_measured']}; targets read from {args.run_dir})" if args.keep_timing else ""
+        if args.warm_only:
+            kept = (f" (cold: the run of {timing['timing_measured']}, kept; warm: a rerun of {args.run_dir} on {timing['warm_measured']},"
+                    " with the code of that day: stages the cold run did not have show —)")
         lines += [f"Cold run (fresh embedding cache): {timing['cold_seconds']:.0f} s; warm rerun: {timing['warm_seconds']:.1f} s{kept}.", "",
                   "| stage | cold (s) | warm (s) |", "|---|---|---|"]
-        lines += [f"| {k} | {v} | {timing['warm_stages'][k]} |" for k, v in timing["cold_stages"].items()] + [""]
+        stages = list(dict.fromkeys([*timing["cold_stages"], *timing["warm_stages"]]))
+        lines += [f"| {k} | {timing['cold_stages'].get(k, '—')} | {timing['warm_stages'].get(k, '—')} |" for k in stages] + [""]
     lines += ["| target | measured | reached |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['reached'] else '**no**'} |" for t in result["targets"]]
     (OUT / "datasets.md").write_text("\n".join(lines) + "\n")

@@ -111,7 +111,8 @@ def speed_table(times: dict, datasets: dict) -> str:
          f"**{_mmss(fast['seconds'])}** (pytest {_mmss(fast['pytest_seconds'])}; {_reached(fast['seconds'], TARGETS['fast'])})"),
         ("`mlsel run`, cold (fresh embedding cache), every default dataset; per-stage times in `benchmarks/results/datasets.md`",
          f"**{_mmss(datasets['cold_seconds'])}** ({when})"),
-        ("`mlsel run` again, nothing changed (up-to-date stages skipped; the prepare stages always run)", f"**{datasets['warm_seconds']:.1f} s** ({when})"),
+        ("`mlsel run` again, nothing changed (every up-to-date stage skipped, see `mlsel.runner`)",
+         f"**{datasets['warm_seconds']:.1f} s** ({datasets.get('warm_measured', when)})"),
     ]
     head = (f"Measured on {times['machine']}, no GPU; the test rows on {times['date']} at commit {times['commit'][:7]} "
             "(`benchmarks/bench_test_times.py`, results in `benchmarks/results/test_times.json`).\n\n")
