@@ -88,7 +88,7 @@ def test_only_the_default_run_or_publish_writes_the_published_report(tmp_path):
 def test_the_readme_one_dataset_example_leaves_reports_byte_identical(tmp_path):
     """`mlsel run -p "datasets=[routerbench]"` (README) in a copy of the project whose params.yaml has the smoke sizes: the
     copy's reports/ is byte-for-byte unchanged, the report is in runs/default/report, and the run says so at the end."""
-    small = {"prepare": {"max_queries": 600}, "evaluate": {"n_bootstrap": 200}, "tune": {"tune_grid": "small", "tune_n_bootstrap": 200}}
+    small = {"prepare": {"max_queries": 600}, "base": {"n_bootstrap": 200}, "tune": {"tune_grid": "small", "tune_n_bootstrap": 200}}
     project = project_copy(tmp_path / "clone", small)
     before, repository_before = tree_hash(project / "reports"), tree_hash(PUBLISHED)
     out = cli(project, "run", "-p", "datasets=[routerbench]")
