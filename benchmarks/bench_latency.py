@@ -10,7 +10,8 @@ over held-out queries), and checks:
   quality at <= 75% of its mean latency;
 - the CV-chosen router's Gain@B CI low >= -0.005 on both;
 
-and quotes the utility-weight sweep's extremes and the repeatability sentence.
+and quotes the utility-weight sweep's extremes, the repeatability sentence and the one on the routers' latency
+predictions.
 Writes benchmarks/results/latency.json and latency.md (the README quotes the
 table). Run after ``make run``:
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlsel.metrics.latency import repeatability_sentence
+from mlsel.metrics.latency import prediction_sentence, repeatability_sentence
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results"
@@ -82,6 +83,10 @@ def main() -> None:
     if repeat.is_file():
         result["repeatability"] = repeatability_sentence(pd.read_csv(repeat))
         lines += ["", f"Repeatability (bfcl api8, `latency_repeatability.csv`): {result['repeatability']}"]
+    predicted = tables / "bfcl_latency" / "latency_prediction.csv"
+    if predicted.is_file():
+        result["prediction"] = prediction_sentence(pd.read_csv(predicted))
+        lines += ["", f"The routers' per-query predictions (bfcl_latency api8, `latency_prediction.csv`): {result['prediction']}"]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "latency.json").write_text(json.dumps(result, indent=1) + "\n")
     (OUT / "latency.md").write_text("\n".join(lines) + "\n")

@@ -117,3 +117,63 @@ def test_repeatability_by_hand():
     sentence = repeatability_sentence(rep.reset_index())
     assert "Over 1 models timed in both runs (3 held-out request-model pairs)" in sentence and "-150%" in sentence and "100%" in sentence
     assert repeatability("p", _matrix(tr.quality, None), te, again).empty
+
+
+def test_latency_prediction_by_hand():
+    """The set-up of test_repeatability_by_hand (pairs: a on q0-q2, tested at 1, 2, 4 s, timed again at 2, 4, 8 s). In log2
+    units the test split is 0, 1, 2 and the other run 1, 2, 3. The training mean predicts 1 everywhere: R^2 0 on the test
+    split, -1.5 on the other run (as repeatability's r2_model_mean). A router predicting twice the test timing predicts the
+    other run exactly (R^2 1) but misses the test split by 1 each: 1 - 3 / 2 = -0.5. A router predicting 0 s has each
+    prediction raised to the 10 ms floor, counted."""
+    from mlsel.metrics.latency import MODEL_MEAN, PREDICTION_COLUMNS, latency_prediction, prediction_sentence
+
+    tr = _matrix([[1, 1], [1, 1]], [[1.0, 2.0], [4.0, 2.0]])
+    te = _matrix([[1, 1]] * 3, [[1.0, 3.0], [2.0, 3.0], [4.0, 3.0]])
+    again = pd.DataFrame({"query_id": ["q0", "q1", "q2", "q9"], "model": ["a"] * 4, "latency_s": [2.0, 4.0, 8.0, 1.0]})
+    twice, zero = 2 * te.latency_s, np.zeros((3, 2))
+    pred = latency_prediction("p", tr, te, again, {"KNN_REG (tuned)": twice, "MLP (tuned)": zero})
+    assert list(pred.columns) == PREDICTION_COLUMNS and pred["predictor"].tolist() == [MODEL_MEAN, "KNN_REG (tuned)", "MLP (tuned)"]
+    rows = pred.set_index("predictor")
+    assert rows["n_pairs"].tolist() == [3, 3, 3] and rows["n_floored"].tolist() == [0, 0, 3]
+    assert rows.loc[MODEL_MEAN, "r2_same_run"] == pytest.approx(0.0) and rows.loc[MODEL_MEAN, "r2_replicate"] == pytest.approx(-1.5)
+    assert rows.loc["KNN_REG (tuned)", "r2_replicate"] == pytest.approx(1.0)
+    assert rows.loc["KNN_REG (tuned)", "r2_same_run"] == pytest.approx(-0.5)
+    # log(0.01 s) against log 1, 2, 4 s: far off, a large negative R^2.
+    assert rows.loc["MLP (tuned)", "r2_replicate"] < -10
+    sentence = prediction_sentence(pred)
+    assert "KNN_REG (tuned)'s, predicts 100%" in sentence and "(-50% in this run's test split)" in sentence and "-150%" in sentence
+    assert prediction_sentence(pred.iloc[:1]) == "No router of this pool predicts a per-query latency."
+    assert latency_prediction("p", tr, te, again.iloc[:0], {}).empty and latency_prediction("p", _matrix(tr.quality, None), te, again, {}).empty
+
+
+def test_router_predicted_cost_by_hand():
+    """KNN_REG with k = 2 (uniform weights): the predicted latency of each model is the mean of the two nearest training
+    queries' latencies, in seconds (the normalisation undone); the guarded router predicts none."""
+    from mlsel.selection.cost_aware import KNNRegressorSelector
+    from mlsel.selection.guarded import GuardedRouter
+    from mlsel.selection.scoreboard import ClusterScoreboardSelector
+
+    X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], dtype=np.float32)
+    lat = np.array([[1.0, 4.0], [3.0, 8.0], [10.0, 0.5]])
+    sel = KNNRegressorSelector(k=2, weights="uniform").fit(X, np.ones((3, 2)), lat, models=["a", "b"])
+    assert sel.predicted_cost(np.array([[1.0, 0.05]])) == pytest.approx(np.array([[2.0, 6.0]]))  # q0 and q1
+    assert KNNRegressorSelector(k=2).fit(X, np.ones((3, 2)), models=["a", "b"]).predicted_cost(X) is None
+    assert GuardedRouter().fit(X, np.ones((3, 2)), lat, models=["a", "b"]).predicted_cost(X) is None
+    # The scoreboard with 2 clusters ({q0, q1} and {q2}) and top_p 1: the nearest cluster's raw mean latency.
+    board = ClusterScoreboardSelector(num_clusters=2, top_p=1, n_init=5).fit(X, np.ones((3, 2)), lat, models=["a", "b"])
+    assert board.predicted_cost(np.array([[1.0, 0.05], [0.1, 0.9]])) == pytest.approx(np.array([[2.0, 6.0], [10.0, 0.5]]))
+
+
+def test_prediction_table_in_the_report():
+    from mlsel.metrics.latency import MODEL_MEAN
+    from mlsel.report.latency import latency_sections
+
+    rep = pd.DataFrame([{"pool": "p", "model": "a", "n_test": 3}])
+    pred = pd.DataFrame([{"pool": "p", "predictor": MODEL_MEAN, "n_pairs": 3, "r2_same_run": 0.1, "r2_replicate": 0.2, "n_floored": 0},
+                         {"pool": "p", "predictor": "KNN_REG (tuned)", "n_pairs": 3, "r2_same_run": 0.3, "r2_replicate": 0.4,
+                          "n_floored": 0}])
+    (sec,) = latency_sections(None, rep, pred)
+    texts = [b.text for b in sec.blocks if getattr(b, "type", "") == "text"]
+    assert any("KNN_REG (tuned)'s, predicts 40%" in t and "20% for the model's training mean" in t for t in texts)
+    assert sum(1 for b in sec.blocks if getattr(b, "link", "") == "tables/latency_prediction.csv") == 1
+    assert latency_sections(None, None, pred) == []

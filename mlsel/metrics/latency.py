@@ -1,4 +1,4 @@
-"""What ``quality_weight`` does where latency is measured: the utility-weight sweep.
+"""What ``quality_weight`` does where latency is measured, and how much of a measured latency repeats.
 
 Every selector scores a model by the utility
 ``w * quality + (1 - w) / (1 + latency_s)`` (:func:`mlsel.selection.base.utility`),
@@ -11,6 +11,10 @@ single model and the per-category lookup are chosen again by that utility,
 and each is scored on the test queries: quality, mean, median and
 90th-percentile latency of the chosen answers, and mean USD cost where the
 data has it.
+
+Where the same requests were timed again in an independent run, :func:`repeatability` says per model how well the
+latency measured once predicts the other run's, and :func:`latency_prediction` does the same for the tuned routers'
+per-query latency predictions, against the model's training mean.
 """
 
 from __future__ import annotations
@@ -85,6 +89,14 @@ def _r2(target: np.ndarray, prediction: np.ndarray) -> float:
     return float(1 - ((target - prediction) ** 2).sum() / ((target - target.mean()) ** 2).sum())
 
 
+def replicate_matrix(te: OutcomeMatrix, replicate: pd.DataFrame) -> np.ndarray:
+    """The other run's latency of each test query and model (n_test, m), NaN where that run did not time it."""
+    if not len(replicate):
+        return np.full(te.quality.shape, np.nan)
+    rep = replicate.pivot(index="query_id", columns="model", values="latency_s")
+    return rep.reindex(index=te.query_ids, columns=list(te.models)).to_numpy(dtype=float)
+
+
 def repeatability(pool: str, tr: OutcomeMatrix, te: OutcomeMatrix, replicate: pd.DataFrame) -> pd.DataFrame:
     """How well latency measured once predicts the same requests timed again (columns :data:`REPEAT_COLUMNS`).
 
@@ -96,12 +108,12 @@ def repeatability(pool: str, tr: OutcomeMatrix, te: OutcomeMatrix, replicate: pd
     """
     if tr.latency_s is None or te.latency_s is None:
         return pd.DataFrame(columns=REPEAT_COLUMNS)
-    rep = replicate.pivot(index="query_id", columns="model", values="latency_s") if len(replicate) else pd.DataFrame()
+    timed_again = replicate_matrix(te, replicate)
     rows, pooled = [], {"again": [], "model_mean": [], "first": []}
     for j, model in enumerate(te.models):
         row = dict.fromkeys(REPEAT_COLUMNS, np.nan) | {"pool": pool, "model": model, "n_test": 0,
                                                      "mean_s_train": float(tr.latency_s[:, j].mean())}
-        again = rep[model].reindex(te.query_ids).to_numpy(dtype=float) if model in rep else np.full(len(te), np.nan)
+        again = timed_again[:, j]
         ok = ~np.isnan(again) & ~np.isnan(te.latency_s[:, j])
         if ok.sum() >= 2:
             first, again = te.latency_s[ok, j], again[ok]
@@ -133,3 +145,51 @@ def repeatability_sentence(rep: pd.DataFrame) -> str:
             f"predicts {r.r2_model_mean:.0%} of the variance of a request's log latency in the other run (the model's mean on the "
             f"training split), and the same request's own earlier latency {r.r2_same_request:.0%}; the rest did not repeat "
             "between the runs.")
+
+
+PREDICTION_COLUMNS = ["pool", "predictor", "n_pairs", "r2_same_run", "r2_replicate", "n_floored"]
+"""Per latency predictor, over the held-out request-model pairs timed in both runs: the share of the variance of log
+latency it predicts in this run's test split (``r2_same_run``) and in the other run (``r2_replicate``), and how many of
+its predictions were below :data:`LATENCY_FLOOR_S` and raised to it before the log."""
+
+MODEL_MEAN = "Model mean (training split)"
+LATENCY_FLOOR_S = 0.01
+"""Predictions below 10 ms are raised to it before the log: a regression may predict 0 s (or less, clipped to 0)."""
+
+
+def latency_prediction(pool: str, tr: OutcomeMatrix, te: OutcomeMatrix, replicate: pd.DataFrame,
+                       predictions: dict[str, np.ndarray]) -> pd.DataFrame:
+    """How well per-query latency predictions repeat (columns :data:`PREDICTION_COLUMNS`).
+
+    ``predictions``: per router label, its predicted latency in seconds of every model for each test query (n_test, m),
+    fitted on the training split (:meth:`mlsel.selection.cost_aware.CostAwareRouter.predicted_cost`). The first row is
+    the per-model prediction of :func:`repeatability` (the model's geometric training mean), so a router's per-query
+    prediction is read against it on the same pairs.
+    """
+    if tr.latency_s is None or te.latency_s is None or not len(replicate):
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    again = replicate_matrix(te, replicate)
+    qi, mj = np.nonzero(~np.isnan(again) & ~np.isnan(te.latency_s))
+    if len(qi) < 2:
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    first, again = np.log(te.latency_s[qi, mj]), np.log(again[qi, mj])
+    model_mean = np.exp(np.log(tr.latency_s).mean(axis=0))
+    rows = []
+    for name, pred in {MODEL_MEAN: np.broadcast_to(model_mean, te.latency_s.shape), **predictions}.items():
+        pred = np.asarray(pred, dtype=float)[qi, mj]
+        log_pred = np.log(np.maximum(pred, LATENCY_FLOOR_S))
+        rows.append({"pool": pool, "predictor": name, "n_pairs": len(qi), "r2_same_run": _r2(first, log_pred),
+                     "r2_replicate": _r2(again, log_pred), "n_floored": int((pred < LATENCY_FLOOR_S).sum())})
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+def prediction_sentence(pred: pd.DataFrame) -> str:
+    """The report's sentence on the routers' per-query latency predictions, against the per-model mean."""
+    base = pred[pred["predictor"] == MODEL_MEAN]
+    routers = pred[pred["predictor"] != MODEL_MEAN]
+    if base.empty or routers.empty:
+        return "No router of this pool predicts a per-query latency."
+    best = routers.loc[routers["r2_replicate"].idxmax()]
+    return (f"The best per-query latency prediction of a tuned router, {best.predictor}'s, predicts {best.r2_replicate:.0%} of "
+            f"the variance of log latency in the other run ({best.r2_same_run:.0%} in this run's test split), against "
+            f"{base.iloc[0].r2_replicate:.0%} for the model's training mean alone.")

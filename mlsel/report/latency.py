@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlsel.metrics.latency import ALL_MODELS, repeatability_sentence
+from mlsel.metrics.latency import ALL_MODELS, MODEL_MEAN, prediction_sentence, repeatability_sentence
 from mlsel.report.blocks import Section, Text
 from mlsel.report.tables import generic_table, slug
 
@@ -42,7 +42,23 @@ def repeatability_section(rep: pd.DataFrame) -> Section:
     return sec
 
 
-def latency_sections(sweep: pd.DataFrame | None, repeat: pd.DataFrame | None) -> list[Section]:
+def prediction_blocks(pred: pd.DataFrame) -> list:
+    """Per pool: the sentence on the tuned routers' per-query latency predictions, and their table."""
+    out = []
+    for pool, df in pred.groupby("pool", sort=False):
+        out.append(Text(text=f"Pool {pool}, the routers' predictions: {prediction_sentence(df)}"))
+        out.append(generic_table(df.drop(columns="pool"), f"table-latency-prediction-{slug(str(pool))}",
+                                 f"Pool {pool}: per-query latency predicted by the tuned routers (fitted on the training split) "
+                                 f"against {MODEL_MEAN.lower()}, on the held-out pairs timed in both runs.",
+                                 link="tables/latency_prediction.csv", max_rows=len(df)))
+    return out
+
+
+def latency_sections(sweep: pd.DataFrame | None, repeat: pd.DataFrame | None, predicted: pd.DataFrame | None = None) -> list[Section]:
     """The latency sections the run's tables allow (none without measured latency)."""
     out = [latency_section(sweep)] if sweep is not None and len(sweep) else []
-    return out + ([repeatability_section(repeat)] if repeat is not None and len(repeat) else [])
+    if repeat is not None and len(repeat):
+        out.append(repeatability_section(repeat))
+        if predicted is not None and len(predicted):
+            out[-1].blocks += prediction_blocks(predicted)
+    return out

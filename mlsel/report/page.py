@@ -86,6 +86,7 @@ KNOWN_TABLES = (
     "static_lookup.csv",
     "latency_weight_sweep.csv",
     "latency_repeatability.csv",
+    "latency_prediction.csv",
 )
 """CSV files the report renders specifically; any other CSV is listed and linked."""
 
@@ -242,7 +243,8 @@ def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
     lk = read_table(tables, "static_lookup.csv")
     if lk is not None and len(lk):
         out.append(static_section(lk, tables))
-    out += latency_sections(read_table(tables, "latency_weight_sweep.csv"), read_table(tables, "latency_repeatability.csv"))
+    out += latency_sections(read_table(tables, "latency_weight_sweep.csv"), read_table(tables, "latency_repeatability.csv"),
+                            read_table(tables, "latency_prediction.csv"))
     rc = read_table(tables, "router_config_results.csv")
     if rc is not None:
         out.append(Section("router-config", "Per-decision routing config",

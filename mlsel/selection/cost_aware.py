@@ -123,6 +123,13 @@ class CostAwareRouter(Selector):
         """Predicted (utility, normalised cost), each (n, m); cost is zeros without a cost signal."""
         raise NotImplementedError
 
+    def predicted_cost(self, X: np.ndarray) -> np.ndarray | None:
+        """The predicted cost (n, m) of each model for each query, in the unit of the training cost; None without a cost
+        signal."""
+        if not self.has_cost_:
+            return None
+        return self.predict_quality_cost(np.asarray(X, dtype=np.float32))[1] * self.cost_scale_
+
     def combine(self, q: np.ndarray, c: np.ndarray, cost_lambda: float) -> np.ndarray:
         """Decision scores (n, m) from predicted utility and cost."""
         return q - cost_lambda * c

@@ -180,6 +180,10 @@ class GuardedRouter(CostAwareRouter):
         """Not a per-model prediction: the gate's scores stand in for utility (the cost is inside them)."""
         return self.decision_scores(X), np.zeros((len(X), len(self.models_)))
 
+    def predicted_cost(self, X: np.ndarray) -> None:
+        """None: the guarded router predicts no per-model cost (the cost is inside its gated scores)."""
+        return None
+
 
 def category_index(X: np.ndarray) -> np.ndarray:
     """The category (index into :data:`mlsel.CATEGORIES`) of each feature row, from its one-hot part (the last 14

@@ -84,6 +84,13 @@ class ClusterScoreboardSelector(CostAwareRouter):
         idx = self.nearest_clusters(X)
         return self.cluster_quality_norm_[idx].mean(axis=1), self.cluster_cost_norm_[idx].mean(axis=1)
 
+    def predicted_cost(self, X: np.ndarray) -> np.ndarray | None:
+        """The mean cost of the ``top_p`` nearest clusters (their raw means, not the min-max normalised scores the router
+        combines), in the unit of the training cost; None without a cost signal."""
+        if not self.has_cost_:
+            return None
+        return self.cluster_cost_[self.nearest_clusters(X)].mean(axis=1) * self.cost_scale_
+
     def combine(self, q, c, cost_lambda):
         a = float(self.alpha)
         return a * q + (1.0 - a) * (1.0 - c) - cost_lambda * c

@@ -80,6 +80,12 @@ Outputs (fixed names)
     Does routing pay on this data: one row per pool (:mod:`mlsel.tuning.summary`):
     Gain@B, Gap@O, CostSave@B, the matched point and AIQ minus the zero
     router, with paired 95% CIs, every choice made on CV.
+``<run_dir>/tables/latency_prediction.csv``
+    Only where the pool's cost axis is ``latency_s`` and the prepare stage wrote
+    the same requests timed again (``data/latency_replicate.csv``): per tuned
+    router that predicts a per-query latency, how much of the variance of log
+    latency it predicts in the test split and in the other run, beside the
+    model's training mean (:func:`mlsel.metrics.latency.latency_prediction`).
 
 Cost is the pool's cost axis (:data:`mlsel.data.costs.COST_UNITS`, in this
 order: ``cost_usd``, ``latency_s``, the proxies ``response_chars`` and

@@ -13,6 +13,7 @@ import pandas as pd
 from mlsel.data.costs import COST_UNITS, cost_matrix, fill_missing_cost
 from mlsel.metrics.evaluate import Strategy, baseline_strategies, evaluate, oracle_proba
 from mlsel.metrics.frontier import aiq_table, zero_router
+from mlsel.metrics.latency import PREDICTION_COLUMNS, latency_prediction
 from mlsel.selection.base import best_single_index
 from mlsel.selection.cost_aware import CostAwareRouter, fit_selector
 from mlsel.selection.peers import PEER_LABELS, PEER_ONEHOT_WEIGHT, PEERS
@@ -56,6 +57,9 @@ class FinalFit:
     """A cost-aware router's choice distribution at its CV operating point's cost weight; else None."""
     peer: bool = False
     """A peer's published router (:mod:`mlsel.selection.peers`) rather than a tuned selector."""
+    cost_pred: np.ndarray | None = None
+    """A cost-aware router's predicted cost of every model for each test query (n_test, m), in the pool's cost unit
+    (:meth:`mlsel.selection.cost_aware.CostAwareRouter.predicted_cost`); else None."""
 
 
 Fitted = dict[tuple[str, str], FinalFit]
@@ -68,14 +72,15 @@ def final_task(inputs: FitInputs, name: str, values: dict[str, Any], combo: dict
     a router's sweep over ``lambdas`` and choices at ``op_lambda``)."""
     sel = make_selector(name, combo_params(values, combo))
     fit_selector(sel, inputs.Xtr, inputs.quality, inputs.latency, inputs.models, inputs.cost)
-    proba, sweep, op_proba = sel.predict_proba(inputs.Xte), None, None
+    proba, sweep, op_proba, cost_pred = sel.predict_proba(inputs.Xte), None, None, None
     if isinstance(sel, CostAwareRouter):
+        cost_pred = sel.predicted_cost(inputs.Xte)
         if lambdas:
             sweep = sel.predict_index_sweep(inputs.Xte, lambdas)
         if op_lambda is not None:
             sel.set_params(cost_lambda=op_lambda)
             op_proba = sel.predict_proba(inputs.Xte)
-    return FinalFit(inputs.pool, name, proba, sweep, op_proba)
+    return FinalFit(inputs.pool, name, proba, sweep, op_proba, cost_pred=cost_pred)
 
 
 def peer_task(inputs: FitInputs, name: str, quality_weight: float) -> FinalFit:
@@ -213,3 +218,16 @@ def final_tables(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: Fit
     front_df = pd.DataFrame(front).reindex(columns=FRONTIER_COLUMNS)
     aiq_df = pd.concat(aiqs, ignore_index=True) if aiqs else pd.DataFrame(columns=AIQ_COLUMNS)
     return tuned, front_df, aiq_df
+
+
+def latency_predictions(pools: dict[str, PoolData], fitted: Fitted, plan: TunePlan, replicate: pd.DataFrame) -> pd.DataFrame:
+    """Per pool whose cost axis is the measured latency: how well each tuned router's per-query latency prediction repeats
+    in the other run (:func:`mlsel.metrics.latency.latency_prediction`); no rows for the other pools."""
+    parts = []
+    for pool, d in pools.items():
+        if d.unit != "latency_s":
+            continue
+        predictions = {label(name, tuned=True): fitted[(pool, name)].cost_pred for name in plan.names
+                       if fitted[(pool, name)].cost_pred is not None}
+        parts.append(latency_prediction(pool, d.tr, d.te, replicate, predictions))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PREDICTION_COLUMNS)

@@ -18,7 +18,7 @@ from mlsel.params import ConfigError
 from mlsel.paths import run_paths
 from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_points, tuned_params_doc
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, prepared_split, run_cv_tasks
-from mlsel.tuning.final import Fitted, final_tables, fit_final, test_cost
+from mlsel.tuning.final import Fitted, final_tables, fit_final, latency_predictions, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
 from mlsel.tuning.summary import (
     CVChoices,
@@ -131,6 +131,11 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     write_csv(tuned, paths["tables"] / "tuned_results.csv")
     write_csv(front, paths["tables"] / "frontier.csv")
     write_csv(aiq, paths["tables"] / "aiq.csv")
+    replicate = paths["data"] / "latency_replicate.csv"
+    if replicate.is_file():  # the same requests timed again: do the routers' latency predictions repeat?
+        predicted = latency_predictions(pools, fitted, plan, pd.read_csv(replicate, dtype={"query_id": str}))
+        if len(predicted):
+            write_csv(predicted, paths["tables"] / "latency_prediction.csv")
     write_csv(pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds, tuned), paths["tables"] / "summary.csv")
 
     total = time.perf_counter() - t_start
