@@ -26,8 +26,17 @@ from mlsel.deploy.routing_config import static_config
 from mlsel.features import EmbedSettings, features_for
 from mlsel.files import sha256_file, write_atomic, write_csv
 from mlsel.manifest import params_hash, update_manifest
-from mlsel.metrics.evaluate import FittedLookup, Strategy, evaluate, fitted_lookups, lookup_table, saved_selector_strategies
-from mlsel.metrics.latency import repeatability, weight_sweep
+from mlsel.metrics.evaluate import (
+    FittedLookup,
+    SavedSelector,
+    Strategy,
+    evaluate,
+    fitted_lookups,
+    lookup_table,
+    saved_selector_strategies,
+    saved_selectors,
+)
+from mlsel.metrics.latency import repeatability, sweeps, weight_sweep
 from mlsel.metrics.shares import SHARE_COLUMNS, label_share_rows, share_rows
 from mlsel.paths import resolve_path, run_paths
 from mlsel.report.blocks import Story
@@ -54,14 +63,14 @@ def prepare_data(p: Any) -> pd.DataFrame:
     """
     prepared = prepare_outcomes(p)
     outputs = write_prepared(prepared, run_paths(p.run_dir)["data"])
-    queries, dlog = prepared.queries, prepared.dlog
+    queries, dlog, models = prepared.queries, prepared.dlog, pool_models(p.pools)
     n_train = int((queries["split"] == "train").sum())
     update_manifest(
         p.run_dir, "prepare",
         _stage_entry(p, data=dlog.to_dict(), n_queries=int(len(queries)), n_train=n_train, n_test=int(len(queries)) - n_train,
-                     models=pool_models(p.pools), outputs=outputs),
+                     models=models, outputs=outputs),
     )
-    log.info("prepared %d queries x %d models (%s)", len(queries), len(pool_models(p.pools)), dlog.to_dict()["dropped"])
+    log.info("prepared %d queries x %d models (%s)", len(queries), len(models), dlog.to_dict()["dropped"])
     return model_summary(prepared)
 
 
@@ -151,12 +160,13 @@ STATIC_HEADER = ("# Static routing learned on this run's training split: each ca
 
 
 def pool_strategies(p: Any, pool: str, matrix: OutcomeMatrix, train: np.ndarray, test: np.ndarray,
-                    lookups: list[FittedLookup] | None = None) -> list[Strategy]:
+                    lookups: list[FittedLookup] | None = None, saved: list[SavedSelector] | None = None) -> list[Strategy]:
     """The strategies of one pool on its test queries: oracle, the trained selectors, baselines (with the static
-    ``lookups`` already fitted on this split, if given: :func:`mlsel.metrics.evaluate.fitted_lookups`)."""
+    ``lookups`` already fitted on this split, if given: :func:`mlsel.metrics.evaluate.fitted_lookups`; ``saved``: the
+    trained selectors already loaded, the test features last)."""
     return saved_selector_strategies(run_paths(p.run_dir)["models"] / pool, list(p.selector_names), list(p.pools[pool]),
                                      matrix.subset(test), matrix.subset(train), p.quality_weight, EmbedSettings.from_params(p),
-                                     p.lookup_min_queries, lookups)
+                                     p.lookup_min_queries, lookups, saved)
 
 
 def evaluate_selectors(p: Any) -> pd.DataFrame:
@@ -182,16 +192,17 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, test = split_masks(queries, matrix)
-        # The static lookups, fitted once: their baseline rows and their content (static_lookup.csv).
-        lookups = fitted_lookups(matrix.subset(train), matrix.subset(test), p.quality_weight, p.lookup_min_queries)
-        out = evaluate(matrix.subset(test), pool_strategies(p, pool, matrix, train, test, lookups), pool, n_bootstrap=p.n_bootstrap,
-                       seed=p.seed)
+        tr, te = matrix.subset(train), matrix.subset(test)
+        # The static lookups, fitted once: their baseline rows and their content (static_lookup.csv). The trained
+        # selectors, loaded once: their rows and the utility-weight sweep (which also needs their training features).
+        lookups = fitted_lookups(tr, te, p.quality_weight, p.lookup_min_queries)
+        saved = saved_selectors(run_paths(p.run_dir)["models"] / pool, list(p.selector_names),
+                                [tr, te] if sweeps(tr, te, list(p.quality_weight_sweep)) else [te], EmbedSettings.from_params(p), models)
+        out = evaluate(te, pool_strategies(p, pool, matrix, train, test, lookups, saved), pool, n_bootstrap=p.n_bootstrap, seed=p.seed)
         out["static_lookup"] = lookup_table(lookups, pool)
-        out["latency_weight_sweep"] = weight_sweep(run_paths(p.run_dir)["models"] / pool, list(p.selector_names), matrix.subset(train),
-                                                   matrix.subset(test), pool, list(p.quality_weight_sweep), EmbedSettings.from_params(p),
-                                                   p.lookup_min_queries)
+        out["latency_weight_sweep"] = weight_sweep(saved, tr, te, pool, list(p.quality_weight_sweep), p.lookup_min_queries)
         if replicate is not None:
-            out["latency_repeatability"] = repeatability(pool, matrix.subset(train), matrix.subset(test), replicate)
+            out["latency_repeatability"] = repeatability(pool, tr, te, replicate)
         cat = out["static_lookup"][out["static_lookup"]["lookup"] == "category"]
         config = static_config(cat.to_dict("records"), f"best training mean of pool {pool}, {int(train.sum())} training queries")
         write_atomic(tables / f"static_routing_{pool}.yaml", STATIC_HEADER + yaml.safe_dump(config, sort_keys=False))

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from mlsel.data.outcomes import OutcomeMatrix
-from mlsel.features import EmbedSettings
 from mlsel.metrics.evaluate import Strategy, evaluate, latency_quantile, oracle_proba
 from mlsel.metrics.latency import SWEEP_COLUMNS, weight_sweep
 from mlsel.report.tables import main_table
@@ -68,12 +67,12 @@ def test_utility_by_hand():
     assert (utility(q, None, 0.5) == q).all()
 
 
-def test_weight_sweep_trades_quality_for_speed_by_hand(tmp_path):
+def test_weight_sweep_trades_quality_for_speed_by_hand():
     """Train: a is better (mean 0.9) and slow (3 s), b worse (0.6) and fast (0.25 s): the utility prefers a at w >= 0.9, b at w 0.5
     (see test_utility_by_hand). Test: a scores 1, 0 at 3 s, 5 s; b scores 1, 1 at 0.2 s, 0.4 s."""
     tr = _matrix([[1, 0.6], [1, 0.6], [1, 0.6], [0.6, 0.6]], np.tile([3.0, 0.25], (4, 1)))
     te = _matrix([[1, 1], [0, 1]], [[3.0, 0.2], [5.0, 0.4]])
-    sw = weight_sweep(tmp_path, [], tr, te, "p", [0.5, 1.0, 0.9], EmbedSettings(1, "cpu"), min_queries=1)
+    sw = weight_sweep([], tr, te, "p", [0.5, 1.0, 0.9], min_queries=1)
     assert list(sw.columns) == SWEEP_COLUMNS
     assert sorted(set(sw["strategy"])) == ["Best single (train)", "Per-category lookup on train"]
     best = sw[sw["strategy"] == "Best single (train)"].set_index("quality_weight")
@@ -84,7 +83,7 @@ def test_weight_sweep_trades_quality_for_speed_by_hand(tmp_path):
     assert best.loc[0.5, "avg_latency_s"] == pytest.approx(0.3) and best["avg_cost_usd"].isna().all()
     lookup = sw[sw["strategy"] == "Per-category lookup on train"].set_index("quality_weight")
     assert lookup["avg_quality"].tolist() == [0.5, 0.5, 1.0]
-    assert weight_sweep(tmp_path, [], _matrix(tr.quality, None), _matrix(te.quality, None), "p", [1.0], EmbedSettings(1, "cpu"), 1).empty
+    assert weight_sweep([], _matrix(tr.quality, None), _matrix(te.quality, None), "p", [1.0], 1).empty
 
 
 def test_sweep_section_in_the_report():

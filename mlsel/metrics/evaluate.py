@@ -200,16 +200,19 @@ def saved_selectors(folder: Path, names: list[str], matrices: Sequence[OutcomeMa
 
 def saved_selector_strategies(folder: Path, names: list[str], models: list[str], te: OutcomeMatrix, tr: OutcomeMatrix,
                               quality_weight: float, embed: EmbedSettings, lookup_min_queries: int = LOOKUP_MIN_QUERIES,
-                              lookups: list[FittedLookup] | None = None) -> list[Strategy]:
+                              lookups: list[FittedLookup] | None = None, saved: list[SavedSelector] | None = None) -> list[Strategy]:
     """Oracle, the selectors the train stage saved in ``folder`` (``names``) and the baselines, on the test queries ``te``.
 
     Each selector gets the features its manifest names (:func:`saved_selectors`);
-    a selector fitted on other models than ``models`` is an error. ``lookups``:
-    see :func:`baseline_strategies`.
+    a selector fitted on other models than ``models`` is an error. ``saved``:
+    those selectors already loaded, their last features being those of ``te``
+    (then ``folder`` and ``names`` are not read). ``lookups``: see
+    :func:`baseline_strategies`.
     """
+    if saved is None:
+        saved = saved_selectors(folder, names, [te], embed, models)
     strategies = [Strategy("Oracle (best possible)", "oracle", oracle_proba(te))]
-    strategies += [Strategy(label(s.name), "selector", s.selector.predict_proba(s.features[0]))
-                   for s in saved_selectors(folder, names, [te], embed, models)]
+    strategies += [Strategy(label(s.name), "selector", s.selector.predict_proba(s.features[-1])) for s in saved]
     return strategies + baseline_strategies(tr, te, quality_weight, lookup_min_queries, lookups)
 
 

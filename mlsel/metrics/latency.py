@@ -19,15 +19,12 @@ per-query latency predictions, against the model's training mean.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
 from mlsel.data.outcomes import OutcomeMatrix
-from mlsel.features import EmbedSettings
-from mlsel.metrics.evaluate import fitted_lookups, latency_quantile, lookup_strategies, saved_selectors
+from mlsel.metrics.evaluate import SavedSelector, fitted_lookups, latency_quantile, lookup_strategies
 from mlsel.selection.baselines import BestSingleSelector
 from mlsel.selection.registry import label
 
@@ -48,18 +45,22 @@ def _fast_share(proba: np.ndarray, reference: np.ndarray, latency: np.ndarray) -
     return 100 * float(((proba * latency).sum(axis=1) < (reference * latency).sum(axis=1) - 1e-12).mean())
 
 
-def weight_sweep(folder: Path, names: list[str], tr: OutcomeMatrix, te: OutcomeMatrix, pool: str, weights: list[float],
-                 embed: EmbedSettings, min_queries: int) -> pd.DataFrame:
-    """The sweep's rows for one pool (columns :data:`SWEEP_COLUMNS`); no rows without measured latency.
+def sweeps(tr: OutcomeMatrix, te: OutcomeMatrix, weights: list[float]) -> bool:
+    """Whether :func:`weight_sweep` has rows: latency measured for every training and test answer, and weights to sweep."""
+    return tr.latency_s is not None and te.latency_s is not None and not np.isnan(tr.latency_s).any() and bool(weights)
 
-    ``folder`` holds the train stage's saved selectors ``names``; each is
-    cloned with its saved parameters and refitted per weight on the features
-    its manifest names (:func:`mlsel.metrics.evaluate.saved_selectors`).
+
+def weight_sweep(saved: list[SavedSelector], tr: OutcomeMatrix, te: OutcomeMatrix, pool: str, weights: list[float],
+                 min_queries: int) -> pd.DataFrame:
+    """The sweep's rows for one pool (columns :data:`SWEEP_COLUMNS`); no rows unless :func:`sweeps`.
+
+    ``saved``: the train stage's saved selectors with their features of ``tr``
+    and ``te`` (:func:`mlsel.metrics.evaluate.saved_selectors`); each is cloned
+    with its saved parameters and refitted per weight.
     """
-    if tr.latency_s is None or te.latency_s is None or np.isnan(tr.latency_s).any() or not weights:
+    if not sweeps(tr, te, weights):
         return pd.DataFrame(columns=SWEEP_COLUMNS)
     models = list(tr.models)
-    saved = saved_selectors(folder, names, [tr, te], embed)
     rows, reference = [], {}
     for w in sorted(weights, reverse=True):
         strategies = [("Best single (train)", BestSingleSelector(quality_weight=w)
