@@ -180,15 +180,16 @@ def cv_task(t: CVTask) -> list[dict[str, Any]]:
     uv = utility(qv, None if t.latency is None else t.latency[vi], t.user_qw)
     cv = None if t.cost is None else fill_missing_cost(t.cost[vi], reference=t.cost)
     ar = np.arange(len(vi))
+    Xv = t.X[vi]  # one array for every combination: a router sharing a fit keeps its neighbour search of it (guarded)
     fitted: dict[tuple, Selector] = {}
     for combo_id, combo in t.combos:
         cpu0 = time.process_time()
         sel = _fit_or_share(t, combo, fitted)
         if isinstance(sel, CostAwareRouter):
-            sweep = sel.predict_index_sweep(t.X[vi], [float(sel.cost_lambda), *t.lambdas])
+            sweep = sel.predict_index_sweep(Xv, [float(sel.cost_lambda), *t.lambdas])
             idx, sweep = sweep[0], sweep[1:]
         else:
-            idx, sweep = sel.predict_index(t.X[vi]), None
+            idx, sweep = sel.predict_index(Xv), None
         row = {**t.meta, "selector": t.name, "combo": combo_id, "quality": float(qv[ar, idx].mean()),
                "utility": float(uv[ar, idx].mean()), "cost": float(cv[ar, idx].mean()) if cv is not None else np.nan,
                "cpu_s": time.process_time() - cpu0}
