@@ -59,7 +59,7 @@ lock:
 	  sed -E 's/^([A-Za-z0-9._-]+==[^+]+)\+.*$$/\1/' $(CONSTRAINTS).tmp; } > $(CONSTRAINTS)
 	rm $(CONSTRAINTS).tmp
 
-## The main job: every stage on every default dataset (MMLU-Pro, LLMRouter, RouterBench), report in reports/.
+## The main job: every stage on every default dataset (base.datasets of params.yaml: MMLU-Pro, LLMRouter seeded and by task, RouterBench, BFCL for USD and for seconds), report in reports/.
 run: env
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-0} $(VENV)/bin/mlsel run
 
