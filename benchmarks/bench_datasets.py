@@ -49,15 +49,17 @@ OUT = Path(__file__).resolve().parent / "results"
 RUN_DIR = "runs/bench-datasets"
 
 
-def timed_runs(run_dir: str) -> dict[str, object]:
-    """A cold run (fresh embedding cache, empty run folder), then a warm one; seconds per stage and in total.
+def run_overrides(run_dir: str) -> dict[str, str] | None:
+    """The default run's folder runs as ``mlsel run`` (no overrides: its report is the published one); any other folder
+    gets its own report folder."""
+    return None if load_params().base.run_dir == run_dir else {"run_dir": run_dir, "report_dir": f"{run_dir}/report"}
 
-    The default run's folder is run as ``mlsel run`` (no overrides): its report is the published one.
-    """
+
+def timed_runs(run_dir: str) -> dict[str, object]:
+    """A cold run (fresh embedding cache, empty run folder), then a warm one; seconds per stage and in total."""
     root = project_root()
     shutil.rmtree(root / run_dir, ignore_errors=True)
-    default = load_params().base.run_dir == run_dir
-    overrides = None if default else {"run_dir": run_dir, "report_dir": f"{run_dir}/report"}
+    overrides = run_overrides(run_dir)
     out: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="mlsel-cold-cache-") as cache:
         previous = os.environ.get("MLSEL_CACHE_DIR")
@@ -78,9 +80,8 @@ def timed_runs(run_dir: str) -> dict[str, object]:
 
 def warm_run(run_dir: str) -> dict[str, object]:
     """A warm rerun of an existing, complete run folder (nothing changed since it ran); seconds per stage and in total."""
-    default = load_params().base.run_dir == run_dir  # the default run is rerun as `mlsel run` (its report is the published one)
     t0 = time.perf_counter()
-    done = runner.run(overrides=None if default else {"run_dir": run_dir, "report_dir": f"{run_dir}/report"})
+    done = runner.run(overrides=run_overrides(run_dir))
     return {"warm_seconds": round(time.perf_counter() - t0, 1), "warm_stages": {k: ("skipped" if v["skipped"] else v["seconds"])
                                                                                for k, v in done.items()},
             "warm_measured": date.today().isoformat()}

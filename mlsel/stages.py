@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, pool_matrix, pool_models, split_masks
+from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, load_replicate, pool_matrix, pool_models, split_masks
 from mlsel.data.prepare import model_summary, prepare_outcomes, write_prepared
 from mlsel.deploy.routing_config import static_config
 from mlsel.features import EmbedSettings, features_for
@@ -187,8 +187,7 @@ def evaluate_selectors(p: Any) -> pd.DataFrame:
     parts: dict[str, list[pd.DataFrame]] = {"results": [], "per_category": [], "selection_share": [], "static_lookup": [],
                                             "latency_weight_sweep": [], "latency_repeatability": []}
     tables = run_paths(p.run_dir)["tables"]
-    replicate = run_paths(p.run_dir)["data"] / "latency_replicate.csv"
-    replicate = pd.read_csv(replicate, dtype={"query_id": str}) if replicate.is_file() else None
+    replicate = load_replicate(p.run_dir)
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, test = split_masks(queries, matrix)

@@ -21,6 +21,11 @@ from mlsel.publish import is_secret_name
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _evaluates_config(dataset: str) -> bool:
+    """Whether the dataset's definition names a routing config for the ship stage (RouterBench's sets router_config "")."""
+    return bool(dataset_params(Params(), dataset).ship.router_config)
+
+
 def _tables(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.csv"))}
 
@@ -250,7 +255,7 @@ def test_each_stage_notebook_ends_with_its_table_figure_and_story(smoke_runner_r
 
     _, _, done = smoke_runner_run
     pools = {"mmlu_pro": 2, "routerbench": 1}
-    configs = {ds: int(bool(dataset_params(Params(), ds).ship.router_config)) for ds in pools}  # one figure per evaluated config
+    configs = {ds: int(_evaluates_config(ds)) for ds in pools}  # one figure per evaluated config
     for key, info in done.items():
         nb = json.loads(Path(info["notebook"]).read_text())
         stem = Path(info["notebook"]).stem
@@ -286,5 +291,5 @@ def test_executed_notebooks_are_published_beside_the_report_and_linked(smoke_run
         assert f'href="{page}"' in html, page
         text = (report / page).read_text()
         assert "<script" not in text, page
-        figures = not (page.endswith("/50_ship_selector.html") and not dataset_params(Params(), page.split("/")[1]).ship.router_config)
+        figures = not (page.endswith("/50_ship_selector.html") and not _evaluates_config(page.split("/")[1]))
         assert ("data:image/png;base64," in text) == figures, page

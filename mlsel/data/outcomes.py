@@ -317,6 +317,16 @@ def load_prepared(run_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return queries, outcomes
 
 
+REPLICATE_FILE = "latency_replicate.csv"
+"""The prepared side table of the same requests timed again in another run (``query_id, model, latency_s``)."""
+
+
+def load_replicate(run_dir: str) -> pd.DataFrame | None:
+    """The prepare stage's :data:`REPLICATE_FILE`, or None where the source has no second timing."""
+    path = run_paths(run_dir)["data"] / REPLICATE_FILE
+    return pd.read_csv(path, dtype={"query_id": str}) if path.is_file() else None
+
+
 def pool_matrix(queries: pd.DataFrame, outcomes: pd.DataFrame, models: list[str]) -> OutcomeMatrix:
     """The query x model matrix of one pool: the prepared queries scored by every model of it (all splits; sorted by id).
 

@@ -42,6 +42,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from mlsel import paths
+from mlsel.data.outcomes import REPLICATE_FILE
 from mlsel.data.records import (
     OUTCOME_COLUMNS,
     DataError,
@@ -318,7 +319,7 @@ def read_source(source: str, source_path: str, data_dir: str, run_dir: str, mode
     raise ConfigError(f"unknown source {source!r}; expected mmlu_pro, llmrouter, routerbench, bfcl, seed_jsonl or benchmark")
 
 
-SIDE_TABLES = {"bfcl": "latency_replicate.csv"}
+SIDE_TABLES = {"bfcl": REPLICATE_FILE}
 """The tables a source has besides its outcomes, by the file name the prepare stage writes them to."""
 
 

@@ -90,6 +90,12 @@ def _r2(target: np.ndarray, prediction: np.ndarray) -> float:
     return float(1 - ((target - prediction) ** 2).sum() / ((target - target.mean()) ** 2).sum())
 
 
+def log_train_mean(tr: OutcomeMatrix) -> np.ndarray:
+    """Each model's log latency predicted from the training split: the mean log latency there (the log of the geometric
+    mean), (m,)."""
+    return np.log(tr.latency_s).mean(axis=0)
+
+
 def replicate_matrix(te: OutcomeMatrix, replicate: pd.DataFrame) -> np.ndarray:
     """The other run's latency of each test query and model (n_test, m), NaN where that run did not time it."""
     if not len(replicate):
@@ -109,7 +115,7 @@ def repeatability(pool: str, tr: OutcomeMatrix, te: OutcomeMatrix, replicate: pd
     """
     if tr.latency_s is None or te.latency_s is None:
         return pd.DataFrame(columns=REPEAT_COLUMNS)
-    timed_again = replicate_matrix(te, replicate)
+    timed_again, log_mean = replicate_matrix(te, replicate), log_train_mean(tr)
     rows, pooled = [], {"again": [], "model_mean": [], "first": []}
     for j, model in enumerate(te.models):
         row = dict.fromkeys(REPEAT_COLUMNS, np.nan) | {"pool": pool, "model": model, "n_test": 0,
@@ -123,7 +129,7 @@ def repeatability(pool: str, tr: OutcomeMatrix, te: OutcomeMatrix, replicate: pd
                     "log_corr_same_request": float(np.corrcoef(np.log(first), np.log(again))[0, 1])}
             pooled["again"].append(np.log(again))
             pooled["first"].append(np.log(first))
-            pooled["model_mean"].append(np.full(len(again), np.log(tr.latency_s[:, j]).mean()))
+            pooled["model_mean"].append(np.full(len(again), log_mean[j]))
         rows.append(row)
     if pooled["again"]:
         again, first, mean = (np.concatenate(pooled[k]) for k in ("again", "first", "model_mean"))
@@ -174,7 +180,7 @@ def latency_prediction(pool: str, tr: OutcomeMatrix, te: OutcomeMatrix, replicat
     if len(qi) < 2:
         return pd.DataFrame(columns=PREDICTION_COLUMNS)
     first, again = np.log(te.latency_s[qi, mj]), np.log(again[qi, mj])
-    model_mean = np.exp(np.log(tr.latency_s).mean(axis=0))
+    model_mean = np.exp(log_train_mean(tr))
     rows = []
     for name, pred in {MODEL_MEAN: np.broadcast_to(model_mean, te.latency_s.shape), **predictions}.items():
         pred = np.asarray(pred, dtype=float)[qi, mj]

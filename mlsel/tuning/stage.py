@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from mlsel.data.outcomes import data_hash
+from mlsel.data.outcomes import data_hash, load_replicate
 from mlsel.features import EmbedSettings
 from mlsel.files import write_csv
 from mlsel.manifest import params_hash, update_manifest
@@ -131,9 +131,9 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     write_csv(tuned, paths["tables"] / "tuned_results.csv")
     write_csv(front, paths["tables"] / "frontier.csv")
     write_csv(aiq, paths["tables"] / "aiq.csv")
-    replicate = paths["data"] / "latency_replicate.csv"
-    if replicate.is_file():  # the same requests timed again: do the routers' latency predictions repeat?
-        predicted = latency_predictions(pools, fitted, plan, pd.read_csv(replicate, dtype={"query_id": str}))
+    replicate = load_replicate(p.run_dir)
+    if replicate is not None:  # the same requests timed again: do the routers' latency predictions repeat?
+        predicted = latency_predictions(pools, fitted, plan, replicate)
         if len(predicted):
             write_csv(predicted, paths["tables"] / "latency_prediction.csv")
     write_csv(pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds, tuned), paths["tables"] / "summary.csv")
