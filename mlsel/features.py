@@ -6,27 +6,30 @@ Features are ``[embedding (L2-normalised, d) ; onehot_weight * category one-hot 
 whole embedding, which makes KMeans cluster by category (upstream digest 2.3);
 the weight is a parameter so that tuning can lower it.
 
-The cache lives under ``<cache_dir>/embeddings/<model slug>/`` and is keyed
-by (model id, SHA-256 of the text): a rerun on the same texts embeds nothing,
-and a changed data file embeds only its new texts.
+The cache lives under ``<cache_dir>/embeddings/<model slug>-<backend>/``
+(:func:`cache_folder`) and is keyed by (model id, backend, SHA-256 of the
+text): a rerun on the same texts embeds nothing, and a changed data file
+embeds only its new texts. The backends are in :mod:`mlsel.encoders`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from mlsel import CATEGORIES, paths
 from mlsel.data.outcomes import OutcomeMatrix
+from mlsel.encoders import BACKENDS, EncoderInfo, make_encoder, slug
 from mlsel.files import write_atomic
 from mlsel.params import BaseParams, TrainParams, default
 from mlsel.progress import progress_bar
@@ -36,15 +39,12 @@ log = logging.getLogger(__name__)
 DEFAULT_EMBEDDER: str = default(TrainParams, "embedder")
 EMBED_BATCH_SIZE: int = default(BaseParams, "embed_batch_size")
 DEVICE: str = default(BaseParams, "device")
+EMBED_BACKEND: str = default(BaseParams, "embed_backend")
 _MINILM_IDS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def _text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
-
-
-def _slug(model_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", model_id)
 
 
 def resolve_model_path(model_id: str) -> str:
@@ -65,19 +65,31 @@ def resolve_model_path(model_id: str) -> str:
     return model_id
 
 
+def cache_folder(root: Path, model_id: str, backend: str, batch_size: int) -> Path:
+    """The embedding cache folder of one model and backend: ``<model>-batch<k>`` for torch, ``<model>-<backend>`` for ONNX.
+
+    Vectors of different backends (or torch batch sizes) differ in their last bits, so they are never mixed.
+    """
+    name = f"{slug(model_id)}-batch{batch_size}" if backend == "torch" else f"{slug(model_id)}-{backend}"
+    return root / "embeddings" / name
+
+
 class Embedder:
-    """Sentence-transformers encoder with a (model id, text hash) disk cache.
+    """A sentence-transformers model behind a (model id, backend, text hash) disk cache.
 
     Parameters
     ----------
     model_id : Hugging Face model id or local folder
     cache_dir : cache root; default :func:`mlsel.paths.cache_dir`
-    batch_size : texts per forward pass. With 1 a text's vector depends on the text alone. With more, the
-        batch's padding and shape change a vector's last bits (up to ~1e-7), so the vector would depend on
-        which texts happened to be embedded together, that is, on the cache's history. The cache folder
-        is ``<model>-batch<k>``, so vectors of different batch sizes are never mixed.
-    device : torch device string ("cpu", "cuda", "mps")
+    batch_size : texts per forward pass of the torch backend. With 1 a text's vector depends on the text alone.
+        With more, the batch's padding and shape change a vector's last bits (up to ~1e-7), so the vector would
+        depend on which texts happened to be embedded together, that is, on the cache's history. The ONNX
+        backends always run one text per pass and take only 1.
+    device : torch device string ("cpu", "cuda", "mps"); the ONNX backends run on the CPU
     progress : show a progress bar while encoding (:func:`mlsel.progress.progress_bar`)
+    backend : ``onnx`` (default), ``onnx_int8`` or ``torch`` (:mod:`mlsel.encoders`). The cache folder names it
+        (:func:`cache_folder`); a model that does not export encodes with torch into torch's folder, and
+        :attr:`info` says why.
     """
 
     def __init__(
@@ -87,14 +99,23 @@ class Embedder:
         batch_size: int = EMBED_BATCH_SIZE,
         device: str = DEVICE,
         progress: bool = True,
+        backend: str = EMBED_BACKEND,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"embed_backend {backend!r}: not one of {', '.join(BACKENDS)}")
+        if backend != "torch" and batch_size != 1:
+            raise ValueError(f"embed_batch_size {batch_size} needs embed_backend torch: the {backend} backend embeds one text per pass")
         self.model_id = model_id
         self.batch_size = batch_size
         self.device = device
         self.progress = progress
-        root = Path(cache_dir) if cache_dir else paths.cache_dir()
-        self.cache_path = root / "embeddings" / f"{_slug(model_id)}-batch{batch_size}"
+        self.backend = backend
+        self.root = Path(cache_dir) if cache_dir else paths.cache_dir()
+        self.cache_path = cache_folder(self.root, model_id, backend, batch_size)
         self._model = None
+        self._encoder = None
+        self.info = EncoderInfo(backend, backend)
+        """What encoded: the asked backend until a model is loaded, then the encoder's own record."""
         self.n_encoded = 0
         """How many texts the last :meth:`embed` call actually encoded."""
 
@@ -110,6 +131,13 @@ class Embedder:
                 raise OSError(f"embedder {self.model_id!r}: cannot load it from {path} "
                               f"(offline: {os.environ.get('HF_HUB_OFFLINE', '0') == '1'}): {str(exc).splitlines()[0]}") from exc
         return self._model
+
+    def _load_encoder(self):
+        """The model and its encoder for this backend; after a fallback to torch the cache folder is torch's."""
+        if self._encoder is None:
+            self._encoder, self.info = make_encoder(self._load(), self.model_id, self.backend, self.batch_size, self.root)
+            self.cache_path = cache_folder(self.root, self.model_id, self.info.backend, self.batch_size)
+        return self._encoder
 
     def _read_cache(self) -> tuple[np.ndarray, np.ndarray]:
         keys, vecs = self.cache_path / "keys.npy", self.cache_path / "vectors.npy"
@@ -127,46 +155,61 @@ class Embedder:
             np.save(buf, arr)
             write_atomic(self.cache_path / f"{name}.npy", buf.getvalue())
 
-    def _encode(self, model, texts: list[str]) -> np.ndarray:
-        """Encode ``texts`` in chunks of whole batches behind :func:`mlsel.progress.progress_bar`; (n, d) float32.
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Encode ``texts`` in chunks behind :func:`mlsel.progress.progress_bar`; (n, d) float32.
 
-        sentence-transformers batches texts within one ``encode`` call, so a chunk
-        of whole batches changes nothing for ``batch_size=1`` (each text is encoded
-        alone, bit for bit as in one call); for larger batches the batches are
-        formed per chunk.
+        The torch backend batches texts within one call, so a chunk of whole batches changes nothing for
+        ``batch_size=1`` (each text is encoded alone, bit for bit as in one call); for larger batches the
+        batches are formed per chunk. The ONNX backends encode one text per pass.
         """
-        chunk = self.batch_size * math.ceil(64 / self.batch_size)
+        encoder = self._load_encoder()
+        chunk = self.batch_size * math.ceil(256 / self.batch_size)
         parts = []
-        with progress_bar(len(texts), f"embed {self.model_id.rsplit('/', 1)[-1]}", "text", enabled=self.progress) as bar:
+        with progress_bar(len(texts), f"embed {self.model_id.rsplit('/', 1)[-1]} ({self.info.backend})", "text",
+                          enabled=self.progress) as bar:
             for start in range(0, len(texts), chunk):
                 part = texts[start:start + chunk]
-                parts.append(model.encode(part, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True,
-                                          normalize_embeddings=True).astype(np.float32))
+                parts.append(encoder(part))
                 bar.update(len(part))
         return np.vstack(parts)
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        """Hold the cache folder's lock: shared to read, exclusive to add vectors. Runs side by side (datasets in
+        parallel, two users' runs) then never read a half-updated pair of files, and a text is embedded once."""
+        self.cache_path.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_path / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield  # closing the file releases the lock
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns float32 array of shape (n, d), L2-normalised rows."""
         keys = np.array([_text_key(t) for t in texts], dtype="S32")
-        cached_k, cached_v = self._read_cache()
+        with self._locked(exclusive=False):
+            cached_k, cached_v = self._read_cache()
         index = {k: i for i, k in enumerate(cached_k)}
-        missing_pos = [i for i, k in enumerate(keys) if k not in index]
-        # Unique texts only, first occurrence order.
-        todo: dict[bytes, str] = {}
-        for i in missing_pos:
-            todo.setdefault(keys[i], texts[i])
-        self.n_encoded = len(todo)
-        if todo:
-            model = self._load()
-            log.info("embedding %d new texts with %s (%d cached)", len(todo), self.model_id, len(index))
-            new_v = self._encode(model, list(todo.values()))
-            new_k = np.array(list(todo.keys()), dtype="S32")
-            if cached_v.size and cached_v.shape[1] != new_v.shape[1]:
-                raise ValueError(f"embedding cache {self.cache_path} holds dim {cached_v.shape[1]}, model gives {new_v.shape[1]}")
-            cached_k = np.concatenate([cached_k, new_k])
-            cached_v = new_v if not cached_v.size else np.vstack([cached_v, new_v])
-            self._write_cache(cached_k, cached_v)
+        self.n_encoded = 0
+        if all(k in index for k in keys):
+            return cached_v[[index[k] for k in keys]]
+        self._load_encoder()  # after a fallback to torch the folder is torch's
+        with self._locked(exclusive=True):
+            cached_k, cached_v = self._read_cache()  # with what another process added meanwhile
             index = {k: i for i, k in enumerate(cached_k)}
+            todo: dict[bytes, str] = {}  # unique texts only, first occurrence order
+            for k, t in zip(keys, texts):
+                if k not in index:
+                    todo.setdefault(k, t)
+            self.n_encoded = len(todo)
+            if todo:
+                log.info("embedding %d new texts with %s (%s; %d cached)", len(todo), self.model_id, self.info.backend, len(index))
+                new_v = self._encode(list(todo.values()))
+                new_k = np.array(list(todo.keys()), dtype="S32")
+                if cached_v.size and cached_v.shape[1] != new_v.shape[1]:
+                    raise ValueError(f"embedding cache {self.cache_path} holds dim {cached_v.shape[1]}, model gives {new_v.shape[1]}")
+                cached_k = np.concatenate([cached_k, new_k])
+                cached_v = new_v if not cached_v.size else np.vstack([cached_v, new_v])
+                self._write_cache(cached_k, cached_v)
+                index = {k: i for i, k in enumerate(cached_k)}
         return cached_v[[index[k] for k in keys]]
 
 
@@ -190,21 +233,23 @@ def build_features(embeddings: np.ndarray, categories: Sequence[str], onehot_wei
 
 @dataclass(frozen=True)
 class EmbedSettings:
-    """How the queries are embedded, whatever the embedder: the ``embed_batch_size`` and ``device`` parameters."""
+    """How the queries are embedded, whatever the embedder: the ``embed_batch_size``, ``device`` and ``embed_backend`` parameters."""
 
     batch_size: int = EMBED_BATCH_SIZE
     """Texts per forward pass (see :class:`Embedder`: it names the cache folder)."""
     device: str = DEVICE
     """Torch device string ("cpu", "cuda", "mps")."""
+    backend: str = EMBED_BACKEND
+    """``onnx`` | ``onnx_int8`` | ``torch`` (:mod:`mlsel.encoders`; it names the cache folder)."""
 
     @classmethod
     def from_params(cls, p: Any) -> "EmbedSettings":
-        """The settings of a parameter object (``p.embed_batch_size``, ``p.device``)."""
-        return cls(p.embed_batch_size, p.device)
+        """The settings of a parameter object (``p.embed_batch_size``, ``p.device``, ``p.embed_backend``)."""
+        return cls(p.embed_batch_size, p.device, p.embed_backend)
 
     def embedder(self, model_id: str) -> Embedder:
         """An :class:`Embedder` of ``model_id`` with these settings."""
-        return Embedder(model_id, batch_size=self.batch_size, device=self.device)
+        return Embedder(model_id, batch_size=self.batch_size, device=self.device, backend=self.backend)
 
 
 def features_for(matrix: OutcomeMatrix, embedder: str, onehot_weight: float, embed: EmbedSettings) -> np.ndarray:

@@ -23,7 +23,7 @@ import yaml
 from mlsel.data.outcomes import OutcomeMatrix, data_hash, load_prepared, load_replicate, pool_matrix, pool_models, split_masks
 from mlsel.data.prepare import model_summary, prepare_outcomes, write_prepared
 from mlsel.deploy.routing_config import static_config
-from mlsel.features import EmbedSettings, features_for
+from mlsel.features import EmbedSettings, build_features
 from mlsel.files import sha256_file, write_atomic, write_csv
 from mlsel.manifest import params_hash, update_manifest
 from mlsel.metrics.evaluate import (
@@ -126,10 +126,11 @@ def train_selectors(p: Any) -> pd.DataFrame:
     queries, outcomes = load_prepared(p.run_dir)
     dhash = data_hash(p.run_dir)
     rows, shares = [], []
+    embedder = EmbedSettings.from_params(p).embedder(p.embedder)  # one model load for every pool
     for pool, models in p.pools.items():
         matrix = pool_matrix(queries, outcomes, models)
         train, _ = split_masks(queries, matrix)
-        X = features_for(matrix, p.embedder, p.onehot_weight, EmbedSettings.from_params(p))
+        X = build_features(embedder.embed(list(matrix.queries)), matrix.categories, p.onehot_weight)
         tr = matrix.subset(train)
         for name in p.selector_names:
             sel = make_selector(name, p)
@@ -148,7 +149,8 @@ def train_selectors(p: Any) -> pd.DataFrame:
                          "fit_seconds": round(fit_s, 3)})
     summary = pd.DataFrame(rows)
     write_csv(pd.DataFrame(shares, columns=SHARE_COLUMNS), run_paths(p.run_dir)["tables"] / "train_share.csv")
-    update_manifest(p.run_dir, "train", _stage_entry(p, data_hash=dhash, fitted=summary.drop(columns="fit_seconds").to_dict("records")))
+    update_manifest(p.run_dir, "train", _stage_entry(p, data_hash=dhash, fitted=summary.drop(columns="fit_seconds").to_dict("records"),
+                                                     embedding=embedder.info.to_dict()))
     return summary
 
 

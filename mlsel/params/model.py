@@ -86,6 +86,10 @@ class BaseParams(Section):
     embed_batch_size: int = _field(1, "texts per forward pass; 1: a text's vector depends on the text alone, so cold and warm caches "
                                    "give the same run (16 is 1.3x faster on 2 CPU cores but ties a vector's last bits to its batch mates)", ge=1)
     device: Literal["cpu", "cuda", "mps"] = _field("cpu", "torch device for the embedder: cpu | cuda | mps")
+    embed_backend: Literal["onnx", "onnx_int8", "torch"] = _field(
+        "onnx", "what runs the embedder: onnx (its weights exported once to ONNX Runtime, one text per pass, ~2x torch on 2 CPU "
+        "cores, same vectors to float rounding) | onnx_int8 (int8 weights: faster, vectors move) | torch (needed for "
+        "embed_batch_size > 1 or a GPU); a model that does not export uses torch, and the manifest says why")
 
 
 class PrepareParams(Section):
@@ -271,11 +275,13 @@ assert len(KEY_SECTION) == sum(len(keys_of(c)) for c in SECTIONS.values()), "par
 STAGE_BASE_KEYS: dict[str, tuple[str, ...]] = {
     "prepare": ("run_dir", "seed", "data_dir", "pools"),
     "benchmark": ("run_dir",),
-    "train": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device"),
+    "train": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "embed_batch_size", "device", "embed_backend"),
     "evaluate": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "n_bootstrap", "embed_batch_size",
-                 "device"),
-    "tune": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "embed_batch_size", "device"),
-    "ship": ("run_dir", "seed", "pools", "quality_weight", "lookup_min_queries", "n_bootstrap", "embed_batch_size", "device"),
+                 "device", "embed_backend"),
+    "tune": ("run_dir", "seed", "pools", "selector_names", "quality_weight", "lookup_min_queries", "embed_batch_size", "device",
+             "embed_backend"),
+    "ship": ("run_dir", "seed", "pools", "quality_weight", "lookup_min_queries", "n_bootstrap", "embed_batch_size", "device",
+             "embed_backend"),
     "report": ("run_dir", "datasets"),
 }
 """The ``base`` keys each stage reads: a notebook is passed these and its sections' keys, nothing it ignores."""
