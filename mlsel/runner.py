@@ -8,7 +8,9 @@ stage's resolved parameters and hash, timing, and the executed notebook path;
 the stages themselves add input checksums and dropped-record counts.
 
 A failed stage stops the run and leaves the partly executed notebook and all
-earlier stages' outputs in place.
+earlier stages' outputs in place. Datasets run side by side (``parallel_datasets``,
+one process each, :func:`run_datasets`): a dataset already running when another
+fails finishes its stages first.
 
 Progress bars of a stage's kernel (:mod:`mlsel.progress`) go to a channel file
 that a thread copies to this process's stderr while the stage runs: they show
@@ -279,6 +281,51 @@ def run_stage(stage: str, params: Params, force: bool = False, progress: bool = 
     return {"notebook": str(nb_out), "seconds": seconds, "skipped": False}
 
 
+def _dataset_stages(name: str, params: Params, stages: list[str], force: bool, progress: bool) -> dict[str, Any]:
+    """One dataset's stages in order; their records by ``<dataset>/<stage>``."""
+    done = {}
+    for stage in stages:
+        log.info("dataset %s: stage %s", name, stage)
+        done[f"{name}/{stage}"] = run_stage(stage, params, force, progress)
+    return done
+
+
+def run_datasets(work: list[tuple[str, Params, list[str]]], jobs: int, force: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Each dataset's stages (``(name, params, stages)``), ``jobs`` datasets side by side, one process each; the records
+    in the order of ``work`` whatever finished first.
+
+    Datasets share nothing but the embedding cache, whose folder lock (:class:`mlsel.features.Embedder`) makes a text
+    embedded once. A failed stage stops its dataset; the datasets already running finish their stages (nothing
+    computed is lost), none is started after it, and the first failure is raised.
+    """
+    jobs = min(jobs, len(work))
+    if jobs <= 1:
+        return {k: v for name, params, st in work for k, v in _dataset_stages(name, params, st, force, progress).items()}
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    log.info("running %d datasets, %d side by side", len(work), jobs)
+    waiting, running, results, failure = list(enumerate(work)), {}, {}, None
+    # fork: the children inherit the logging setup, the environment and the imported package
+    with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
+        while waiting or running:
+            while waiting and len(running) < jobs and failure is None:  # a dataset is handed over only when a process is free
+                i, (name, params, st) = waiting.pop(0)
+                running[pool.submit(_dataset_stages, name, params, st, force, progress)] = i
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                i = running.pop(f)
+                if f.exception() is not None:
+                    failure = failure or f.exception()
+                else:
+                    results[i] = f.result()
+    if failure is not None:
+        raise failure
+    return {k: v for i in sorted(results) for k, v in results[i].items()}
+
+
 def run(
     stages: Iterable[str] | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
@@ -308,13 +355,9 @@ def run(
     file_params = load_params(params_file)
     top = apply_overrides(apply_smoke(file_params) if smoke else file_params, overrides)
     top = apply_overrides(top, {"report_dir": report_folder(file_params, params_file, overrides, smoke, publish)})
-    done: dict[str, Any] = {}
-    for name in top.base.datasets:
-        params = dataset_params(file_params, name, smoke, overrides)
-        for stage in planned_stages(params, stages):
-            if stage != "report":
-                log.info("dataset %s: stage %s", name, stage)
-                done[f"{name}/{stage}"] = run_stage(stage, params, force, progress)
+    per_dataset = [(name, dataset_params(file_params, name, smoke, overrides)) for name in top.base.datasets]
+    work = [(name, params, [s for s in planned_stages(params, stages) if s != "report"]) for name, params in per_dataset]
+    done: dict[str, Any] = run_datasets(work, top.base.parallel_datasets, force, progress)
     if "report" in planned_stages(top, stages):
         done["report"] = run_stage("report", top, force, progress)
         # The pages of every executed notebook, the report's own included (it has finished now), beside the page that links them.

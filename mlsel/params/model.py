@@ -77,6 +77,8 @@ class BaseParams(Section):
     seed: int = _field(42, "every stochastic step (split, KMeans, bootstrap, tuning) takes it")
     data_dir: str = _field("", "local mirror of the source data; MLSEL_DATA_DIR wins; empty: download and cache")
     datasets: list[str] = _field(DEFAULT_DATASETS, "datasets run, each defined under dataset_defs; a one-item list runs one dataset alone")
+    parallel_datasets: int = _field(2, "datasets whose stages run side by side (one process each; the report waits for all); "
+                                    "1: one dataset after another", ge=1)
     pools: dict[str, list[str]] = _field(_POOLS, "model pools evaluated side by side (names as in the data)")
     selector_names: list[Literal["knn", "kmeans", "svm"]] = _field(list(SELECTOR_NAMES), "selectors trained and evaluated")
     quality_weight: float = _field(0.9, "utility: w*quality + (1-w)/(1+latency_s); no effect without measured latency", ge=0.0, le=1.0)
