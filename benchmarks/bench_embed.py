@@ -35,6 +35,7 @@ import numpy as np
 
 from mlsel.data.readers import read_mmlu_pro
 from mlsel.features import DEFAULT_EMBEDDER, Embedder
+from mlsel.manifest import compute_platform
 from mlsel.paths import data_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,14 +46,6 @@ PATHS = (("torch", 1), ("onnx", 1), ("onnx_int8", 1), ("torch", 16))
 
 def _name(backend: str, bs: int) -> str:
     return backend if bs == 1 else f"{backend}, batches of {bs}"
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags)
 
 
 def matmul_gflops() -> float:
@@ -111,7 +104,7 @@ def main() -> None:
         flops = model_flops(st, sample)
     gflops = matmul_gflops()
     ref = vectors["torch"]
-    out: dict = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU", "cpu_flags": cpu_flags(), "date": date.today().isoformat(),
+    out: dict = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU", "cpu": compute_platform()["cpu"], "cpu_flags": compute_platform()["cpu_flags"], "date": date.today().isoformat(),
                  "embedder": DEFAULT_EMBEDDER, "n_texts": N, "rounds": ROUNDS, "load_average_1min": round(os.getloadavg()[0], 2),
                  "matmul_gflops": round(gflops, 1), "flop_limit_texts_per_s": round(gflops * 1e9 / (flops / N), 1),
                  "mean_tokens": None, "paths": {}}
@@ -127,7 +120,7 @@ def main() -> None:
                     "texts_differing_cold_vs_half_warm": history[name]}
         out["paths"][name] = row
     (RESULTS / "embed.json").write_text(json.dumps(out, indent=1) + "\n")
-    lines = [f"# Embedding backends ({out['date']}, {out['machine']}, CPU flags {out['cpu_flags']}, {DEFAULT_EMBEDDER})", "",
+    lines = [f"# Embedding backends ({out['date']}, {out['machine']}, {out['cpu']}, flags {out['cpu_flags']}, {DEFAULT_EMBEDDER})", "",
              f"{N} sampled MMLU-Pro question texts ({out['mean_tokens']} tokens on average), through the suite's embedding path "
              f"(`Embedder.embed` into an empty cache), median of {ROUNDS} interleaved rounds; 1-min load average "
              f"{out['load_average_1min']} at the end. History: the sample embedded into a cold cache against the same sample "

@@ -24,7 +24,8 @@ def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-PACKAGES = ("numpy", "pandas", "scikit-learn", "sentence-transformers", "torch", "papermill", "matplotlib", "seaborn", "huggingface-hub")
+PACKAGES = ("numpy", "pandas", "scikit-learn", "sentence-transformers", "torch", "onnxruntime", "papermill", "matplotlib", "seaborn",
+            "huggingface-hub")
 
 
 def _git_commit() -> str:
