@@ -113,6 +113,19 @@ def cluster_means(values: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.nd
 
 
 
+def batch_key(X: np.ndarray) -> tuple:
+    """A content key of a query batch (shape, dtype and a BLAKE2b digest of its bytes).
+
+    Caches of per-batch work (a router's neighbour search, reused across a grid of prediction-time parameters) are
+    keyed on it rather than on the array's identity, so an array changed in place, or a new array at a reused address,
+    never meets a stale entry. Hashing is ~1 ms per MB, far below the work it saves.
+    """
+    import hashlib
+
+    a = np.ascontiguousarray(X)
+    return a.shape, a.dtype.str, hashlib.blake2b(a.view(np.uint8).reshape(-1), digest_size=16).digest()
+
+
 def best_single_index(quality: np.ndarray, latency_s: np.ndarray | None, quality_weight: float) -> int:
     """The best single model of a training split: the highest mean utility, ties to the listed order.
 

@@ -18,7 +18,17 @@ from __future__ import annotations
 import numpy as np
 
 from mlsel.params import TrainParams, default
-from mlsel.selection.base import QUALITY_WEIGHT, SEED, TIE_TOL, Selector, choose, cluster_means, neighbour_weights, weighted_neighbour_mean
+from mlsel.selection.base import (
+    QUALITY_WEIGHT,
+    SEED,
+    TIE_TOL,
+    Selector,
+    batch_key,
+    choose,
+    cluster_means,
+    neighbour_weights,
+    weighted_neighbour_mean,
+)
 
 STORE_DECIMALS: int = default(TrainParams, "store_decimals")
 CHUNK = 1024
@@ -137,7 +147,14 @@ class KNNSelector(Selector):
     runtime's metric; every feature row has the same norm, so this is the
     cosine order up to the rounding. ``weights="distance"`` weights
     neighbours by inverse cosine distance (no runtime equivalent).
+
+    ``k`` and ``weights`` are prediction-time parameters: one fit serves a grid
+    of them. The neighbours of the last query batch (by content) are kept, and a
+    smaller k reads the first k of them: the neighbour order is total (distance,
+    then the lower index), so the k nearest are the first k of any longer list.
     """
+
+    PREDICT_PARAMS = ("k", "weights")
 
     def __init__(self, k: int = default(TrainParams, "knn_k"), quality_weight: float = QUALITY_WEIGHT, weights: str = "uniform",
                  store_decimals: int = STORE_DECIMALS):
@@ -148,9 +165,15 @@ class KNNSelector(Selector):
 
     def _fit(self, X, u):
         neighbour_weights(np.ones((1, 1)), self.weights)  # rejects a bad `weights` at fit time
+        for kept in ("_batch", "_distinct"):  # a refit invalidates what was kept of the old rows
+            self.__dict__.pop(kept, None)
         self.aug_ = augmented_rows(stored_rows(X, self.store_decimals))
-        self.k_ = min(int(self.k), len(X))
         self.train_utility_ = u
+
+    @property
+    def k_(self) -> int:
+        """The neighbours used: ``k``, at most the stored rows."""
+        return min(int(self.k), len(self.aug_))
 
     @property
     def rows_(self) -> np.ndarray:
@@ -161,11 +184,19 @@ class KNNSelector(Selector):
         """Squared L2 distances and indices (n, k) of the nearest stored training rows, nearest first."""
         if getattr(self, "_distinct", None) is None:  # computed once per process, never saved (see __getstate__)
             self._distinct = distinct_aug(self.aug_)
-        return nearest_rows(X, self.aug_, n_neighbors or self.k_, self._distinct)
+        k = min(int(n_neighbors or self.k_), len(self.aug_))
+        key = batch_key(np.asarray(X, dtype=np.float32))
+        kept = self.__dict__.get("_batch")
+        if kept is None or kept[0] != key or kept[1][1].shape[1] < k:
+            kept = self._batch = (key, nearest_rows(X, self.aug_, k, self._distinct))
+        dist, idx = kept[1]
+        return dist[:, :k].copy(), idx[:, :k].copy()
 
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         state.pop("_distinct", None)  # a copy of the distinct stored rows: rebuilt on first use, not written to the file
+        state.pop("_batch", None)  # the last batch's neighbours, never saved
+        state.pop("k_", None)  # a property now (older files stored it)
         return state
 
     def decision_scores(self, X):

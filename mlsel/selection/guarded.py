@@ -42,7 +42,7 @@ import numpy as np
 
 from mlsel import CATEGORIES
 from mlsel.params import TuneParams, default
-from mlsel.selection.base import QUALITY_WEIGHT, candidate_mask, choose
+from mlsel.selection.base import QUALITY_WEIGHT, batch_key, candidate_mask, choose
 from mlsel.selection.cost_aware import COST_LAMBDA, CostAwareRouter
 
 BASES = ("category", "global")
@@ -80,6 +80,7 @@ class GuardedRouter(CostAwareRouter):
         from sklearn.neighbors import NearestNeighbors
 
         self._check()
+        self.__dict__.pop("_batch", None)  # a refit invalidates the per-batch cache
         self.nn_ = NearestNeighbors(metric="cosine", algorithm="brute").fit(X)
         self.train_utility_ = u
         self.train_cost_ = c
@@ -93,9 +94,19 @@ class GuardedRouter(CostAwareRouter):
             if c is not None:
                 self.group_cost_[g] = c[cats == g].mean(axis=0)
         self.global_cost_ = np.zeros(u.shape[1]) if c is None else c.mean(axis=0)
-        # Each training query's distance to its nearest other training query (the novelty scale).
-        d, _ = self.nn_.kneighbors(X, n_neighbors=min(2, len(X)))
-        self.train_nn_dist_ = np.sort(d[:, -1])
+        self.__dict__.pop("train_nn_dist_", None)  # the novelty scale of the old rows; see train_nn_dist
+
+    def train_nn_dist(self) -> np.ndarray:
+        """Each training query's distance to its nearest other training query, sorted (n,): the novelty scale.
+
+        Searched on first use (only ``novelty < 1`` reads it, so a grid at ``novelty = 1`` never pays for this
+        search over the training split) and kept as ``train_nn_dist_``; the same search over the same rows as at fit.
+        """
+        if "train_nn_dist_" not in self.__dict__:
+            X = self.nn_._fit_X
+            d, _ = self.nn_.kneighbors(X, n_neighbors=min(2, len(X)))
+            self.train_nn_dist_ = np.sort(d[:, -1])
+        return self.train_nn_dist_
 
     def _check(self) -> None:
         if self.base not in BASES:
@@ -121,24 +132,46 @@ class GuardedRouter(CostAwareRouter):
         """The static choice per query (n,) at ``cost_lambda``."""
         return choose(self.group_scores(X, cost_lambda), self.rank_, mask)
 
-    def _gated_scores(self, X: np.ndarray, cost_lambda: float, neighbours: tuple[np.ndarray, np.ndarray],
-                      mask: np.ndarray | None = None) -> np.ndarray:
-        dist, idx = neighbours
-        n = len(X)
-        group = self.group_scores(X, cost_lambda)
-        base = choose(group, self.rank_, mask)
+    def _evidence(self, X: np.ndarray, cost_lambda: float, neighbours: tuple[np.ndarray, np.ndarray],
+                  mask: np.ndarray | None, need_se: bool) -> dict[str, np.ndarray]:
+        """The base group's scores (n, m), the base choice (n,) and the neighbours' paired evidence against it: the mean
+        (n, m) and its standard error (n, m; only with ``need_se``).
+
+        They depend on the batch, k, base, min_queries, the cost weight and the candidates, not on z, shrink or
+        novelty, so within one batch (:meth:`_neighbours`' cache) a grid of those parameters computes them once.
+        """
+        _, idx = neighbours
+        key = (idx.shape[1], self.base, int(self.min_queries), float(cost_lambda), None if mask is None else mask.tobytes())
+        batch = self.__dict__.get("_batch")
+        store = batch["evidence"] if batch is not None and batch["neighbours"].get(idx.shape[1]) is neighbours else {}
+        ev = store.get(key)
+        if ev is None:
+            group = self.group_scores(X, cost_lambda)
+            ev = store[key] = {"group": group, "base": choose(group, self.rank_, mask)}
+        if "mean" in ev and (not need_se or "se" in ev):
+            return ev
+        n, base = len(X), ev["base"]
         s = self.train_utility_[idx]
         if self.train_cost_ is not None and cost_lambda:
             s = s - cost_lambda * self.train_cost_[idx]
         d = s - s[np.arange(n), :, base][:, :, None]  # (n, k, m): each neighbour's paired difference to the base model
-        mean = d.mean(axis=1)
-        se = d.std(axis=1, ddof=1) / np.sqrt(d.shape[1])
-        k, a = d.shape[1], float(self.shrink)
-        shrunk = (k * mean + a * (group - group[np.arange(n), base][:, None])) / (k + a)
+        ev["mean"] = d.mean(axis=1)
+        if need_se:
+            ev["se"] = d.std(axis=1, ddof=1) / np.sqrt(d.shape[1])
+        return ev
+
+    def _gated_scores(self, X: np.ndarray, cost_lambda: float, neighbours: tuple[np.ndarray, np.ndarray],
+                      mask: np.ndarray | None = None) -> np.ndarray:
+        dist, idx = neighbours
+        n = len(X)
         z = float(self.z)
-        admitted = (shrunk > 0) & (mean >= z * se) if np.isfinite(z) else np.zeros_like(shrunk, dtype=bool)
+        ev = self._evidence(X, cost_lambda, neighbours, mask, need_se=bool(np.isfinite(z)))
+        group, base, mean = ev["group"], ev["base"], ev["mean"]
+        k, a = idx.shape[1], float(self.shrink)
+        shrunk = (k * mean + a * (group - group[np.arange(n), base][:, None])) / (k + a)
+        admitted = (shrunk > 0) & (mean >= z * ev["se"]) if np.isfinite(z) else np.zeros_like(shrunk, dtype=bool)
         if float(self.novelty) < 1.0:
-            floor = np.quantile(self.train_nn_dist_, float(self.novelty))
+            floor = np.quantile(self.train_nn_dist(), float(self.novelty))
             admitted &= (dist[:, 0] <= floor)[:, None]
         if mask is not None:
             admitted &= mask[None, :]
@@ -147,20 +180,25 @@ class GuardedRouter(CostAwareRouter):
         return np.where(admitted, shrunk, -np.inf)
 
     def _neighbours(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest training queries of each row; kept for the last ``X`` and k, so a grid of the other
-        prediction-time parameters (z, shrink, base, novelty, cost_lambda) searches the neighbours once."""
+        """The k nearest training queries of each row.
+
+        Kept, with the evidence derived from them (:meth:`_evidence`), for the last batch (by content,
+        :func:`mlsel.selection.base.batch_key`) and each k, so a grid of the other prediction-time parameters (z, shrink,
+        base, novelty, cost_lambda) searches the neighbours once per k; a refit clears it.
+        """
         self._check()
         k = min(int(self.k), len(self.train_utility_))
-        cached = self.__dict__.get("_nb")
-        if cached is not None and cached[0] is X and cached[1] == k:
-            return cached[2]
-        nb = self.nn_.kneighbors(np.asarray(X, dtype=np.float32), n_neighbors=k)
-        self._nb = (X, k, nb)
-        return nb
+        key = batch_key(X)
+        batch = self.__dict__.get("_batch")
+        if batch is None or batch["key"] != key:
+            batch = self._batch = {"key": key, "neighbours": {}, "evidence": {}}
+        if k not in batch["neighbours"]:
+            batch["neighbours"][k] = self.nn_.kneighbors(np.asarray(X, dtype=np.float32), n_neighbors=k)
+        return batch["neighbours"][k]
 
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
-        state.pop("_nb", None)  # a cache of the last query batch, never saved
+        state.pop("_batch", None)  # a cache of the last query batch, never saved
         return state
 
     def decision_scores(self, X: np.ndarray) -> np.ndarray:

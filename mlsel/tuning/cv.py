@@ -200,25 +200,47 @@ def cv_task(t: CVTask) -> list[dict[str, Any]]:
     return rows
 
 
+CV_TASK_WEIGHT = {"svm": 6.0, "mlp": 5.0, "logreg": 5.0, "kmeans": 4.0, "guarded": 3.0, "scoreboard": 2.0, "knn_reg": 2.0, "knn": 1.0}
+"""Relative CPU time of one CV task per selector (measured, ``benchmarks/results/tune_profile.md``). Tasks start in this
+order, the longest first, so that two workers finish together; no result depends on it."""
+
+
 def run_cv_tasks(tasks: list[CVTask], n_jobs: int, scheduler: str = "") -> pd.DataFrame:
     """Run the tasks with joblib behind a progress bar: local workers, or the Dask cluster at ``scheduler`` (an address).
 
     One row per (task, combination), sorted by pool, selector, CV seed, fold
     and combination: the same table whatever the backend and completion order.
     """
+    return run_cv_with(tasks, [], n_jobs, scheduler)[0]
+
+
+def run_cv_with(tasks: list[CVTask], extra: list[Any], n_jobs: int, scheduler: str = "") -> tuple[pd.DataFrame, list[Any]]:
+    """:func:`run_cv_tasks`, with independent ``extra`` calls (``joblib.delayed``; e.g. the peers' fits, which no CV choice
+    feeds) run by the same workers, so neither waits for the other; ``(the CV table, extra's results in order)``.
+
+    ``extra`` starts first (give it longest first), then the CV tasks, the longest first (:data:`CV_TASK_WEIGHT`).
+    """
     from joblib import Parallel, delayed
 
-    from mlsel.tuning.parallel import call_with, joblib_backend
+    from mlsel.tuning.parallel import call_with, indexed, joblib_backend
 
     shared = ("X", "quality", "latency", "cost")  # the same arrays in many tasks: sent to a cluster once
+    order = sorted(range(len(tasks)), key=lambda i: -CV_TASK_WEIGHT.get(tasks[i].name, 1.0))  # stable: ties keep build order
+    calls = [(len(tasks) + j, c) for j, c in enumerate(extra)]
+    calls += [(i, delayed(call_with)(cv_task, tasks[i]._replace(**dict.fromkeys(shared)), **{k: getattr(tasks[i], k) for k in shared}))
+              for i in order]
     out: list[dict[str, Any]] = []
-    with joblib_backend(n_jobs, scheduler) as jobs, progress_bar(len(tasks), "tune CV", "task") as bar:
+    done: dict[int, Any] = {}
+    with joblib_backend(n_jobs, scheduler) as jobs, progress_bar(len(calls), "tune CV", "task") as bar:
         par = Parallel(n_jobs=jobs, return_as="generator_unordered")
-        for rows in par(delayed(call_with)(cv_task, t._replace(**dict.fromkeys(shared)), **{k: getattr(t, k) for k in shared})
-                        for t in tasks):
-            out.extend(rows)
+        for i, result in par(delayed(indexed)(i, func, *args, **kwargs) for i, (func, args, kwargs) in calls):
+            if i < len(tasks):
+                out.extend(result)
+            else:
+                done[i - len(tasks)] = result
             bar.update(1)
+    extra_results = [done[j] for j in range(len(extra))]
     if not out:
-        return pd.DataFrame(out)
+        return pd.DataFrame(out), extra_results
     keys = ["pool", "selector", "cv_seed", "fold", "combo"]
-    return pd.DataFrame(out).sort_values(keys, kind="stable").reset_index(drop=True)
+    return pd.DataFrame(out).sort_values(keys, kind="stable").reset_index(drop=True), extra_results

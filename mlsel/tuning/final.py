@@ -95,12 +95,33 @@ def _fit_inputs(d: PoolData, features: FeatureCache, embedder: str, onehot_weigh
                      d.tr.latency_s, cost, list(d.models))
 
 
+PEER_WEIGHT = {"routerbench_mlp": 10.0, "embedllm_mf": 5.0, "llmrouter_mlp": 4.0, "llmrouter_mf": 3.0, "llmrouter_svm": 3.0,
+               "hiershrink": 2.0, "avengers_pro": 1.5}
+"""Relative CPU time of each peer's fit (measured, ``benchmarks/results/tune_profile.md``; others 1): fits start longest
+first. No result depends on it."""
+
+
+def peer_calls(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData], features: FeatureCache) -> list[Any]:
+    """Every peer fit of ``tune_peer_names`` for every pool, as ``joblib.delayed`` calls of :func:`peer_task`, longest
+    first (:data:`PEER_WEIGHT`). No CV choice feeds them, so they can run beside the CV."""
+    from joblib import delayed
+
+    calls = []
+    for d in pools.values():
+        for name in values["tune_peer_names"]:  # most peers embed the query text alone: no category one-hot
+            inputs = _fit_inputs(d, features, plan.embedders[0], PEER_ONEHOT_WEIGHT.get(name, 0.0), None)
+            calls.append((PEER_WEIGHT.get(name, 1.0), delayed(peer_task)(inputs, name, values["quality_weight"])))
+    return [c for _, c in sorted(calls, key=lambda wc: -wc[0])]
+
+
 def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData], chosen_combos: dict[tuple[str, str], dict[str, Any]],
-              operating: dict[tuple[str, str], dict[str, Any]], features: FeatureCache, n_jobs: int, scheduler: str = "") -> Fitted:
+              operating: dict[tuple[str, str], dict[str, Any]], features: FeatureCache, n_jobs: int, scheduler: str = "",
+              peers: Fitted | None = None) -> Fitted:
     """Refit every tuned selector, and fit every peer of ``tune_peer_names``, in parallel (features are built here, once per
     setting); ``{(pool, name): final_task or peer_task result}``.
 
-    The fits run on local joblib workers, or on the Dask cluster at ``scheduler`` (an address).
+    ``peers``: the peers' fits already made (:func:`peer_calls`, run beside the CV); then only the selectors are fitted
+    here. The fits run on local joblib workers, or on the Dask cluster at ``scheduler`` (an address).
     """
     from joblib import Parallel, delayed
 
@@ -114,14 +135,13 @@ def fit_final(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData]
             op = operating[(pool, name)]["cost_lambda"] if (pool, name) in operating else None
             inputs = _fit_inputs(d, features, combo["embedder"], float(combo["onehot_weight"]), cost_tr)
             tasks.append(delayed(final_task)(inputs, name, values, combo, lambdas=plan.lambdas if d.unit else [], op_lambda=op))
-        for name in values["tune_peer_names"]:  # most peers embed the query text alone: no category one-hot
-            inputs = _fit_inputs(d, features, plan.embedders[0], PEER_ONEHOT_WEIGHT.get(name, 0.0), None)
-            tasks.append(delayed(peer_task)(inputs, name, values["quality_weight"]))
+    if peers is None:
+        tasks += peer_calls(values, plan, pools, features)
     t0 = time.perf_counter()
     with joblib_backend(n_jobs, scheduler) as jobs:
         out = {(o.pool, o.name): o for o in Parallel(n_jobs=jobs)(tasks)}
     log.info("tune: final fits in %.1f s", time.perf_counter() - t0)
-    return out
+    return out if peers is None else {**out, **peers}
 
 
 def test_cost(d: PoolData) -> np.ndarray | None:

@@ -79,3 +79,8 @@ def call_with(func: Callable[[Any], Any], task: Any, **fields: Any) -> Any:
     per task (loky already shares them through memory maps).
     """
     return func(task._replace(**fields))
+
+
+def indexed(i: int, func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, Any]:
+    """``(i, func(*args, **kwargs))``: a result that says which call it answers, for a generator that yields in completion order."""
+    return i, func(*args, **kwargs)

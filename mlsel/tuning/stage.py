@@ -17,8 +17,8 @@ from mlsel.manifest import params_hash, update_manifest
 from mlsel.params import ConfigError
 from mlsel.paths import run_paths
 from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_points, tuned_params_doc
-from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, prepared_split, run_cv_tasks
-from mlsel.tuning.final import Fitted, final_tables, fit_final, latency_predictions, test_cost
+from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, prepared_split, run_cv_with
+from mlsel.tuning.final import Fitted, final_tables, fit_final, latency_predictions, peer_calls, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
 from mlsel.tuning.summary import (
     CVChoices,
@@ -106,10 +106,11 @@ def tune_selectors(p: Any) -> pd.DataFrame:
 
     # CV inside the training split.
     tasks, grids, folds = build_cv_tasks(p, plan, pools, features)
-    log.info("tune: %d CV tasks (%s grid, %d folds x %d seeds, %d pools, selectors %s)", len(tasks), p.tune_grid,
-             p.tune_n_folds, p.tune_n_seeds, len(pools), plan.names)
+    peers = peer_calls(p.model_dump(), plan, pools, features)  # fitted on the whole training split beside the CV (no CV choice feeds them)
+    log.info("tune: %d CV tasks (%s grid, %d folds x %d seeds, %d pools, selectors %s) and %d peer fits", len(tasks), p.tune_grid,
+             p.tune_n_folds, p.tune_n_seeds, len(pools), plan.names, len(peers))
     t_cv = time.perf_counter()
-    raw = run_cv_tasks(tasks, p.tune_n_jobs, scheduler=p.tune_dask_scheduler)
+    raw, peer_fits = run_cv_with(tasks, peers, p.tune_n_jobs, scheduler=p.tune_dask_scheduler)
     cv_seconds = time.perf_counter() - t_cv
 
     # Aggregate and choose, on CV only.
@@ -126,7 +127,7 @@ def tune_selectors(p: Any) -> pd.DataFrame:
 
     # Final evaluation: the only use of the test split.
     fitted = fit_final(p.model_dump(), plan, pools, chosen_combos, operating, features, p.tune_n_jobs,
-                       scheduler=p.tune_dask_scheduler)
+                       scheduler=p.tune_dask_scheduler, peers={(o.pool, o.name): o for o in peer_fits})
     tuned, front, aiq = final_tables(p, plan, pools, fitted, operating)
     write_csv(tuned, paths["tables"] / "tuned_results.csv")
     write_csv(front, paths["tables"] / "frontier.csv")
