@@ -68,8 +68,9 @@ smoke: env
 	$(VENV)/bin/mlsel run --smoke
 
 ## Every test (what CI runs): unit, real data, the full-data run, nbval over the notebooks, a real LLM server, the browser.
+## It prints the 25 slowest tests (setup included) so that a CI log shows where the time went.
 test: env-test
-	HF_HUB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 ## The fast tier: no full-data run, no papermill runs, no LLM server, no browser, no notebooks.
 test-fast: env-test

@@ -163,7 +163,7 @@ class Embedder:
         batches are formed per chunk. The ONNX backends encode one text per pass.
         """
         encoder = self._load_encoder()
-        chunk = self.batch_size * math.ceil(256 / self.batch_size)
+        chunk = self.batch_size * math.ceil(64 / self.batch_size)
         parts = []
         with progress_bar(len(texts), f"embed {self.model_id.rsplit('/', 1)[-1]} ({self.info.backend})", "text",
                           enabled=self.progress) as bar:

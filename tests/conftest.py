@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
-from mlsel import stages
+from mlsel import runner, stages
 from mlsel.params import apply_overrides, apply_smoke, load_params, stage_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,10 +23,24 @@ def _mirror() -> Path:
     return Path(env).resolve() if env else (ROOT.parent / "shared" / "data").resolve()
 
 
+RUN_TIMEOUTS_S = {"default_run": 3600, "smoke_runner_run": 1200}
+"""Time limits (pytest-timeout) for a test that requests one of these shared runs: the limit covers fixture setup, and the
+first test to request a run pays for it. Generous (a cold default run took 1755 s on an idle 2-core machine, twice that on
+a busy one), so that a hang fails with the test's name long before CI's own limit, never a slow but healthy run."""
+
+
 def pytest_collection_modifyitems(session, config, items):
     """Run the full-data test first. It embeds every default dataset's texts into the session's embedding cache, so
-    the later real-data runs (600-query samples of the same texts, and nbval's) find their embeddings there."""
+    the later real-data runs (600-query samples of the same texts, and nbval's) find their embeddings there.
+
+    A test that requests a shared run (:data:`RUN_TIMEOUTS_S`) gets that run's time limit unless its own is longer."""
     items.sort(key=lambda item: item.path.name != "test_full_pipeline.py" or item.get_closest_marker("slow") is None)
+    for item in items:
+        limits = [s for name, s in RUN_TIMEOUTS_S.items() if name in getattr(item, "fixturenames", ())]
+        own = item.get_closest_marker("timeout")
+        own_s = (own.args[0] if own.args else own.kwargs.get("timeout")) if own else None
+        if limits and (own_s is None or own_s < max(limits)):
+            item.add_marker(pytest.mark.timeout(max(limits)), append=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,6 +52,22 @@ def _environment(tmp_path_factory):
     if "MLSEL_CACHE_DIR" not in os.environ:
         os.environ["MLSEL_CACHE_DIR"] = str(tmp_path_factory.mktemp("mlsel-cache"))
     yield
+
+
+@pytest.fixture
+def embed_cache(tmp_path):
+    """A factory of fresh cache folders (no embedding cached) whose exported ONNX graphs are the session cache's, so a
+    test that needs a cold embedding cache does not export the embedder again (``onnx/`` is a link)."""
+
+    def make(name: str = "cache") -> Path:
+        shared = Path(os.environ["MLSEL_CACHE_DIR"]) / "onnx"
+        shared.mkdir(parents=True, exist_ok=True)
+        root = tmp_path / name
+        root.mkdir(parents=True)
+        (root / "onnx").symlink_to(shared, target_is_directory=True)
+        return root
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +94,26 @@ def smoke_run(smoke_params):
     stages.train_selectors(stage_params(smoke_params, "train"))
     stages.evaluate_selectors(stage_params(smoke_params, "evaluate"))
     return smoke_params
+
+
+class DefaultRun(NamedTuple):
+    """The default pipeline's run: every default dataset, all queries, every stage through papermill (``runner.run``)."""
+
+    run_dir: Path  # <run_dir>/<dataset>/ per dataset
+    report_dir: Path  # the cross-dataset page, its tables and the notebook pages
+    overrides: dict[str, str]  # what points the run at these folders
+    done: dict[str, Any]  # runner.run's return value: {"<dataset>/<stage>" or "report": {"notebook", "seconds", "skipped"}}
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> DefaultRun:
+    """The one full cold run of the default pipeline in the session (tests/test_full_pipeline.py checks it against the
+    published tables). Every slow test that only reads a full run's outputs reads this one; none may change it (the
+    one that runs it again, tests/test_runner.py's up-to-date check, expects every stage skipped and no table rewritten)."""
+    root = tmp_path_factory.mktemp("run-default")
+    overrides = {"run_dir": str(root / "run"), "report_dir": str(root / "report")}
+    done = runner.run(overrides=overrides)
+    return DefaultRun(root / "run", root / "report", overrides, done)
 
 
 SUMMARY_ROWS = {

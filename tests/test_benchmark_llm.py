@@ -52,6 +52,7 @@ def llm_endpoint(tmp_path_factory):
         yield endpoint
 
 
+@pytest.mark.timeout(1200)  # 40 SmolLM2 answers on 2 cores, then five stage notebooks: ~3 min on a busy machine
 def test_real_llm_benchmark_on_mmlu_pro(llm_endpoint, tmp_path):
     zips = sorted((_data_dir() / "mmlu-pro-model-outputs" / "raw_model_outputs").glob("*Phi-3*.zip"))
     assert zips, "MMLU-Pro mirror not found (set MLSEL_DATA_DIR)"

@@ -37,7 +37,7 @@ def test_features_are_embedding_plus_weighted_onehot():
     assert X[0, 384:].sum() == 0.25 and X[1, 384:].argmax() == 8  # law is index 8
 
 
-def test_a_vector_depends_on_its_text_alone_not_on_the_cache_history(smoke_run, tmp_path):
+def test_a_vector_depends_on_its_text_alone_not_on_the_cache_history(smoke_run, tmp_path, embed_cache):
     """One text per pass (the ONNX backends; torch with batch size 1): a cold cache and a half-warm one give bitwise the
     same vectors. Torch with batches of 16 does not (padding and batch shape move the last bits), which is why each
     backend and batch size has a cache folder of its own."""
@@ -49,9 +49,10 @@ def test_a_vector_depends_on_its_text_alone_not_on_the_cache_history(smoke_run, 
 
     def cold_and_warm(batch_size: int, backend: str) -> tuple[np.ndarray, np.ndarray]:
         kw = {"batch_size": batch_size, "backend": backend, "progress": False}
-        cold = Embedder(cache_dir=tmp_path / f"cold{batch_size}{backend}", **kw).embed(texts)
-        Embedder(cache_dir=tmp_path / f"warm{batch_size}{backend}", **kw).embed(texts[::2])
-        warm = Embedder(cache_dir=tmp_path / f"warm{batch_size}{backend}", **kw).embed(texts)
+        cold_dir, warm_dir = embed_cache(f"cold{batch_size}{backend}"), embed_cache(f"warm{batch_size}{backend}")
+        cold = Embedder(cache_dir=cold_dir, **kw).embed(texts)
+        Embedder(cache_dir=warm_dir, **kw).embed(texts[::2])
+        warm = Embedder(cache_dir=warm_dir, **kw).embed(texts)
         return cold, warm
 
     for backend in ("onnx", "torch"):
@@ -73,10 +74,11 @@ LENGTHS = ["Law.", "What is the derivative of x^2 with respect to x?",
            " ".join(["The court considered whether the contract was void for mistake."] * 60)]
 
 
-def test_onnx_backend_gives_torch_vectors_to_float_rounding_and_int8_moves_them(tmp_path):
+def test_onnx_backend_gives_torch_vectors_to_float_rounding_and_int8_moves_them(embed_cache):
     """The exported graph holds the model's own pooling and normalisation: the same vectors as torch's bare ``encode``
     to float rounding, at every length; the int8 graph stays close (cosine > 0.98) but not that close."""
-    vecs = {b: Embedder(cache_dir=tmp_path, backend=b, progress=False).embed(LENGTHS) for b in ("torch", "onnx", "onnx_int8")}
+    cache = embed_cache()
+    vecs = {b: Embedder(cache_dir=cache, backend=b, progress=False).embed(LENGTHS) for b in ("torch", "onnx", "onnx_int8")}
     assert vecs["onnx"].shape == vecs["torch"].shape == (3, 384) and vecs["onnx"].dtype == np.float32
     assert np.abs(vecs["onnx"] - vecs["torch"]).max() < 1e-5
     assert ((vecs["onnx"] * vecs["torch"]).sum(axis=1) > 0.99999).all()

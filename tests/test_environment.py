@@ -8,6 +8,7 @@ declared dependencies at those versions, and every third-party import is declare
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 import tomllib
@@ -116,18 +117,29 @@ def test_makefile_installs_from_the_constraints():
 # --- every third-party import is declared -------------------------------------------------------
 
 
+@functools.cache
+def _installed() -> dict[str, list[str]]:
+    """Import name -> distributions, of what is installed here (read once: each read scans every installed package)."""
+    return packages_distributions()
+
+
 def _distribution(module: str) -> str:
     if module in IMPORT_TO_DIST:
         return IMPORT_TO_DIST[module]
-    installed = packages_distributions().get(module)
+    installed = _installed().get(module)
     return canonicalize_name(installed[0] if installed else module)
+
+
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text())
 
 
 def _third_party_imports(paths: list[Path], local: set[str]) -> dict[str, set[str]]:
     """Top-level import name -> files importing it, leaving out the stdlib, mlsel and ``local`` modules."""
     found: dict[str, set[str]] = {}
     for path in paths:
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(_tree(path)):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

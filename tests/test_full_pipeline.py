@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 from published_tables import FLIPS_PER_1000, column_tolerance, table_differences
 
-from mlsel import runner
 from mlsel.params import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,16 +73,16 @@ def test_column_tolerances_follow_the_documented_flip_budget(column, kind, tol):
 
 
 @pytest.mark.slow
-def test_default_pipeline_on_every_dataset(tmp_path):
-    overrides = {"run_dir": str(tmp_path / "run"), "report_dir": str(tmp_path / "report")}
-    done = runner.run(overrides=overrides)
+@pytest.mark.timeout(3600)  # the cold run itself (the session's default_run, which this test runs first): 1755 s idle
+def test_default_pipeline_on_every_dataset(default_run):
+    run, report, done = default_run.run_dir, default_run.report_dir, default_run.done
     datasets = load_params().base.datasets
     assert datasets == ["mmlu_pro", "llmrouter", "llmrouter_by_task", "routerbench", "bfcl", "bfcl_latency"]
     assert list(done) == [f"{ds}/{s}" for ds in datasets for s in ("prepare", "train", "evaluate", "tune", "ship")] + ["report"]
 
     # MMLU-Pro: oracle >> best single >> expected random, on held-out queries.
-    res = pd.read_csv(tmp_path / "report" / "tables" / "mmlu_pro" / "selection_results.csv")
-    m = json.loads((tmp_path / "run" / "mmlu_pro" / "manifest.json").read_text())
+    res = pd.read_csv(report / "tables" / "mmlu_pro" / "selection_results.csv")
+    m = json.loads((run / "mmlu_pro" / "manifest.json").read_text())
     n_test = m["stages"]["prepare"]["n_test"]
     assert 2200 < n_test < 2500 and res["n_queries"].eq(n_test).all()
     small = res[res["pool"] == "small4"].set_index("kind")
@@ -94,7 +93,7 @@ def test_default_pipeline_on_every_dataset(tmp_path):
     assert big[big["kind"] == "best_single"]["model"].tolist() == ["Meta-Llama-3.1-70B-Instruct"]  # the model as data
 
     # The cross-dataset matrix: one row per dataset x pool, each dataset's own cost axis and split.
-    summary = pd.read_csv(tmp_path / "report" / "tables" / "summary.csv")
+    summary = pd.read_csv(report / "tables" / "summary.csv")
     assert summary[["dataset", "pool"]].values.tolist() == [
         ["mmlu_pro", "small4"], ["mmlu_pro", "all5"], ["llmrouter", "all9"], ["llmrouter_by_task", "all9"], ["routerbench", "all11"],
         ["bfcl", "api8"], ["bfcl_latency", "api8"]]
@@ -105,20 +104,20 @@ def test_default_pipeline_on_every_dataset(tmp_path):
     # LLMRouter: the tuned router beats its best single model (+0.04 with the data; the CI is above 0).
     assert summary.set_index("dataset").loc["llmrouter", "gain_at_b_ci_low"] > 0
     # RouterBench: the held-out split is the source's test files (its empty quality cells dropped).
-    rb = json.loads((tmp_path / "run" / "routerbench" / "manifest.json").read_text())["stages"]["prepare"]
+    rb = json.loads((run / "routerbench" / "manifest.json").read_text())["stages"]["prepare"]
     assert rb["data"]["dropped"]["missing_quality_cell"] == 154  # 14 repeated ARC rows with no score at all (11 models each)
     assert summary.set_index("dataset").loc["routerbench", "n_test"] == rb["n_test"]
     # BFCL: measured latency in every results table, the quality_weight sweep and the second run's timings.
-    bfcl = pd.read_csv(tmp_path / "report" / "tables" / "bfcl" / "selection_results.csv")
+    bfcl = pd.read_csv(report / "tables" / "bfcl" / "selection_results.csv")
     assert bfcl[["avg_latency_s", "median_latency_s", "p90_latency_s", "avg_cost_usd"]].notna().all().all()
-    assert (tmp_path / "report" / "tables" / "bfcl" / "latency_weight_sweep.csv").is_file()
-    assert (tmp_path / "report" / "tables" / "bfcl" / "latency_repeatability.csv").is_file()
-    html = (tmp_path / "report" / "index.html").read_text()
+    assert (report / "tables" / "bfcl" / "latency_weight_sweep.csv").is_file()
+    assert (report / "tables" / "bfcl" / "latency_repeatability.csv").is_file()
+    html = (report / "index.html").read_text()
     assert html.index('id="overview"') < html.index('id="mmlu_pro-headline"') < html.index('id="routerbench-headline"')
 
     # The shipped router files (MMLU-Pro small4, the default export): every file exact on all held-out queries, the
     # runtime rule's quality equal to the evaluated selector's published quality, the KNN file within 100 MB.
-    ex = pd.read_csv(tmp_path / "report" / "tables" / "mmlu_pro" / "router_export.csv").set_index("algorithm")
+    ex = pd.read_csv(report / "tables" / "mmlu_pro" / "router_export.csv").set_index("algorithm")
     assert list(ex.index) == ["knn", "kmeans", "svm"] and (ex["pool"] == "small4").all()
     assert (ex["rule"] == "exact").all() and (ex["agreement_rate"] == 1.0).all() and (ex["n_test"] == n_test).all()
     assert (ex["runtime_quality"] == ex["selector_quality"]).all()
@@ -128,5 +127,5 @@ def test_default_pipeline_on_every_dataset(tmp_path):
     assert 'id="mmlu_pro-router-export"' in html
 
     # The published tables (and with them the report and the README's results) are what this run produced.
-    diff = table_differences(tmp_path / "report" / "tables", PUBLISHED)
+    diff = table_differences(report / "tables", PUBLISHED)
     assert not diff, f"{len(diff)} differences from the published reports/tables:\n" + "\n".join(diff[:40])

@@ -202,20 +202,22 @@ def test_relay_reassembles_a_character_split_between_two_reads(tmp_path, capsys)
     assert capsys.readouterr().err == "█ done\n"
 
 
-def test_the_embedding_bar_moves_per_chunk_and_changes_no_vector(progress_env, tmp_path, capsys):
-    """Texts are encoded in chunks of 64 behind the bar; with one text per batch (the default) every vector is bit for
-    bit what one ``encode`` call over all texts gives."""
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_the_embedding_bar_moves_per_chunk_and_changes_no_vector(backend, progress_env, embed_cache, capsys):
+    """Texts are encoded in chunks of 64 behind the bar, which names the backend; with one text per pass (the default)
+    every vector is bit for bit what one call of the encoder over all texts gives."""
     import numpy as np
 
     from mlsel.features import Embedder
 
     texts = [f"Question {i}: what is {i} times {i % 7}?" + " Explain." * (i % 5) for i in range(70)]
     progress_env(MLSEL_PROGRESS="lines", MLSEL_PROGRESS_INTERVAL=0)
-    embedder = Embedder(cache_dir=tmp_path)
+    embedder = Embedder(cache_dir=embed_cache(), backend=backend)
     vectors = embedder.embed(texts)
     lines = [m for m in map(LINE.match, capsys.readouterr().err.splitlines()) if m]  # not transformers' "Loading weights" bar
-    assert [(m["desc"], m["n"], m["total"]) for m in lines] == [("embed all-MiniLM-L6-v2", n, "70") for n in ("0", "64", "70", "70")]
-    whole = embedder._load().encode(texts, batch_size=1, show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=True)
+    assert [(m["desc"], m["n"], m["total"]) for m in lines] == [(f"embed all-MiniLM-L6-v2 ({backend})", n, "70")
+                                                                for n in ("0", "64", "70", "70")]
+    whole = embedder._load_encoder()(texts)
     assert vectors.dtype == np.float32 and np.array_equal(vectors, whole.astype(np.float32))
 
 
@@ -240,16 +242,16 @@ def _notebooks_without_progress(run_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_runner_relays_periodic_lines_of_a_cold_embedding_without_a_terminal(prepared, progress_env, tmp_path, capsys):
+def test_runner_relays_periodic_lines_of_a_cold_embedding_without_a_terminal(prepared, progress_env, embed_cache, capsys):
     """``mlsel run`` in CI: the train stage's kernel embeds 600 texts; its lines reach stderr, not the notebook."""
     run_dir, overrides = prepared
-    progress_env(MLSEL_CACHE_DIR=tmp_path / "cache", MLSEL_PROGRESS_INTERVAL=1)
+    progress_env(MLSEL_CACHE_DIR=embed_cache(), MLSEL_PROGRESS_INTERVAL=1)
     done = runner.run(smoke=True, overrides=overrides, stages=["train"], force=True)
     assert not done["mmlu_pro/train"]["skipped"]
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = [m for m in map(LINE.match, err.splitlines()) if m]
-    embed = [m for m in lines if m["desc"] == "embed all-MiniLM-L6-v2"]
+    embed = [m for m in lines if m["desc"] == "embed all-MiniLM-L6-v2 (onnx)"]
     assert [embed[0]["n"], embed[-1]["n"], embed[-1]["pct"]] == ["0", "600", "100"], err
     assert all(m["total"] == "600" for m in embed)
     middle = embed[1:-1]
@@ -296,17 +298,18 @@ def _redraws(text: str, desc: str) -> list[re.Match]:
 
 
 @pytest.mark.slow
-def test_mlsel_run_in_a_terminal_shows_moving_bars_for_embedding_and_tuning(prepared, tmp_path):
+@pytest.mark.timeout(1200)  # the command's own limit is 900 s (_read_pty); this one names the test if anything else hangs
+def test_mlsel_run_in_a_terminal_shows_moving_bars_for_embedding_and_tuning(prepared, embed_cache):
     """The "done when": a cold ``mlsel run`` in a terminal draws a moving bar, with rate and time left, while it embeds
     and while it tunes; the executed notebooks hold none of it."""
     run_dir, overrides = prepared
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLSEL_PROGRESS")}
-    env.update(MLSEL_CACHE_DIR=str(tmp_path / "cache"), TERM="xterm")
+    env.update(MLSEL_CACHE_DIR=str(embed_cache()), TERM="xterm")
     cmd = [str(Path(sys.executable).with_name("mlsel")), "run", "--smoke", "--stage", "train", "--stage", "tune", "--force",
            "-p", f"run_dir={overrides['run_dir']}", "-p", f"report_dir={overrides['report_dir']}", "-p", "datasets=[mmlu_pro]"]
     code, text = _read_pty(cmd, env, timeout_s=900)
     assert code == 0, text[-3000:]
-    for desc, total, min_redraws in (("embed all-MiniLM-L6-v2", "600", 4), ("tune CV", None, 3)):
+    for desc, total, min_redraws in (("embed all-MiniLM-L6-v2 (onnx)", "600", 4), ("tune CV", None, 3)):
         redraws = _redraws(text, desc)
         counts = [int(m["n"]) for m in redraws]
         # Moving: several redraws in place, n rising to the total, each with a rate and a time left.

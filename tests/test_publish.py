@@ -85,6 +85,7 @@ def test_only_the_default_run_or_publish_writes_the_published_report(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a whole run through the CLI, whose own limit is 900 s (cli)
 def test_the_readme_one_dataset_example_leaves_reports_byte_identical(tmp_path):
     """`mlsel run -p "datasets=[routerbench]"` (README) in a copy of the project whose params.yaml has the smoke sizes: the
     copy's reports/ is byte-for-byte unchanged, the report is in runs/default/report, and the run says so at the end."""

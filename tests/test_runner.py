@@ -1,10 +1,15 @@
-"""The orchestrator end to end: every stage notebook through papermill on small real data."""
+"""The orchestrator end to end: every stage notebook through papermill on real data.
+
+What a run leaves behind is read from the session's default run (``default_run`` in conftest.py, the full-data test's
+run); what needs a run of its own to change (forced reruns, skipping, a stage run by hand) works on a smoke run of
+MMLU-Pro through the runner."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,47 +37,55 @@ def _tables(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def smoke_runner_run(tmp_path_factory):
+    """A smoke run of MMLU-Pro (600 queries) through the runner, every stage and the report; the tests below rerun it."""
     run_dir = tmp_path_factory.mktemp("runner-smoke")
-    overrides = {"run_dir": str(run_dir), "report_dir": str(run_dir / "report"), "datasets": ["mmlu_pro", "routerbench"]}
+    overrides = {"run_dir": str(run_dir), "report_dir": str(run_dir / "report"), "datasets": ["mmlu_pro"]}
     done = runner.run(smoke=True, overrides=overrides)
     return run_dir, overrides, done
 
 
 RUN_STAGES = ["prepare", "train", "evaluate", "tune", "ship"]
+DATASETS = load_params().base.datasets
 
 
 @pytest.mark.slow
-def test_every_stage_runs_through_papermill_per_dataset(smoke_runner_run):
-    run_dir, _, done = smoke_runner_run
-    assert list(done) == [f"{ds}/{s}" for ds in ("mmlu_pro", "routerbench") for s in RUN_STAGES] + ["report"]
+def test_every_stage_runs_through_papermill_per_dataset(default_run):
+    run_dir, report, done = default_run.run_dir, default_run.report_dir, default_run.done
+    assert list(done) == [f"{ds}/{s}" for ds in DATASETS for s in RUN_STAGES] + ["report"]
+    assert not [key for key, info in done.items() if info["skipped"]]
     for key, info in done.items():
         nb = json.loads(Path(info["notebook"]).read_text())
         assert nb["metadata"]["papermill"]["exception"] is None or nb["metadata"]["papermill"].get("exception") is False
         assert Path(info["notebook"]).parent == (run_dir / key.split("/")[0] / "notebooks" if "/" in key else run_dir / "notebooks")
-    html = (run_dir / "report" / "index.html").read_text()
+    html = (report / "index.html").read_text()
     assert "small4" in html and "all5" in html and "all11" in html
-    summary = pd.read_csv(run_dir / "report" / "tables" / "summary.csv")
-    assert summary[["dataset", "pool"]].values.tolist() == [["mmlu_pro", "small4"], ["mmlu_pro", "all5"], ["routerbench", "all11"]]
+    summary = pd.read_csv(report / "tables" / "summary.csv")
+    assert summary[["dataset", "pool"]].values.tolist() == [[ds, pool] for ds in DATASETS for pool in dataset_params(Params(), ds).base.pools]
+    assert summary["dataset"].tolist()[:2] == ["mmlu_pro", "mmlu_pro"] and "all11" in summary["pool"].tolist()
     for col in ["dataset", "pool", "n_test", "best_single", "best_single_quality", "oracle_quality", "router", "router_quality",
                 "gain_at_b", "gain_at_b_ci_low", "gain_at_b_ci_high", "gap_closed_pct", "cost_unit", "cost_save_at_b_pct",
                 "cost_save_at_b_ci_low", "cost_save_at_b_ci_high"]:
         assert col in summary.columns, col
-    assert summary["cost_unit"].tolist() == ["response_chars", "response_chars", "cost_usd"]
-    assert summary["split"].tolist() == ["seeded", "seeded", "source"]
+    by_dataset = summary.set_index(["dataset", "pool"])
+    assert by_dataset.loc[("mmlu_pro", "small4"), "cost_unit"] == by_dataset.loc[("mmlu_pro", "all5"), "cost_unit"] == "response_chars"
+    assert by_dataset.loc[("routerbench", "all11"), "cost_unit"] == "cost_usd"
+    assert by_dataset.loc[("mmlu_pro", "small4"), "split"] == by_dataset.loc[("mmlu_pro", "all5"), "split"] == "seeded"
+    assert by_dataset.loc[("routerbench", "all11"), "split"] == "source"
     assert (summary["oracle_quality"] >= summary["best_single_quality"]).all()
     assert (summary["router_quality"] - summary["best_single_quality"] - summary["gain_at_b"]).abs().max() < 1e-5
-    rb = pd.read_csv(run_dir / "report" / "tables" / "routerbench" / "selection_results.csv")
+    rb = pd.read_csv(report / "tables" / "routerbench" / "selection_results.csv")
     assert rb["avg_cost_usd"].notna().all() and rb["avg_latency_s"].isna().all()
-    results = pd.read_csv(run_dir / "report" / "tables" / "mmlu_pro" / "selection_results.csv")
+    results = pd.read_csv(report / "tables" / "mmlu_pro" / "selection_results.csv")
     assert set(results["pool"]) == {"small4", "all5"}
     for col in ["pool", "strategy", "n_queries", "avg_quality", "avg_quality_ci_low", "avg_quality_ci_high",
                 "best_model_pct", "uplift_vs_random_pct", "uplift_vs_best_single", "avg_response_chars"]:
         assert col in results.columns
-    assert results["n_queries"].eq(120).all()
+    n_test = json.loads((run_dir / "mmlu_pro" / "manifest.json").read_text())["stages"]["prepare"]["n_test"]
+    assert results["n_queries"].eq(n_test).all()
 
 
 @pytest.mark.slow
-def test_manifest_records_parameters_versions_inputs_and_drops(smoke_runner_run):
+def test_manifest_records_parameters_versions_inputs_and_drops(smoke_runner_run, default_run):
     run_dir, _, _ = smoke_runner_run
     m = json.loads((run_dir / "mmlu_pro" / "manifest.json").read_text())
     assert m["git_commit"] and m["package_versions"]["scikit-learn"]
@@ -84,7 +97,7 @@ def test_manifest_records_parameters_versions_inputs_and_drops(smoke_runner_run)
     for stage in ("train", "evaluate", "tune", "ship"):
         assert m["stages"][stage]["executed_notebook"].endswith(".ipynb")
     assert json.loads((run_dir / "manifest.json").read_text())["stages"]["report"]["executed_notebook"].endswith(".ipynb")
-    rb = json.loads((run_dir / "routerbench" / "manifest.json").read_text())["stages"]["prepare"]
+    rb = json.loads((default_run.run_dir / "routerbench" / "manifest.json").read_text())["stages"]["prepare"]
     # RouterBench has empty quality cells: the drop policy removes them and counts them.
     assert rb["data"]["dropped"]["missing_quality_cell"] > 0
 
@@ -103,13 +116,15 @@ def test_rerun_gives_byte_identical_tables(smoke_runner_run):
 @pytest.mark.slow
 def test_single_stage_runs_directly_with_papermill_cli(smoke_runner_run, tmp_path):
     run_dir, _, _ = smoke_runner_run
+    folder = tmp_path / "mmlu_pro"  # a copy: the module's run stays up to date for the tests that rerun it
+    shutil.copytree(run_dir / "mmlu_pro", folder)
     out = tmp_path / "train.ipynb"
     subprocess.run(
         [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "20_train_selectors.ipynb"), str(out),
-         "-p", "run_dir", str(run_dir / "mmlu_pro"), "-p", "knn_k", "7", "-y", "selector_names: [knn]", "--cwd", str(ROOT / "notebooks")],
+         "-p", "run_dir", str(folder), "-p", "knn_k", "7", "-y", "selector_names: [knn]", "--cwd", str(ROOT / "notebooks")],
         check=True, capture_output=True, env={**os.environ},
     )
-    manifest = json.loads((run_dir / "mmlu_pro" / "models" / "small4" / "knn.manifest.json").read_text())
+    manifest = json.loads((folder / "models" / "small4" / "knn.manifest.json").read_text())
     assert manifest["params"]["k"] == 7
 
 
@@ -127,7 +142,11 @@ def test_failed_stage_keeps_earlier_outputs(smoke_runner_run, tmp_path):
         runner.run(smoke=True, overrides={"run_dir": str(run_dir), "embedder": "mlsel-tests/no-such-embedder"}, stages=["prepare", "train"])
     assert (run_dir / "mmlu_pro" / "data" / "queries.csv").is_file()
     assert (run_dir / "mmlu_pro" / "notebooks" / "20_train_selectors.ipynb").is_file()  # the partial notebook is kept
-    assert not (run_dir / "llmrouter").exists()  # the run stops at the first failure
+    # The run stops at the first failure: the datasets already running side by side (parallel_datasets) end too, and no
+    # other starts.
+    params = load_params()
+    waiting = params.base.datasets[params.base.parallel_datasets:]
+    assert waiting and not [ds for ds in waiting if (run_dir / ds).exists()]
 
 
 def test_a_credential_in_the_endpoint_parameter_is_warned_about_and_published_masked(tmp_path, caplog):
@@ -179,13 +198,18 @@ def test_planned_stages_put_benchmark_first_only_when_prepare_reads_it():
 
 
 @pytest.mark.slow
-def test_up_to_date_stages_are_skipped_and_a_changed_parameter_reruns(smoke_runner_run):
+def test_up_to_date_stages_are_skipped_and_a_changed_parameter_reruns(smoke_runner_run, default_run):
+    # The default run again, nothing changed: every stage of every dataset is skipped and no table is rewritten.
+    before = {ds: _tables(default_run.run_dir / ds / "tables") for ds in DATASETS}
+    done = runner.run(overrides=default_run.overrides)
+    assert {s for s, info in done.items() if info["skipped"]} == {f"{ds}/{s}" for ds in DATASETS for s in RUN_STAGES} | {"report"}
+    assert {ds: _tables(default_run.run_dir / ds / "tables") for ds in DATASETS} == before
+    # The smoke run, which earlier tests reran.
     run_dir, overrides, _ = smoke_runner_run
     runner.run(smoke=True, overrides=overrides)  # up to date after this, whatever earlier tests did
     before = _tables(run_dir / "mmlu_pro" / "tables")
     done = runner.run(smoke=True, overrides=overrides)
-    assert {s for s, info in done.items() if info["skipped"]} == {f"{ds}/{s}" for ds in ("mmlu_pro", "routerbench")
-                                                                  for s in RUN_STAGES} | {"report"}
+    assert {s for s, info in done.items() if info["skipped"]} == {f"mmlu_pro/{s}" for s in RUN_STAGES} | {"report"}
     assert _tables(run_dir / "mmlu_pro" / "tables") == before
     # A changed parameter reruns the stages that read it.
     done = runner.run(smoke=True, overrides={**overrides, "knn_k": 9}, stages=["train", "evaluate"])
@@ -245,7 +269,7 @@ FIGURES = {"00_prepare_data": 1, "20_train_selectors": 1, "30_evaluate_selectors
 
 
 @pytest.mark.slow
-def test_each_stage_notebook_ends_with_its_table_figure_and_story(smoke_runner_run):
+def test_each_stage_notebook_ends_with_its_table_figure_and_story(default_run):
     """Every executed notebook shows, after its "## Result" heading, a table (HTML), its figure(s) as PNG drawn by the report's
     functions and the sentences (Markdown) computed from them; no cell failed."""
     import base64
@@ -253,8 +277,9 @@ def test_each_stage_notebook_ends_with_its_table_figure_and_story(smoke_runner_r
 
     from PIL import Image
 
-    _, _, done = smoke_runner_run
-    pools = {"mmlu_pro": 2, "routerbench": 1}
+    done = default_run.done
+    pools = {ds: len(dataset_params(Params(), ds).base.pools) for ds in DATASETS}
+    assert pools["mmlu_pro"] == 2 and pools["routerbench"] == 1
     configs = {ds: int(_evaluates_config(ds)) for ds in pools}  # one figure per evaluated config
     for key, info in done.items():
         nb = json.loads(Path(info["notebook"]).read_text())
@@ -276,12 +301,11 @@ def test_each_stage_notebook_ends_with_its_table_figure_and_story(smoke_runner_r
 
 
 @pytest.mark.slow
-def test_executed_notebooks_are_published_beside_the_report_and_linked(smoke_runner_run):
+def test_executed_notebooks_are_published_beside_the_report_and_linked(default_run):
     """The runner publishes a page per executed notebook (the report's own too) under <report_dir>/notebooks/, each with its
     figures as data: images (none on the ship page of a dataset that evaluates no routing config, as RouterBench's
     definition sets router_config ""), and the report page links every one of them."""
-    run_dir, _, done = smoke_runner_run
-    report = run_dir / "report"
+    report, done = default_run.report_dir, default_run.done
     html = (report / "index.html").read_text()
     pages = sorted(str(p.relative_to(report)) for p in (report / "notebooks").rglob("*.html"))
     want = sorted(f"notebooks/{k.split('/')[0]}/{Path(v['notebook']).stem}.html" if "/" in k else f"notebooks/{Path(v['notebook']).stem}.html"
