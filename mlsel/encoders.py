@@ -6,7 +6,8 @@ Backends (the ``embed_backend`` parameter):
 - ``onnx`` (the default): the same loaded model exported once with ``torch.onnx.export``, the model's own
   modules after the transformer (pooling, normalisation, any dense layer) inside the graph, run by
   ONNX Runtime one text per pass. Its vectors equal torch's to float rounding (cosine 1.000000 on
-  all-MiniLM-L6-v2, ``benchmarks/results/embed.md``) and are about twice as fast on 2 CPU cores.
+  all-MiniLM-L6-v2) and come faster: 1.2x to 1.9x torch's rate on 2 CPU cores, more on a busy machine
+  (``benchmarks/results/embed.md``).
 - ``onnx_int8``: that graph with its MatMul weights quantised to int8, per output channel, activations
   quantised per pass (ONNX Runtime's dynamic quantisation). Faster again, and the vectors move
   (cosine ~0.99 to torch): an opt-in, measured against routing quality in ``benchmarks/bench_embed.py``.

@@ -107,3 +107,9 @@ def test_embed_text_results_are_the_benchmarks_own_and_quoted_verbatim():
     sweep = pd.read_csv(TABLES / "bfcl" / "latency_weight_sweep.csv").set_index(["strategy", "quality_weight"])["avg_quality"]
     for r in result["rows"]:
         assert round(r["test_tools"], 6) == round(sweep[r["selector"], r["quality_weight"]], 6)
+
+
+def test_embedding_backends_are_the_benchmarks_own_and_quoted_verbatim():
+    """The README quotes benchmarks/results/embed.md (bench_embed.py's output) whole, below its heading."""
+    md = (ROOT / "benchmarks" / "results" / "embed.md").read_text()
+    assert md.splitlines()[0].lstrip("# ") in README and md.split("\n", 2)[2].strip() in README

@@ -89,8 +89,8 @@ class BaseParams(Section):
                                    "give the same run (16 is 1.3x faster on 2 CPU cores but ties a vector's last bits to its batch mates)", ge=1)
     device: Literal["cpu", "cuda", "mps"] = _field("cpu", "torch device for the embedder: cpu | cuda | mps")
     embed_backend: Literal["onnx", "onnx_int8", "torch"] = _field(
-        "onnx", "what runs the embedder: onnx (its weights exported once to ONNX Runtime, one text per pass, ~2x torch on 2 CPU "
-        "cores, same vectors to float rounding) | onnx_int8 (int8 weights: faster, vectors move) | torch (needed for "
+        "onnx", "what runs the embedder: onnx (its weights exported once to ONNX Runtime, one text per pass, faster than torch on "
+        "the CPU, same vectors to float rounding) | onnx_int8 (int8 weights: faster, vectors move) | torch (needed for "
         "embed_batch_size > 1 or a GPU); a model that does not export uses torch, and the manifest says why")
 
 
