@@ -68,7 +68,7 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> dict:
     return {"command": " ".join(cmd), "seconds": round(seconds, 1), **pytest_summary(out)}
 
 
-def measure(mirror: Path, keep: Path | None) -> dict:
+def measure(mirror: Path, keep: Path | None, make_run: bool = True) -> dict:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     base = Path(tempfile.mkdtemp(prefix="mlsel-times-"))
     (base / "shared").symlink_to(mirror.resolve())
@@ -81,7 +81,7 @@ def measure(mirror: Path, keep: Path | None) -> dict:
     ci = timed(["bash", ".ci/run"], clone, env, logs / "ci.log")
     fast_env = {**env, "HF_HUB_OFFLINE": "1", "MLSEL_DATA_DIR": str(base / "shared" / "data")}
     fast = timed(["make", "test-fast"], clone, fast_env, logs / "test-fast.log")
-    run = timed_run(mirror, base, env, logs / "make-run.log", commit)
+    run = timed_run(mirror, base, env, logs / "make-run.log", commit) if make_run else None
     return {
         "date": date.today().isoformat(),
         "commit": commit,
@@ -159,11 +159,12 @@ def main() -> int:
     ap.add_argument("--mirror", type=Path, default=ROOT.parent / "shared", help="folder holding data/ (linked as ../shared in the clone)")
     ap.add_argument("--logs", type=Path, help="keep the command logs here")
     ap.add_argument("--table-only", action="store_true", help="rewrite speed.md from the results files, measure nothing")
+    ap.add_argument("--no-make-run", action="store_true", help="leave out the `make run` in a second fresh clone")
     args = ap.parse_args()
     if not args.table_only:
         if not (args.mirror / "data").is_dir():
             raise SystemExit(f"{args.mirror}/data: not found; pass --mirror")
-        times = measure(args.mirror, args.logs)
+        times = measure(args.mirror, args.logs, make_run=not args.no_make_run)
         (RESULTS / "test_times.json").write_text(json.dumps(times, indent=1) + "\n")
     times = json.loads((RESULTS / "test_times.json").read_text())
     datasets = json.loads((RESULTS / "datasets.json").read_text())

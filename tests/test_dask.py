@@ -63,7 +63,7 @@ def _on_cluster(cluster, fn):
 def test_cv_on_dask_matches_local_joblib(cluster, cv_inputs, local_raw, tune_p):
     tasks = cv_inputs[3]
     raw, keys = _on_cluster(cluster, lambda: run_cv_tasks(tasks, tune_p.tune_n_jobs, scheduler=cluster.scheduler_address))
-    assert any(str(k).startswith("batch_of_call_with") for k in keys), keys
+    assert any(str(k).startswith("batch_of_indexed") for k in keys), keys  # each CV task runs as indexed(i, call_with, ...)
     assert len(raw) == sum(len(t.combos) for t in tasks)
     pd.testing.assert_frame_equal(raw.drop(columns="cpu_s"), local_raw.drop(columns="cpu_s"))
 
