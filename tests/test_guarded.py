@@ -80,6 +80,27 @@ def test_infinite_z_is_the_category_lookup_or_the_best_single_model():
     assert (r0.predict_index(X0) == int(np.argmax(q.mean(axis=0)))).all()
 
 
+def test_zero_z_and_shrink_is_plain_knn_regression_with_the_global_base_only():
+    # Binary outcomes and k = 10 make neighbour-mean ties common. With base "global" a tie keeps the best single model,
+    # which the selectors' tie rule also picks: KNN regression exactly. With base "category" a tie keeps the category's
+    # model instead (the documented difference), so on some queries the two differ.
+    from mlsel.selection.cost_aware import KNNRegressorSelector
+
+    rng = np.random.default_rng(3)
+    n, m = 400, 3
+    cats = rng.choice(list(CATEGORIES[:4]), size=n)
+    q = (rng.random((n, m)) < np.array([0.55, 0.5, 0.45])).astype(float)
+    q[cats == CATEGORIES[1], 2] = (rng.random(int((cats == CATEGORIES[1]).sum())) < 0.9)  # category 1: model c
+    emb = rng.normal(size=(n, 8))
+    X = build_features(emb / np.linalg.norm(emb, axis=1, keepdims=True), cats, 1.0)
+    fit, query = X[:300], X[300:]
+    reg = KNNRegressorSelector(k=10, weights="uniform", shrink=0.0).fit(fit, q[:300], models=["a", "b", "c"]).predict_index(query)
+    r = GuardedRouter(k=10, z=0.0, shrink=0.0, base="global", min_queries=1).fit(fit, q[:300], models=["a", "b", "c"])
+    np.testing.assert_array_equal(r.predict_index(query), reg)
+    r.set_params(base="category")
+    assert (r.predict_index(query) != reg).any()
+
+
 def test_cost_weight_moves_the_static_choice_to_the_cheaper_model():
     X, q = _gate_case()
     cost = np.tile([10.0, 1.0], (len(X), 1))  # a is 10x dearer; normalised costs 1.0 and 0.1

@@ -67,6 +67,16 @@ def test_tie_rule_prefers_higher_mean_training_utility_not_order():
     assert list(choose(scores, best.rank_)) == [2, 1]  # rank: c < b < a
 
 
+def test_choose_never_leaves_the_candidates_when_every_candidate_scores_minus_inf():
+    # A classifier peer gives -inf to a model it never saw as a label. Row 0: the only candidate (model 2) scores -inf;
+    # row 1: both candidates do. Before the fix the non-candidates tied at -inf too and the rank picked model 0.
+    scores = np.array([[0.3, 0.9, -np.inf], [0.5, -np.inf, -np.inf]])
+    rank = np.array([0, 1, 2])
+    assert list(choose(scores, rank, np.array([False, False, True]))) == [2, 2]
+    assert list(choose(scores, rank, np.array([False, True, True]))) == [1, 1]  # the candidates tie; rank 1 beats rank 2
+    assert list(choose(scores, rank)) == [1, 0]
+
+
 def test_utility_uses_latency_only_when_measured():
     q = np.array([[1.0, 1.0]])
     assert np.allclose(utility(q, None, 0.9), q)

@@ -75,13 +75,16 @@ def choose(scores: np.ndarray, rank: np.ndarray, mask: np.ndarray | None = None)
     ----------
     scores : (n, m) higher is better
     rank : (m,) tie-break order, lower wins (0 = highest mean training utility)
-    mask : (m,) candidate models; others are never chosen
+    mask : (m,) candidate models; others are never chosen, even where every candidate scores ``-inf`` (a classifier
+        gives ``-inf`` to a model it never saw as a label): then the candidates tie and the rank decides among them
     """
     s = np.array(scores, dtype=float, copy=True)
     if mask is not None and not mask.all():
         s[:, ~mask] = -np.inf
     best = s.max(axis=1, keepdims=True)
     tied = s >= best - TIE_TOL
+    if mask is not None:  # a row whose candidates all score -inf ties every model at -inf: still only candidates
+        tied &= mask[None, :]
     r = np.where(tied, rank[None, :], _NO_RANK)
     return r.argmin(axis=1)
 

@@ -4,7 +4,9 @@ Each class follows one peer's source at the commit its docstring names, with
 that source's defaults; the code is ours. They run on the same training split
 and the same query embeddings as the suite's routers (the train stage's
 embedder, **without** the category one-hot where the peer embeds the query
-text alone, :data:`PEER_ONEHOT_WEIGHT`), are fitted once with their published settings (never tuned here), and
+text alone, :data:`PEER_ONEHOT_WEIGHT`), are fitted once with their published settings (never tuned here) on
+quality alone, their sources' target, whatever the run's ``quality_weight`` (the tune stage fits them with
+``quality_weight=1``, :data:`mlsel.tuning.final.PEER_QUALITY_WEIGHT`), and
 appear in ``tuned_results.csv`` with their own label and kind ``peer``.
 Cross-validation never chooses among them: they are baselines. The two
 matrix factorisations (LLMRouter's MF, EmbedLLM's) live in

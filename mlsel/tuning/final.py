@@ -83,9 +83,15 @@ def final_task(inputs: FitInputs, name: str, values: dict[str, Any], combo: dict
     return FinalFit(inputs.pool, name, proba, sweep, op_proba, cost_pred=cost_pred)
 
 
-def peer_task(inputs: FitInputs, name: str, quality_weight: float) -> FinalFit:
-    """Fit one peer's published router on the whole training split; its test choices."""
-    sel = PEERS[name](quality_weight=quality_weight).fit(inputs.Xtr, inputs.quality, inputs.latency, models=inputs.models)
+PEER_QUALITY_WEIGHT = 1.0
+"""The utility weight every peer is fitted with: quality alone, its sources' target, whatever the run's ``quality_weight``
+(a peer does not trade quality for the measured latency)."""
+
+
+def peer_task(inputs: FitInputs, name: str) -> FinalFit:
+    """Fit one peer's published router on the whole training split, on quality alone (:data:`PEER_QUALITY_WEIGHT`); its
+    test choices."""
+    sel = PEERS[name](quality_weight=PEER_QUALITY_WEIGHT).fit(inputs.Xtr, inputs.quality, inputs.latency, models=inputs.models)
     return FinalFit(inputs.pool, name, sel.predict_proba(inputs.Xte), peer=True)
 
 
@@ -110,7 +116,7 @@ def peer_calls(values: dict[str, Any], plan: TunePlan, pools: dict[str, PoolData
     for d in pools.values():
         for name in values["tune_peer_names"]:  # most peers embed the query text alone: no category one-hot
             inputs = _fit_inputs(d, features, plan.embedders[0], PEER_ONEHOT_WEIGHT.get(name, 0.0), None)
-            calls.append((PEER_WEIGHT.get(name, 1.0), delayed(peer_task)(inputs, name, values["quality_weight"])))
+            calls.append((PEER_WEIGHT.get(name, 1.0), delayed(peer_task)(inputs, name)))
     return [c for _, c in sorted(calls, key=lambda wc: -wc[0])]
 
 

@@ -26,7 +26,7 @@ GRIDS: dict[str, dict[str, Any]] = {
             # top_p and alpha are prediction-time parameters.
             "scoreboard": {"scoreboard_clusters": [20, 60], "scoreboard_top_p": [1, 4], "scoreboard_alpha": [1.0]},
             # Prediction-time parameters; z = inf is the static choice itself (lookup or best single), z = 0 with
-            # shrink = 0 a plain KNN regression.
+            # shrink = 0 and base global a plain KNN regression (base category: ties keep the category's model).
             "guarded": {"onehot_weight": [1.0], "guard_k": [50, 200], "guard_z": [0.0, 1.0, float("inf")],
                         "guard_shrink": [0.0, 200.0], "guard_base": ["category", "global"]},
         },
