@@ -29,7 +29,7 @@ Special cases, so cross-validation can fall back to them: ``z = inf`` is the
 per-category lookup (``base="category"``) or the best single model
 (``base="global"``); ``z = 0, shrink = 0`` with ``base="global"`` is a plain KNN regression (uniform
 weights), while with ``base="category"`` a query whose neighbour means tie keeps its category's model, where KNN
-regression's tie rule takes the best single model (on the default run 3.3% of queries differ). ``k``, ``z``, ``shrink``, ``base`` and ``novelty`` are
+regression's tie rule takes the best single model. ``k``, ``z``, ``shrink``, ``base`` and ``novelty`` are
 prediction-time parameters: one fit serves the whole grid. With a cost, the base choice is the
 lookup on mean ``utility - cost_lambda * cost`` per category, so one fitted
 router traces a cost-quality curve as the other routers do.
