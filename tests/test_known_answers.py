@@ -292,10 +292,11 @@ def test_summary_verdict_and_matrix_print_the_hand_numbers():
     df.insert(0, "dataset", "routerbench")
     cells = [c[0] for c in summary_matrix(df).rows[0]]
     assert cells[3] == "4" and cells[4] == "b (0.500)" and cells[5] == "0.750" and cells[6] == "KNN (tuned) (0.625)"
-    assert cells[7].startswith("+0.125 [") and cells[8] == "0.550" and cells[9] == "+0.075 [-0.050, +0.200]"
-    assert cells[10] == "static routing is enough" and cells[11] == "—" and cells[12] == "—"  # no peer in this row
-    assert cells[13] == "50.0%" and cells[14] == "57.1%" and cells[16].startswith("43.8% [")
-    assert cells[17] == "100.0% / 87.5%"
+    assert cells[7].startswith("+0.125 [") and cells[8].startswith("KNN (tuned): +0.125 [")  # the CV arg-max is the rule's choice here
+    assert cells[9] == "0.550" and cells[10] == "+0.075 [-0.050, +0.200]"
+    assert cells[11] == "static routing is enough" and cells[12] == "—" and cells[13] == "—"  # no peer in this row
+    assert cells[14] == "50.0%" and cells[15] == "57.1%" and cells[17].startswith("43.8% [")
+    assert cells[18] == "100.0% / 87.5%"
     s = verdict(next(df.itertuples(index=False)))
     assert s.startswith("RouterBench, pool p: routing did not pay off in quality. KNN (tuned) is not distinguishable from always "
                         f"using b (+0.125 [{row['gain_at_b_ci_low']:+.3f}, {row['gain_at_b_ci_high']:+.3f}]; the interval includes 0)")
@@ -306,6 +307,19 @@ def test_summary_verdict_and_matrix_print_the_hand_numbers():
             "(held-out quality 0.750 against 0.500).") in s
     assert s.endswith(" Chosen on CV to keep 97% of its quality, knn_reg keeps 100.0% [100.0%, 100.0%] of it at 87.5% "
                       f"[{row['matched_cost_pct_ci_low']:.1f}%, {row['matched_cost_pct_ci_high']:.1f}%] of its cost in USD.")
+
+
+def test_summary_row_when_the_rule_keeps_the_best_single_model():
+    """The one-SE rule chose the best single model (b) over the arg-max knn, and kept b as the CostSave@B point: the headline
+    gain is exactly 0 on every draw, the arg-max's gain is knn's, and nothing is saved."""
+    d, fitted, plan, _ = _pool()
+    row = summary_row(d, fitted, plan, CVChoices("best_single", ("best_single", float("nan")), ("knn_reg", 0.0), argmax="knn"), COST,
+                      None, SummarySettings(1.0, 200, 0, 0.97, min_queries=1))
+    assert row["router"] == "Best single on train (b)" and row["router_quality"] == pytest.approx(0.5)
+    assert (row["gain_at_b"], row["gain_at_b_ci_low"], row["gain_at_b_ci_high"]) == (0.0, 0.0, 0.0)
+    assert row["argmax_router"] == "KNN (tuned)" and row["argmax_gain_at_b"] == pytest.approx(5 / 8 - 1 / 2)
+    assert (row["cost_router"], row["op_cost"], row["cost_save_at_b_pct"]) == ("best_single", pytest.approx(4.0), 0.0)
+    assert (row["cost_save_at_b_ci_low"], row["cost_save_at_b_ci_high"]) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("lo, hi, expected", [

@@ -23,6 +23,11 @@ evaluation, frontier and AIQ) and :mod:`~mlsel.tuning.stage` (the wiring).
    least ``tune_match_quality_ratio`` times the best single model's CV quality
    (the best single model is the one with the highest mean training utility;
    its CV quality is scored on the same folds as the routers, fold means).
+   Across candidates, the one-standard-error rule (:mod:`mlsel.metrics.one_se`)
+   on the same folds chooses the headline router among the best single model,
+   the per-category lookup and every tuned selector and router, and the
+   CostSave@B and matched operating points among the best single model, the
+   lookup and each router's matched point (on the per-fold cost).
 3. **Final evaluation, the only use of the test split.** Each tuned selector
    is refitted on the whole training split and evaluated on the test split
    with :func:`mlsel.metrics.evaluate.evaluate` beside the exact baselines (oracle,
@@ -50,6 +55,14 @@ Outputs (fixed names)
 ``<run_dir>/tune/cv_folds.csv``
     ``pool, query_id, cv_seed, fold``: which training query was in which
     validation fold (every id is a training-split query).
+``<run_dir>/tune/cv_fold_scores.csv``
+    ``pool, selector, combo, cv_seed, fold, quality, utility, cost``: every CV
+    fit's scores on its validation fold, and the static candidates' on the same
+    folds (``selector`` ``best_single`` and ``category_lookup``, fitted on each
+    fold's training part): what every one-standard-error choice reads.
+``<run_dir>/tune/models/<pool>/``
+    The tuned KNN, KMeans and SVM refitted on the whole training split
+    (:func:`mlsel.selection.registry.save_selector`): what the ship stage exports.
 ``<run_dir>/tune/tuned_params.yaml``
     params.yaml-shaped: ``train:`` (one set of core-selector values for all
     pools, see :func:`mlsel.tuning.choice.shared_choice`), ``tune:`` (router values), and
@@ -80,6 +93,10 @@ Outputs (fixed names)
     Does routing pay on this data: one row per pool (:mod:`mlsel.tuning.summary`):
     Gain@B, Gap@O, CostSave@B, the matched point and AIQ minus the zero
     router, with paired 95% CIs, every choice made on CV.
+``<run_dir>/tables/choice.csv``
+    The one-standard-error rule's table of each choice: ``pool, rule``
+    (``headline``, ``at_best``, ``matched``), ``candidate, label, n_folds,
+    cv_mean, diff_to_best, se, within_one_se, argmax, chosen``.
 ``<run_dir>/tables/latency_prediction.csv``
     Only where the pool's cost axis is ``latency_s`` and the prepare stage wrote
     the same requests timed again (``data/latency_replicate.csv``): per tuned

@@ -7,10 +7,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsel.data.costs import COST_UNITS
+from mlsel.data.costs import COST_UNITS, cost_matrix, fill_missing_cost
+from mlsel.metrics.one_se import BEST_SINGLE, CATEGORY_LOOKUP, FOLD_SCORE_COLUMNS, RuleChoice, one_se_rule, per_fold, static_fold_scores
 from mlsel.selection.base import best_single_index
 from mlsel.selection.registry import ROUTER_PARAM_KEYS, ROUTERS
-from mlsel.tuning.cv import PoolData
+from mlsel.tuning.cv import PoolData, cv_folds
 from mlsel.tuning.grids import CORE_KEYS, HEATMAP_PARAM, params_text
 
 Grids = dict[tuple[str, str], list[dict[str, Any]]]
@@ -130,6 +131,65 @@ def operating_points(pools: dict[str, PoolData], sweep: pd.DataFrame, router_nam
                                        cost_col: float(pick[cost_col]), "target_cv_quality": target,
                                        "best_single_on_train": d.matrix.models[best_j]}
     return operating
+
+
+def fold_scores(raw: pd.DataFrame, pools: dict[str, PoolData], n_folds: int, n_seeds: int, seed: int, quality_weight: float,
+                min_queries: int) -> pd.DataFrame:
+    """cv_fold_scores.csv: every CV fit's scores per fold (``raw`` without the sweeps) and the static candidates' on the
+    same folds (:func:`mlsel.metrics.one_se.static_fold_scores`); :data:`mlsel.metrics.one_se.FOLD_SCORE_COLUMNS`."""
+    parts = [raw.reindex(columns=FOLD_SCORE_COLUMNS)] if len(raw) else []
+    for d in pools.values():
+        folds, _ = cv_folds(d, n_folds, n_seeds, seed)
+        parts.append(static_fold_scores(d.name, d.tr, folds, seed, quality_weight, min_queries, cost_matrix(d.tr)[0]))
+    return pd.concat(parts, ignore_index=True).sort_values(["pool", "selector", "combo", "cv_seed", "fold"], kind="stable",
+                                                             ignore_index=True)
+
+
+def headline_choice(scores: pd.DataFrame, pool: str, names: list[str], chosen: Chosen) -> RuleChoice:
+    """The one-standard-error rule over the best single model, the per-category lookup and every tuned selector and router
+    (each at its chosen combination), in that order, on one pool's CV fold scores."""
+    candidates = {BEST_SINGLE: 0, CATEGORY_LOOKUP: 0, **{n: chosen[(pool, n)] for n in names}}
+    return one_se_rule(per_fold(scores[scores["pool"] == pool], candidates))
+
+
+def _fold_series(d: PoolData, folds: pd.DataFrame, values: np.ndarray) -> pd.Series:
+    """A per-training-query value's mean on each CV validation fold, indexed by (cv_seed, fold)."""
+    v = pd.Series(values, index=d.tr.query_ids)
+    f = folds[folds["pool"] == d.name]
+    return f.assign(value=v.reindex(f["query_id"].to_numpy()).to_numpy()).groupby(["cv_seed", "fold"])["value"].mean()
+
+
+def rule_point(d: PoolData, scores: pd.DataFrame, raw: pd.DataFrame, folds: pd.DataFrame, chosen: Chosen,
+               operating: dict[tuple[str, str], dict[str, Any]], lambdas: list[float], target: float, best_j: int,
+               router_names: list[str]) -> tuple[tuple[str, float] | None, RuleChoice | None]:
+    """The operating point the one-standard-error rule chooses on CV cost, among the points reaching ``target`` CV quality.
+
+    Candidates, simplest first: the best single model of the training split (``best_j``; the target is a share of its
+    CV quality, so it reaches any target up to its own), the per-category lookup if its CV quality reaches ``target``,
+    then each router's cheapest CV point that does (``operating``, :func:`operating_points`). A point's utility on a fold
+    is minus its mean cost there: the rule keeps the simplest within one standard error of the cheapest. Returns
+    ``((candidate, cost weight), the rule's choice)``, the cost weight NaN for a static candidate; ``(None, None)`` for a
+    pool without a cost.
+    """
+    if d.unit is None:
+        return None, None
+    cost = fill_missing_cost(cost_matrix(d.tr)[0])  # each model's training mean where missing, as the CV charges it
+    sc = scores[scores["pool"] == d.name]
+    cols = {BEST_SINGLE: -_fold_series(d, folds, cost[:, best_j])}
+    lams = {BEST_SINGLE: np.nan}
+    if per_fold(sc, {CATEGORY_LOOKUP: 0}, "quality")[CATEGORY_LOOKUP].mean() >= target - 1e-12:
+        cols[CATEGORY_LOOKUP] = -per_fold(sc, {CATEGORY_LOOKUP: 0}, "cost")[CATEGORY_LOOKUP]
+        lams[CATEGORY_LOOKUP] = np.nan
+    for name in router_names:
+        op = operating.get((d.name, name))
+        if op is None:
+            continue
+        r = raw[(raw["pool"] == d.name) & (raw["selector"] == name) & (raw["combo"] == chosen[(d.name, name)])]
+        k = lambdas.index(op["cost_lambda"])
+        cols[name] = -pd.Series([c[k] for c in r["sweep_cost"]], index=pd.MultiIndex.from_frame(r[["cv_seed", "fold"]]))
+        lams[name] = float(op["cost_lambda"])
+    rule = one_se_rule(pd.DataFrame(cols))
+    return (rule.chosen, lams[rule.chosen]), rule
 
 
 def shared_choice(cv: pd.DataFrame, core: list[str]) -> dict[str, Any]:

@@ -60,7 +60,13 @@ class FinalFit:
     cost_pred: np.ndarray | None = None
     """A cost-aware router's predicted cost of every model for each test query (n_test, m), in the pool's cost unit
     (:meth:`mlsel.selection.cost_aware.CostAwareRouter.predicted_cost`); else None."""
+    selector: Any = None
+    """The fitted selector itself for those the router runtime can run (:data:`RUNTIME_SELECTORS`), saved by the tune
+    stage for the ship stage to export; else None."""
 
+
+RUNTIME_SELECTORS = ("knn", "kmeans", "svm")
+"""The selectors the router runtime has a model file for (:data:`mlsel.deploy.routing_config.ALGORITHMS`)."""
 
 Fitted = dict[tuple[str, str], FinalFit]
 """Every final fit, by (pool, selector or peer name)."""
@@ -80,7 +86,7 @@ def final_task(inputs: FitInputs, name: str, values: dict[str, Any], combo: dict
         if op_lambda is not None:
             sel.set_params(cost_lambda=op_lambda)
             op_proba = sel.predict_proba(inputs.Xte)
-    return FinalFit(inputs.pool, name, proba, sweep, op_proba, cost_pred=cost_pred)
+    return FinalFit(inputs.pool, name, proba, sweep, op_proba, cost_pred=cost_pred, selector=sel if name in RUNTIME_SELECTORS else None)
 
 
 PEER_QUALITY_WEIGHT = 1.0

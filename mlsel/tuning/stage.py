@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +15,32 @@ from mlsel.data.outcomes import data_hash, load_replicate
 from mlsel.features import EmbedSettings
 from mlsel.files import write_csv
 from mlsel.manifest import params_hash, update_manifest
+from mlsel.metrics.one_se import CHOICE_COLUMNS, rule_table
 from mlsel.params import ConfigError
 from mlsel.paths import run_paths
-from mlsel.tuning.choice import cv_sweep, cv_table, heatmap_table, operating_points, tuned_params_doc
+from mlsel.selection.base import best_single_index
+from mlsel.tuning.choice import (
+    cv_single_quality,
+    cv_sweep,
+    cv_table,
+    fold_scores,
+    headline_choice,
+    heatmap_table,
+    operating_points,
+    rule_point,
+    tuned_params_doc,
+)
 from mlsel.tuning.cv import FeatureCache, PoolData, TunePlan, build_cv_tasks, load_pools, prepared_split, run_cv_with
 from mlsel.tuning.final import Fitted, final_tables, fit_final, latency_predictions, peer_calls, test_cost
 from mlsel.tuning.grids import GRIDS, check_grid, params_text
 from mlsel.tuning.summary import (
     CVChoices,
     SummarySettings,
-    cheapest_point,
+    candidate_label,
+    candidate_proba,
     cv_aiq_router,
-    cv_router,
     peer_columns,
+    static_choices,
     static_columns,
     summary_row,
     summary_table,
@@ -74,20 +88,59 @@ def manifest_entry(p: Any, plan: TunePlan, pools: dict[str, PoolData], chosen_co
     }
 
 
+def save_tuned_selectors(p: Any, pools: dict[str, PoolData], fitted: Fitted, chosen_combos: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Save each final fit the router runtime can run (KNN, KMeans, SVM with the combination CV chose, fitted on the whole
+    training split) as ``<run_dir>/tune/models/<pool>/<name>.joblib`` with its manifest: what the ship stage exports."""
+    from mlsel.selection.registry import save_selector
+
+    dhash = data_hash(p.run_dir)
+    for (pool, name), fit in fitted.items():
+        if fit.selector is None:
+            continue
+        combo = chosen_combos[(pool, name)]
+        save_selector(fit.selector, run_paths(p.run_dir)["tuned_models"] / pool, name,
+                      {"embedder": combo["embedder"], "onehot_weight": float(combo["onehot_weight"]), "data_hash": dhash, "seed": p.seed,
+                       "pool": pool, "n_train_queries": len(pools[pool].tr), "tuned": params_text(combo)})
+
+
 def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: Fitted, cv: pd.DataFrame,
                    sweep: pd.DataFrame, operating: dict[tuple[str, str], dict[str, Any]], aiq: pd.DataFrame,
-                   folds: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`); operating points chosen on CV only."""
+                   folds: pd.DataFrame, tuned: pd.DataFrame, cv_choice: CVChoiceInputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`), every choice made on CV only by the
+    one-standard-error rule (:mod:`mlsel.metrics.one_se`); and choice.csv, the rule's table of each choice."""
     at_best = operating_points(pools, sweep, plan.router_names, p.quality_weight, 1.0, folds)
-    rows = []
-    settings = SummarySettings(p.quality_weight, p.tune_n_bootstrap, p.seed, p.tune_match_quality_ratio)
+    rows, tables = [], []
+    settings = SummarySettings(p.quality_weight, p.tune_n_bootstrap, p.seed, p.tune_match_quality_ratio, p.lookup_min_queries)
     for pool, d in pools.items():
-        choices = CVChoices(cv_router(cv, pool, plan.names), cheapest_point(at_best, pool, d.unit), cheapest_point(operating, pool, d.unit),
-                            cv_aiq_router(d, sweep, folds, plan.router_names))
+        best_j = best_single_index(d.tr.quality, d.tr.latency_s, p.quality_weight)
+        labels = {n: candidate_label(n, d, p.quality_weight) for n in ["best_single", "category_lookup", *plan.names]}
+        head = headline_choice(cv_choice.scores, pool, plan.names, cv_choice.chosen)
+        tables.append(rule_table(pool, "headline", head, labels))
+        points = {}
+        for rule, ops, ratio in (("at_best", at_best, 1.0), ("matched", operating, p.tune_match_quality_ratio)):
+            target = ratio * cv_single_quality(d, folds, best_j)
+            points[rule], choice = rule_point(d, cv_choice.scores, cv_choice.raw, folds, cv_choice.chosen, ops, plan.lambdas, target,
+                                              best_j, plan.router_names)
+            if choice is not None:
+                tables.append(rule_table(pool, rule, choice, labels))
+        choices = CVChoices(head.chosen, points["at_best"], points["matched"], cv_aiq_router(d, sweep, folds, plan.router_names),
+                            argmax=head.argmax)
         rows.append(summary_row(d, fitted, plan, choices, test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, settings))
         rows[-1].update(static_columns(tuned[tuned["pool"] == pool], rows[-1]["router"], rows[-1]["gain_at_b_ci_low"]))
-        rows[-1].update(peer_columns(d, fitted, list(p.tune_peer_names), choices.router, p.tune_n_bootstrap, p.seed))
-    return summary_table(rows, prepared_split(p.run_dir))
+        proba = candidate_proba(d, fitted, head.chosen, static_choices(d, p.quality_weight, p.lookup_min_queries))
+        rows[-1].update(peer_columns(d, fitted, list(p.tune_peer_names), head.chosen, p.tune_n_bootstrap, p.seed, router_proba=proba))
+    choice_table = pd.concat(tables, ignore_index=True)[CHOICE_COLUMNS] if tables else pd.DataFrame(columns=CHOICE_COLUMNS)
+    return summary_table(rows, prepared_split(p.run_dir)), choice_table
+
+
+@dataclass(frozen=True)
+class CVChoiceInputs:
+    """What the one-standard-error choices read: every CV fit's per-fold scores and the static candidates'
+    (cv_fold_scores.csv), the raw CV rows (for the routers' per-fold sweep costs), each selector's chosen combination."""
+
+    scores: pd.DataFrame
+    raw: pd.DataFrame
+    chosen: dict[tuple[str, str], int]
 
 
 def tune_selectors(p: Any) -> pd.DataFrame:
@@ -122,12 +175,15 @@ def tune_selectors(p: Any) -> pd.DataFrame:
     write_csv(sweep, paths["tune"] / "cv_frontier.csv")
     write_csv(folds, paths["tune"] / "cv_folds.csv")
     write_csv(heatmap_table(cv, grids), paths["tables"] / "tune_heatmap.csv")
+    scores = fold_scores(raw, pools, p.tune_n_folds, p.tune_n_seeds, p.seed, p.quality_weight, p.lookup_min_queries)
+    write_csv(scores, paths["tune"] / "cv_fold_scores.csv")
     doc = tuned_params_doc(cv, grids, chosen, operating, pools, plan.names, plan.router_names)
     (paths["tune"] / "tuned_params.yaml").write_text(tuned_params_text(doc, p, paths["root"]))
 
     # Final evaluation: the only use of the test split.
     fitted = fit_final(p.model_dump(), plan, pools, chosen_combos, operating, features, p.tune_n_jobs,
                        scheduler=p.tune_dask_scheduler, peers={(o.pool, o.name): o for o in peer_fits})
+    save_tuned_selectors(p, pools, fitted, chosen_combos)
     tuned, front, aiq = final_tables(p, plan, pools, fitted, operating)
     write_csv(tuned, paths["tables"] / "tuned_results.csv")
     write_csv(front, paths["tables"] / "frontier.csv")
@@ -137,7 +193,9 @@ def tune_selectors(p: Any) -> pd.DataFrame:
         predicted = latency_predictions(pools, fitted, plan, replicate)
         if len(predicted):
             write_csv(predicted, paths["tables"] / "latency_prediction.csv")
-    write_csv(pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds, tuned), paths["tables"] / "summary.csv")
+    summary, choice = pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds, tuned, CVChoiceInputs(scores, raw, chosen))
+    write_csv(summary, paths["tables"] / "summary.csv")
+    write_csv(choice, paths["tables"] / "choice.csv")
 
     total = time.perf_counter() - t_start
     update_manifest(p.run_dir, "tune", manifest_entry(p, plan, pools, chosen_combos, operating, raw, len(tasks), cv_seconds, total))
