@@ -82,5 +82,7 @@ def run_paths(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
         "notebooks": root / "notebooks",
         "benchmark": root / "benchmark",
         "tune": root / "tune",
+        "tuned_models": root / "tune" / "models",  # the tuned selectors the router runtime can run, one folder per pool
+        "ship": root / "ship",
         "manifest": root / "manifest.json",
     }

@@ -111,7 +111,7 @@ SKIPPABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "train": (("data/*.csv",), "models"),
     "evaluate": (("data/*.csv", "models/**/*"), "tables/selection_results.csv"),
     "tune": (("data/*.csv",), "tables/tuned_results.csv"),
-    "ship": (("data/*.csv", "models/**/*"), "tables"),  # its tables exist only for what it ships (router_config, export_pools)
+    "ship": (("data/*.csv", "models/**/*", "tune/cv_results.csv", "tune/cv_fold_scores.csv", "tune/models/**/*"), "tables/ship.csv"),
     "report": ((), "index.html"),  # its inputs are per dataset (REPORT_INPUTS); its output is in report_dir
 }
 REPORT_INPUTS = ("manifest.json", "tables/**/*", "notebooks/*.ipynb")

@@ -256,8 +256,32 @@ def evaluate_router_config(p: Any) -> pd.DataFrame | None:
     return ev.result
 
 
+def ship_selector(p: Any) -> pd.DataFrame:
+    """What to ship, per pool: the routing config the one-standard-error rule chooses on CV among what the router runtime
+    can run (the best single model, the per-category lookup, KNN / KMeans / SVM with their tuned parameters), written to
+    ``<run_dir>/ship/<pool>/`` with its model file, routed and scored on the held-out queries
+    (:mod:`mlsel.deploy.ship`).
+
+    Writes ``tables/ship.csv`` (one row per pool: what is shipped, its held-out quality and cost against the best single
+    model, the lookup and the zero router, the runtime agreement, a one-line verdict) and ``tables/ship_choice.csv``
+    (the rule's table). Needs the tune stage's outputs.
+    """
+    from mlsel.deploy.ship import ship_run
+
+    table, choice = ship_run(p.run_dir, dict(p.pools), p.quality_weight, p.lookup_min_queries, p.n_bootstrap, p.seed,
+                             EmbedSettings.from_params(p))
+    tables = run_paths(p.run_dir)["tables"]
+    write_csv(table, tables / "ship.csv")
+    write_csv(choice, tables / "ship_choice.csv")
+    update_manifest(p.run_dir, "ship", {"shipped": {r["pool"]: {"candidate": r["shipped"], "label": r["label"], "files": r["files"],
+                                                                 "runtime_agreement": r["runtime_agreement"]} for r in table.to_dict("records")},
+                                        "data_hash": data_hash(p.run_dir)})
+    return table
+
+
 def export_router_models(p: Any) -> pd.DataFrame:
-    """Export the selectors of ``export_pools`` as the router runtime's model files; one row per file.
+    """Export the train stage's selectors of ``export_pools`` (the reference parameters: k=5, 8 clusters, gamma 1) as the
+    router runtime's model files; one row per file. What is shipped is :func:`ship_selector`'s choice.
 
     Each file is scored with the runtime's rule on the held-out queries beside
     the Python selector; the table goes to ``tables/router_export.csv`` (none

@@ -116,6 +116,19 @@ class RouterConfigEvaluation:
     """Router config minus the best single-algorithm configuration: mean avg quality and 95% paired bootstrap CI."""
     best_single_model: str
     """Best single model on train among all of the run's models (the unmatched queries' fallback)."""
+    versus_best_single_model: tuple[float, float, float] = (float("nan"),) * 3
+    """Router config minus always using the best single model: mean avg quality and 95% paired bootstrap CI."""
+
+    @property
+    def verdict(self) -> str:
+        """One line from the paired CI against the best single model: what to do with this config."""
+        d, lo, hi = self.versus_best_single_model
+        where = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] against always {self.best_single_model}"
+        if lo > 0:
+            return f"The config beats always using {self.best_single_model} ({where}): it pays to deploy it."
+        if hi < 0:
+            return f"The config loses to always using {self.best_single_model} ({where}): deploy what the ship stage chose instead."
+        return f"The config is not shown better than always using {self.best_single_model} ({where})."
 
 
 @dataclass
@@ -271,8 +284,11 @@ def evaluate_router_config(
     algos = overall[overall["kind"] == "selector"].sort_values("avg_quality", ascending=False)["strategy"]
     # A config of static decisions only has no algorithm to compare with: it is compared with the best single model.
     best_algo = algos.iloc[0] if len(algos) else overall.loc[overall["kind"] == "best_single", "strategy"].iloc[0]
-    diff = paired_difference(per_q[f"Router config ({Path(cfg.path).name})"], per_q[best_algo], n_bootstrap, seed)
-    ev = RouterConfigEvaluation(result, cfg, infos, n_unmatched, best_algo, diff, best_all.model_)
+    routed_q = per_q[f"Router config ({Path(cfg.path).name})"]
+    diff = paired_difference(routed_q, per_q[best_algo], n_bootstrap, seed)
+    best_name = overall.loc[overall["kind"] == "best_single", "strategy"].iloc[0]
+    ev = RouterConfigEvaluation(result, cfg, infos, n_unmatched, best_algo, diff, best_all.model_,
+                                paired_difference(routed_q, per_q[best_name], n_bootstrap, seed))
     write_csv(result, run_paths(run_dir)["tables"] / "router_config_results.csv")
     _record(run_dir, ev, router_config, seed, n_bootstrap, quality_weight, embedder, onehot_weight)
     return ev
@@ -292,5 +308,7 @@ def _record(run_dir: str, ev: RouterConfigEvaluation, router_config: str, seed: 
          "n_unmatched_test_queries": ev.n_unmatched,
          "unmatched_rule": f"default_decision {cfg.default_decision!r}" if cfg.default_decision else "best single model on train among all models",
          "best_single_algorithm": ev.best_single_algorithm,
-         "router_minus_best_single_algorithm": {"mean": diff[0], "ci_low": diff[1], "ci_high": diff[2]}},
+         "router_minus_best_single_algorithm": {"mean": diff[0], "ci_low": diff[1], "ci_high": diff[2]},
+         "router_minus_best_single_model": dict(zip(("mean", "ci_low", "ci_high"), ev.versus_best_single_model)),
+         "verdict": ev.verdict},
     )

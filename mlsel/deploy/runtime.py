@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -237,8 +238,13 @@ def runtime_config_text(manifest: dict[str, Any], out_dir: Any, params: dict[str
     return head + yaml.safe_dump({"global": {"router": {"model_selection": {"ml": ml}}}}, sort_keys=False)
 
 
-def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed: EmbedSettings = EmbedSettings()) -> dict[str, Any]:
+def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed: EmbedSettings = EmbedSettings(),
+                         source: Path | None = None, names: Sequence[str] | None = None, record: str = "router_export") -> dict[str, Any]:
     """Write the run's fitted selectors of ``pool`` in the router runtime's file layout.
+
+    ``source``: the folder of saved selectors (default: the train stage's ``<run_dir>/models/<pool>``; the ship stage
+    passes the tuned ones, ``<run_dir>/tune/models/<pool>``); ``names``: only these of them; ``record``: the run
+    manifest's entry for the export.
 
     Writes ``knn_model.json``, ``kmeans_model.json``, ``svm_model.json`` (those
     the train stage fitted), the runtime config snippet
@@ -258,8 +264,8 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed: E
     """
     paths = run_paths(run_dir)
     out_dir = resolve_path(export_dir) if export_dir else paths["root"] / "router_models"
-    folder = paths["models"] / pool
-    found = [a for a in ALGORITHMS if (folder / f"{a}.manifest.json").is_file()]
+    folder = source if source is not None else paths["models"] / pool
+    found = [a for a in ALGORITHMS if (folder / f"{a}.manifest.json").is_file() and (names is None or a in names)]
     if not found:
         raise FileNotFoundError(f"{folder}: no fitted selectors for pool {pool!r}; run the train stage first")
     loaded = {name: load_selector(folder, name) for name in found}
@@ -307,7 +313,7 @@ def export_router_models(run_dir: str, pool: str, export_dir: str = "", embed: E
     config.write_text(runtime_config_text(manifest, out_dir, params, k_rows))
     manifest["runtime_config"] = RUNTIME_CONFIG_FILE
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    update_manifest(run_dir, "router_export", {"params": {"pool": pool, "export_dir": str(out_dir)}, "agreement": manifest["agreement"],
+    update_manifest(run_dir, record, {"params": {"pool": pool, "export_dir": str(out_dir)}, "agreement": manifest["agreement"],
                                                "data_hash": manifest.get("data_hash")})
     manifest["export_dir"] = str(out_dir)
     return manifest
