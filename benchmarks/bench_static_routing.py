@@ -7,7 +7,10 @@ bootstrap over held-out queries), and checks:
 - every dataset and pool: the CV-chosen router's gain over the best single
   model and over the per-category lookup each have CI low >= -0.005;
 - LLMRouter all9: Gain@B >= +0.045 with CI low > 0;
-- LLMRouter, unseen tasks: Gain@B >= +0.02 with CI low > 0.
+- LLMRouter, unseen tasks: Gain@B >= +0.02 with CI low > 0;
+- every dataset and pool: the shipped routing config (``<dataset>/ship.csv``, the ship stage's choice by the
+  one-standard-error rule) has a held-out gain over the best single model and over the per-category lookup with CI
+  low >= -0.005, and the runtime routes every held-out query as evaluated (agreement 1.0).
 
 Writes benchmarks/results/static_routing.json and static_routing.md (the
 README quotes the table). Run after ``make run``:
@@ -52,13 +55,31 @@ def targets(summary: pd.DataFrame) -> list[dict]:
     return out
 
 
+def ship_targets(tables: Path, datasets: list[str]) -> list[dict]:
+    """The shipped config's targets per dataset and pool, from ``<tables>/<dataset>/ship.csv``."""
+    out = []
+    for dataset in datasets:
+        path = tables / dataset / "ship.csv"
+        if not path.is_file():
+            continue
+        for r in pd.read_csv(path).itertuples(index=False):
+            ok = r.gain_vs_best_single_ci_low >= FLOOR and r.gain_vs_lookup_ci_low >= FLOOR and r.runtime_agreement == 1.0
+            out.append({"target": f"{dataset} {r.pool}: shipped config's gain over the best single model and over the lookup, CI low "
+                                  f">= {FLOOR}; runtime agreement 1.0",
+                        "measured": f"{r.label}: vs best single {_ci(r.gain_vs_best_single, r.gain_vs_best_single_ci_low, r.gain_vs_best_single_ci_high)}; "
+                                    f"vs lookup {_ci(r.gain_vs_lookup, r.gain_vs_lookup_ci_low, r.gain_vs_lookup_ci_high)}; "
+                                    f"agreement {r.runtime_agreement:.4f}",
+                        "reached": bool(ok)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tables", default=str(ROOT / "reports" / "tables"), help="folder holding summary.csv")
     args = ap.parse_args()
     summary = pd.read_csv(Path(args.tables) / "summary.csv")
     result = {"tables": str(Path(args.tables).resolve().relative_to(ROOT)) if Path(args.tables).resolve().is_relative_to(ROOT) else args.tables,
-              "targets": targets(summary),
+              "targets": targets(summary) + ship_targets(Path(args.tables), list(dict.fromkeys(summary["dataset"]))),
               "verdicts": {f"{r.dataset} {r.pool}": r.verdict for r in summary.itertuples(index=False)}}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "static_routing.json").write_text(json.dumps(result, indent=1) + "\n")

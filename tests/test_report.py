@@ -255,7 +255,7 @@ def test_optional_tables_rendered(smoke_run, tmp_path):
 
     titles = report_sections(str(run))
     for t in ("Tuned selectors (held-out)", "Cost-quality frontier", "AIQ: area under the cost-quality curve",
-              "Hyper-parameter tuning", "Cross-validation results", "Per-decision routing config", "Routing config: shipped model files",
+              "Hyper-parameter tuning", "Cross-validation results", "Per-decision routing config", "The reference parameters as router model files (not what is shipped)",
               "Other tables"):
         assert t in titles, t
     out = tmp_path / "out"

@@ -321,3 +321,23 @@ def gain_figure(summary: pd.DataFrame, labels: list[str], id: str) -> Figure:
     return _figure(fig, id, "Gain over the best single model per dataset and pool, with 95% paired bootstrap intervals on held-out "
                    "queries. Green: routing beats the best single model; grey: no difference shown; red: worse.",
                    alt="Gain over the best single model per dataset and pool")
+
+
+def ship_figure(ship: pd.DataFrame, id: str = "fig-ship") -> Figure:
+    """The shipped config's held-out gain over the best single model and over the per-category lookup, with 95% CIs, per
+    pool (``tables/ship.csv``)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8.5, 0.9 * len(ship) + 1.6))
+    y = np.arange(len(ship))[::-1].astype(float)
+    for off, (col, name, color) in zip((0.15, -0.15), (("gain_vs_best_single", "vs the best single model", "#1f5f99"),
+                                                       ("gain_vs_lookup", "vs the per-category lookup", "#b5651d"))):
+        g, lo, hi = (ship[c].to_numpy(dtype=float) for c in (col, f"{col}_ci_low", f"{col}_ci_high"))
+        ax.errorbar(g, y + off, xerr=[g - lo, hi - g], fmt="o", color=color, capsize=4, ms=6, label=name)
+    ax.axvline(0.0, color="0.2", lw=1)
+    ax.set_yticks(y, [f"{p}: {s}" for p, s in zip(ship["pool"], ship["shipped"])])
+    ax.set_xlabel("held-out quality of the shipped config minus the baseline's (95% CI)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, frameon=False)
+    fig.tight_layout()
+    return _figure(fig, id, "What is shipped, per pool: its held-out gain over the best single model and over the per-category lookup, "
+                   "with 95% paired bootstrap intervals.", alt="Shipped config's gains per pool")

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from mlsel.files import write_csv
+from mlsel.metrics.one_se import RULE_TEXT
 from mlsel.paths import resolve_path, run_paths
 from mlsel.publish import write_published
 from mlsel.report.blocks import Figure, LinkList, Section, Table, Text
@@ -73,11 +74,29 @@ def _pct(v: Any, lo: Any = None, hi: Any = None) -> str:
     return fmt_ci(v, lo, hi, 1, False, "%")
 
 
+STATIC_POINTS = {"best_single": "always using the best single model", "category_lookup": "the per-category lookup"}
+"""How a static candidate chosen as an operating point is named in a sentence."""
+
+
+def _argmax_clause(r: Any) -> str:
+    """The CV arg-max beside the rule's choice, where they differ."""
+    argmax = getattr(r, "argmax_router", None)
+    if is_missing(argmax) or argmax == r.router:
+        return ""
+    return (f" The CV arg-max, {argmax}, was within one standard error of it; held out it scores "
+            f"{fmt_ci(r.argmax_gain_at_b, r.argmax_gain_at_b_ci_low, r.argmax_gain_at_b_ci_high, 3, True)} against {r.best_single} and "
+            f"{fmt_ci(r.argmax_gain_vs_lookup, r.argmax_gain_vs_lookup_ci_low, r.argmax_gain_vs_lookup_ci_high, 3, True)} against "
+            "the lookup.")
+
+
 def verdict(r: Any) -> str:
     """One plain sentence per summary row: did routing pay off here, in quality and in cost?"""
     where = f"{dataset_title(r.dataset)}, pool {r.pool}"
     gain = f"{fmt_num(r.gain_at_b, 3, True)} [{fmt_num(r.gain_at_b_ci_low, 3, True)}, {fmt_num(r.gain_at_b_ci_high, 3, True)}]"
-    if not is_missing(r.gain_at_b_ci_low) and r.gain_at_b_ci_low > 0:
+    if str(r.router).startswith("Best single on train"):
+        s = (f"{where}: the one-SE rule on CV keeps always using {r.best_single}: no lookup or router was better on CV by more than "
+             f"one standard error.{_argmax_clause(r)}")
+    elif not is_missing(r.gain_at_b_ci_low) and r.gain_at_b_ci_low > 0:
         s = (f"{where}: routing paid off. {r.router} beats always using {r.best_single} by {gain} quality and closes "
              f"{_pct(r.gap_closed_pct)} of the gap to the oracle.")
     elif not is_missing(r.gain_at_b_ci_high) and r.gain_at_b_ci_high < 0:
@@ -85,6 +104,8 @@ def verdict(r: Any) -> str:
     else:
         s = (f"{where}: routing did not pay off in quality. {r.router} is not distinguishable from always using {r.best_single} "
              f"({gain}; the interval includes 0): for quality alone, {r.best_single} does as well.")
+    if not str(r.router).startswith("Best single on train"):
+        s += _argmax_clause(r)
     s += static_sentence(r)
     unit = UNIT_NAMES[r.cost_unit] if isinstance(r.cost_unit, str) and r.cost_unit in UNIT_NAMES else "cost"
     if is_missing(r.cost_unit) or r.cost_unit == "":
@@ -93,7 +114,10 @@ def verdict(r: Any) -> str:
         return s + f" No cost-aware router reached {r.best_single}'s quality in cross-validation, so no cost saving ({unit}) is claimed."
     save = _pct(r.cost_save_at_b_pct, r.cost_save_at_b_ci_low, r.cost_save_at_b_ci_high)
     kept = f"held-out quality {fmt_num(r.op_quality, 3)} against {fmt_num(r.best_single_quality, 3)}"
-    if not is_missing(r.cost_save_at_b_ci_low) and r.cost_save_at_b_ci_low > 0:
+    if getattr(r, "cost_router", None) in STATIC_POINTS:
+        s += (f" At its quality, the one-SE rule on CV cost keeps {STATIC_POINTS[r.cost_router]}: no cheaper point by more than one "
+              f"standard error; held out it saves {save} of the cost in {unit} ({kept}).")
+    elif not is_missing(r.cost_save_at_b_ci_low) and r.cost_save_at_b_ci_low > 0:
         s += f" At the operating point chosen on CV to keep its quality, routing saves {save} of the cost in {unit} ({kept})."
     else:
         s += f" At the operating point chosen on CV to keep its quality, the saving in {unit} is {save}: not shown to be above 0 ({kept})."
@@ -119,7 +143,8 @@ def matched_sentence(r: Any, unit: str) -> str:
     """The matched operating point (CV-chosen to keep ``matched_target_pct`` of the best single model's quality), if any."""
     if is_missing(getattr(r, "matched_quality_pct", None)) or is_missing(getattr(r, "matched_target_pct", None)):
         return ""
-    return (f" Chosen on CV to keep {fmt_num(r.matched_target_pct, 0)}% of its quality, {r.matched_router} keeps "
+    name = STATIC_POINTS.get(r.matched_router, r.matched_router)
+    return (f" Chosen on CV to keep {fmt_num(r.matched_target_pct, 0)}% of its quality, {name} keeps "
             f"{_pct(r.matched_quality_pct, r.matched_quality_pct_ci_low, r.matched_quality_pct_ci_high)} of it at "
             f"{_pct(r.matched_cost_pct, r.matched_cost_pct_ci_low, r.matched_cost_pct_ci_high)} of its cost in {unit}.")
 
@@ -134,6 +159,8 @@ def summary_table(df: pd.DataFrame) -> Table:
             (f"{r.best_single} ({fmt_num(r.best_single_quality, 3)})", "name"), (fmt_num(r.oracle_quality, 3), "num"),
             (f"{r.router} ({fmt_num(r.router_quality, 3)})", "name"),
             (fmt_ci(r.gain_at_b, r.gain_at_b_ci_low, r.gain_at_b_ci_high, 3, True), "num"),
+            ("—" if is_missing(getattr(r, "argmax_router", None)) else
+             f"{r.argmax_router}: {fmt_ci(r.argmax_gain_at_b, r.argmax_gain_at_b_ci_low, r.argmax_gain_at_b_ci_high, 3, True)}", "name"),
             (fmt_num(getattr(r, "category_lookup_quality", None), 3), "num"),
             (fmt_ci(getattr(r, "gain_vs_lookup", None), getattr(r, "gain_vs_lookup_ci_low", None),
                     getattr(r, "gain_vs_lookup_ci_high", None), 3, True), "num"),
@@ -148,7 +175,8 @@ def summary_table(df: pd.DataFrame) -> Table:
             (fmt_ci(r.aiq_minus_zero, r.aiq_minus_zero_ci_low, r.aiq_minus_zero_ci_high, 3, True), "num"),
         ])
     columns = ["Dataset", "Pool", "Split", "Held-out queries", "Best single, chosen on train (quality)", "Oracle",
-               "Router chosen by CV (quality)", "Gain@B [95% CI]", "Per-category lookup on train (quality)",
+               "Chosen by the one-SE rule on CV (quality)", "Gain@B [95% CI]", "CV arg-max: Gain@B [95% CI]",
+               "Per-category lookup on train (quality)",
                "Router − lookup [95% CI]", "ML or static routing?", "Best peer, published settings (quality)",
                "Router − best peer [95% CI]", "Gap@O closed", "Random → oracle closed", "Cost unit",
                "CostSave@B [95% CI]", "Matched point: quality / cost, % of best single", "AIQ − zero router [95% CI]"]
@@ -172,8 +200,9 @@ def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Sect
     sec.blocks.append(Text(items=[verdict(r) for r in df.itertuples(index=False)]))
     sec.blocks.append(summary_table(df))
     sec.blocks.append(Text(text=(
-        "Gain@B: the router's quality minus the best single model's (the best single model and the router are both chosen on the "
-        "training split: the router is the tuned selector with the best cross-validated utility). Per-category lookup: static "
+        "Gain@B: the chosen router's quality minus the best single model's (both chosen on the training split). The router is "
+        f"chosen by the one-standard-error rule on the cross-validation inside the training split: {RULE_TEXT}; it can be the best "
+        "single model or the lookup itself. CV arg-max: the plain highest mean CV utility, for comparison. Per-category lookup: static "
         "routing with no ML, each category sent to the model with the best training mean (the router's per-decision config; "
         "published as tables/<dataset>/static_routing_<pool>.yaml); Router − lookup: the router's gain over it. ML or static "
         "routing?: \"ML routing beats static routing\" when the router beats both the best single model and the lookup; \"static "
@@ -183,7 +212,8 @@ def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Sect
         "sources' settings on the same split, the best of them on the held-out "
         "queries; Router − best peer: the router's paired gain over it. Gap@O: the share of the best "
         "single → oracle gap it closes. CostSave@B: the cost saved at the operating point chosen by cross-validation to keep at "
-        "least the best single model's quality. Matched point: the cheapest point chosen by cross-validation to keep "
+        "least the best single model's quality (the same rule on the per-fold cost among the best single model, the lookup and "
+        "each router's cheapest point reaching it). Matched point: the point chosen the same way to keep "
         "tune_match_quality_ratio of its quality (97% for RouterBench, as its benchmarks report; 98% elsewhere), its held-out "
         "quality and cost as shares of the best single model's. AIQ − zero router: the area under the cost-quality curve of the cost-aware router with the best "
         "cross-validated AIQ, minus that of mixing "

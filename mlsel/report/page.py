@@ -51,13 +51,13 @@ from mlsel.report.blocks import Section, Table, Text
 from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.latency import latency_sections
 from mlsel.report.provenance import provenance_section
+from mlsel.report.shipping import choice_section, export_section, ship_section
 from mlsel.report.tables import (
     PUBLISHED_TABLES,
     benefit_rows,
     benefit_table,
     best_single_model,
     efficiency_column,
-    export_sentences,
     fmt_num,
     generic_table,
     is_missing,
@@ -83,6 +83,9 @@ KNOWN_TABLES = (
     "cv_results.csv",
     "router_config_results.csv",
     "router_export.csv",
+    "ship.csv",
+    "ship_choice.csv",
+    "choice.csv",
     "static_lookup.csv",
     "latency_weight_sweep.csv",
     "latency_repeatability.csv",
@@ -245,6 +248,12 @@ def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
         out.append(static_section(lk, tables))
     out += latency_sections(read_table(tables, "latency_weight_sweep.csv"), read_table(tables, "latency_repeatability.csv"),
                             read_table(tables, "latency_prediction.csv"))
+    choice = read_table(tables, "choice.csv")
+    if choice is not None and len(choice):
+        out.append(choice_section(choice))
+    ship = read_table(tables, "ship.csv")
+    if ship is not None and len(ship):
+        out.append(ship_section(ship))
     rc = read_table(tables, "router_config_results.csv")
     if rc is not None:
         out.append(Section("router-config", "Per-decision routing config",
@@ -253,15 +262,6 @@ def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
     if ex is not None and len(ex):
         out.append(export_section(ex))
     return out
-
-
-def export_section(ex: pd.DataFrame) -> Section:
-    """The shipped router model files: their runtime-rule quality on held-out queries beside the Python selector's."""
-    blocks: list[Any] = [Text(text=t) for t in export_sentences(ex)]
-    blocks.append(generic_table(ex, "table-router-export", "Exported router model files: size, agreement with the Python selector and mean "
-                                "quality of each one's choices on the held-out queries (runtime rule applied to the file as written).",
-                                link="tables/router_export.csv"))
-    return Section("router-export", "Routing config: shipped model files", blocks)
 
 
 # --------------------------------------------------------------------------- assembly

@@ -300,7 +300,8 @@ def router_config_markdown(ev: Any) -> str:
     best single-algorithm configuration, paired) and one table per decision.
     """
     cfg, res = ev.config, ev.result
-    out = [f"## Router config `{Path(cfg.path).name}` on the held-out queries\n"] + table_markdown(_routing_table(ev))
+    out = [f"## Router config `{Path(cfg.path).name}` on the held-out queries\n", f"**Verdict.** {ev.verdict}\n"]
+    out += table_markdown(_routing_table(ev))
     rule = (f"they go to `default_decision` {cfg.default_decision!r}" if cfg.default_decision
             else f"they go to the best single model on train among all models ({ev.best_single_model})")
     out.append(f"\nTest queries no decision matches: {ev.n_unmatched}; {rule}.\n")

@@ -31,7 +31,7 @@ from mlsel.manifest import read_manifest
 from mlsel.paths import project_root, resolve_path, run_paths
 from mlsel.report.blocks import Figure, Story, Table
 from mlsel.report.figures import benchmark_figure as benchmark_figure_of
-from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
+from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, ship_figure, style
 from mlsel.report.overview import dataset_title, gain_at_b_figure, read_summary, summary_table, verdict
 from mlsel.report.page import efficiency_section
 from mlsel.report.tables import benefit_rows, efficiency_column, export_sentences, fmt_num, main_table, read_table, verdicts
@@ -236,6 +236,36 @@ def routing_story(summary: pd.DataFrame) -> Story:
 
 
 # --------------------------------------------------------------------------- ship
+
+
+SHIP_VIEW = {"pool": "pool", "label": "shipped", "quality": "held-out quality", "gain_vs_best_single": "vs best single",
+             "gain_vs_lookup": "vs lookup", "cost": "cost", "cost_unit": "cost unit", "runtime_agreement": "runtime agreement",
+             "files": "files"}
+
+
+def ship_table(shipped: pd.DataFrame) -> pd.DataFrame:
+    """What is shipped per pool (``tables/ship.csv``): the config, its held-out quality and gains with CIs, cost, agreement."""
+    t = shipped.copy()
+    for col in ("gain_vs_best_single", "gain_vs_lookup"):
+        t[col] = [f"{g:+.3f} [{lo:+.3f}, {hi:+.3f}]" for g, lo, hi in zip(t[col], t[f"{col}_ci_low"], t[f"{col}_ci_high"])]
+    t["quality"] = t["quality"].map(lambda v: f"{v:.3f}")
+    return t[[c for c in SHIP_VIEW if c in t]].rename(columns=SHIP_VIEW)
+
+
+def ship_choice_story(shipped: pd.DataFrame) -> Story:
+    """The rule, then each pool's one-line verdict (``tables/ship.csv``)."""
+    from mlsel.metrics.one_se import RULE_TEXT
+
+    return Story(f"Chosen on the tune stage's CV inside the training split: {RULE_TEXT} (`tables/ship_choice.csv`).\n\n"
+                 + "\n\n".join(f"- **{r.pool}**: {r.verdict}" for r in shipped.itertuples(index=False)))
+
+
+def ship_figures(shipped: pd.DataFrame) -> list[Figure]:
+    """The shipped config's gains per pool (:func:`mlsel.report.figures.ship_figure`); none without a row."""
+    if shipped.empty:
+        return []
+    style()
+    return [ship_figure(shipped)]
 
 
 def router_config_tables(run_dir: str, router_results: pd.DataFrame | None) -> Story:

@@ -1,0 +1,54 @@
+"""The report's sections on choosing and shipping: the one-standard-error rule's tables, what is shipped per pool, and the
+reference parameters' model files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from mlsel.metrics.one_se import RULE_TEXT
+from mlsel.report.blocks import Section, Text
+from mlsel.report.figures import ship_figure
+from mlsel.report.tables import export_sentences, generic_table
+
+
+def choice_section(choice: pd.DataFrame) -> Section:
+    """How the headline router and the operating points were chosen: the one-standard-error rule's table per pool."""
+    sec = Section("choice", "How the router was chosen: the one-standard-error rule on CV")
+    sec.blocks.append(Text(text=(
+        f"Every choice of the headline row is made on the cross-validation inside the training split with one rule: {RULE_TEXT}. "
+        "headline: the router of the summary (utility); at_best and matched: the operating points (minus the per-fold cost, among "
+        "the candidates reaching the quality target). within_one_se: the candidate's mean paired difference to the CV-best is at "
+        "least minus its standard error; argmax marks the plain highest CV mean, chosen the rule's choice.")))
+    sec.blocks.append(generic_table(choice.drop(columns=["order"], errors="ignore"), "table-choice", "The rule's table per pool and choice.",
+                                    link="tables/choice.csv", max_rows=60))
+    return sec
+
+
+def ship_section(ship: pd.DataFrame) -> Section:
+    """What to ship per pool (``ship.csv``): the verdicts, the table of gains and the figure."""
+    sec = Section("ship", "What to ship: the routing config chosen on CV, with its tuned model file")
+    sec.blocks.append(Text(text=(
+        "Among what the router runtime can run (the best single model, the per-category lookup, one decision with KNN, KMeans or "
+        f"SVM at the parameters CV chose), the same rule picks the config: {RULE_TEXT}. It is written to ship/<pool>/ with its "
+        "model file, routed on the held-out queries (runtime agreement: the share of queries where the written config, and the "
+        "runtime's rule on the written file, give the evaluated choice) and scored against the best single model and the lookup "
+        "(95% paired bootstrap intervals) and the zero router (the single models' hull) at the same cost.")))
+    sec.blocks.append(Text(items=[f"Pool {r.pool}: {r.verdict}" for r in ship.itertuples(index=False)]))
+    cols = [c for c in ("pool", "label", "quality", "gain_vs_best_single", "gain_vs_best_single_ci_low", "gain_vs_best_single_ci_high",
+                        "gain_vs_lookup", "gain_vs_lookup_ci_low", "gain_vs_lookup_ci_high", "cost_unit", "cost", "zero_router_quality",
+                        "runtime_agreement", "files", "not_runnable") if c in ship]
+    sec.blocks.append(generic_table(ship[cols], "table-ship", "What is shipped per pool, on the held-out queries.", link="tables/ship.csv"))
+    sec.blocks.append(ship_figure(ship))
+    return sec
+
+
+def export_section(ex: pd.DataFrame) -> Section:
+    """The train stage's selectors (the reference's parameters) as router model files: their runtime-rule quality on held-out
+    queries beside the Python selector's. What is shipped is :func:`ship_section`'s."""
+    blocks: list[Any] = [Text(text=t) for t in export_sentences(ex)]
+    blocks.append(generic_table(ex, "table-router-export", "Exported router model files: size, agreement with the Python selector and mean "
+                                "quality of each one's choices on the held-out queries (runtime rule applied to the file as written).",
+                                link="tables/router_export.csv"))
+    return Section("router-export", "The reference parameters as router model files (not what is shipped)", blocks)
