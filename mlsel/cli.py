@@ -36,6 +36,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_seed_tables(tables: Path) -> bool:
+    """Whether a dataset's tables folder holds its two seed tables (``seed_tables.md``, or the tidy table they come from)."""
+    return (tables / "seed_tables.md").is_file() or (tables / "selection_results.csv").is_file()
+
+
 def _dataset_tables(root: Path, summary: pd.DataFrame | None) -> dict[str, Path]:
     """Each dataset's tables folder under ``root`` (``<root>/<dataset>/tables`` of a run folder, ``<root>/<dataset>`` of a
     published one): the matrix's datasets in its order, then any other folder holding the seed tables."""
@@ -43,21 +48,33 @@ def _dataset_tables(root: Path, summary: pd.DataFrame | None) -> dict[str, Path]
         return folder / "tables" if (folder / "tables").is_dir() else folder
 
     found = {d.name: tables(d) for d in sorted(root.iterdir()) if d.is_dir()} if root.is_dir() else {}
-    found = {ds: t for ds, t in found.items() if (t / "seed_tables.md").is_file() or (t / "selection_results.csv").is_file()}
+    found = {ds: t for ds, t in found.items() if _has_seed_tables(t)}
     order = [ds for ds in (summary["dataset"].tolist() if summary is not None and "dataset" in summary else []) if ds in found]
     return {ds: found[ds] for ds in dict.fromkeys(order + list(found))}
 
 
+def _is_dataset_folder(folder: Path, summary: pd.DataFrame | None) -> bool:
+    """Whether a run folder is one dataset's (``<run>/<dataset>``): its own seed tables in ``tables/``, or a summary without
+    the ``dataset`` column the run's cross-dataset matrix has."""
+    return _has_seed_tables(folder / "tables") or (summary is not None and "dataset" not in summary.columns)
+
+
 def _results(args: argparse.Namespace) -> int:
     """The cross-dataset matrix, then each dataset's two seed tables: of the published report (``reports/tables/``, what a
-    fresh clone has) or, with ``--run``, of a run folder (``<run>/tables/summary.csv``, ``<run>/<dataset>/tables/``)."""
+    fresh clone has) or, with ``--run``, of a run folder (``<run>/tables/summary.csv``, ``<run>/<dataset>/tables/``) or of
+    one dataset's folder in it (``<run>/<dataset>``: its summary rows and its seed tables, named by the folder)."""
     from mlsel.report.overview import dataset_title, summary_markdown
     from mlsel.report.tables import seed_tables_markdown
 
     folder = resolve_path(args.run) if args.run else resolve_path(PUBLISHED_REPORT_DIR)
     summary_path = folder / "tables" / "summary.csv"
     summary = pd.read_csv(summary_path) if summary_path.is_file() else None
-    datasets = _dataset_tables(folder if args.run else folder / "tables", summary)
+    if args.run and _is_dataset_folder(folder, summary):
+        if summary is not None and "dataset" not in summary.columns:
+            summary.insert(0, "dataset", folder.name)  # a dataset's own summary rows, as the run's matrix has them
+        datasets = {folder.name: folder / "tables"} if _has_seed_tables(folder / "tables") else {}
+    else:
+        datasets = _dataset_tables(folder if args.run else folder / "tables", summary)
     if summary is None and not datasets:
         print(f"{args.run or _shown(folder)}: no results (no tables/summary.csv, no <dataset>/tables/selection_results.csv); "
               "run `mlsel run` first", file=sys.stderr)

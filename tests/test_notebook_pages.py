@@ -23,6 +23,7 @@ import nbformat
 import pytest
 
 from mlsel.paths import NOTEBOOKS
+from mlsel.publish import outside_path_name
 from mlsel.report.notebook_pages import NotebookPageError, notebook_links, notebook_page, publish_notebooks
 
 HOSTILE_HTML = (
@@ -150,8 +151,9 @@ def test_page_shows_the_outputs(page):
     assert len(tables) == 1 and "alpha-model" in tables[0] and "0.61" in tables[0] and "beta-model" in tables[0]
     assert "gamma-model" not in tables[0]
     assert "injected-parameters" in page and "n_rows" in page
-    # stderr: the log line keeps its absolute path; ANSI colours are classes, no raw escape codes.
-    assert "read /abs/machine/path/data.csv" in page
+    # stderr: the log line's path outside the known folders is published as its file name and digest; ANSI colours are
+    # classes, no raw escape codes.
+    assert f"read {outside_path_name('/abs/machine/path/data.csv')}" in page and "/abs/machine" not in page
     assert re.search(r'<span class="ansi-red-fg">red warning on stderr</span>', page)
     stderr = re.findall(r'<div class="output_subarea output_stream output_stderr output_text">(.*?)</div>', page, flags=re.S)
     assert len(stderr) == 1 and "red warning on stderr" in stderr[0] and "[31m" not in stderr[0] and "\x1b" not in page

@@ -9,6 +9,7 @@ never the repository's.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -147,17 +148,43 @@ def test_results_of_a_run_when_asked(tmp_path):
     assert missing.returncode == 1 and "runs/none: no results" in missing.stderr
 
 
+def test_results_of_one_dataset_folder_of_a_run(tmp_path, capsys):
+    """`mlsel results --run <run>/<dataset>`: that dataset's summary rows (its summary.csv has no dataset column: the folder
+    names it) and its seed tables, not a dataset named ``tables``."""
+    from mlsel.cli import main
+    from mlsel.report.overview import summary_markdown
+
+    folder = tmp_path / "run" / "routerbench"
+    (folder / "tables").mkdir(parents=True)
+    (folder / "data").mkdir()  # other folders of a dataset's run folder are not datasets
+    summary = pd.read_csv(PUBLISHED / "tables" / "summary.csv")
+    summary = summary[summary["dataset"] == "routerbench"]
+    summary.drop(columns="dataset").to_csv(folder / "tables" / "summary.csv", index=False)  # as the tune stage writes it
+    shutil.copy(PUBLISHED / "tables" / "routerbench" / "selection_results.csv", folder / "tables" / "selection_results.csv")
+    assert main(["results", "--run", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert summary_markdown(summary) in out and _seed_tables(PUBLISHED / "tables", "routerbench") in out
+    assert "## RouterBench: the reference's two tables" in out and out.count("the reference's two tables") == 1
+    assert f"{folder / 'tables' / 'summary.csv'}" in out
+
+
 # --------------------------------------------------------------------------- 3. nothing secret or local is published
 
 
-def _named_outside_project(path: Path) -> str:
-    """How a path beside the project (``<project>2/x``: not inside it) is published wherever the checkout is: under the
-    temp folder or the home folder it is named from the innermost of them, elsewhere it stays as it is."""
+def _digest_name(path: str) -> str:
+    """The documented published form of an absolute path outside every known folder: file name, ``#``, 8 hex digits of
+    the SHA-256 of the whole path (written out here, not taken from mlsel.publish)."""
+    return f"{path.rsplit('/', 1)[-1]}#{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
+def _named(path: Path) -> str:
+    """How an absolute path is published wherever the checkout and the temp folder are: named from the innermost of the
+    temp folder, the home folder and the project that holds it (relative under the project), else by its name and digest."""
     import tempfile
 
-    roots = [(Path(tempfile.gettempdir()).resolve(), "$TMPDIR"), (Path.home().resolve(), "~")]
+    roots = [(Path(tempfile.gettempdir()).resolve(), "$TMPDIR/"), (Path.home().resolve(), "~/"), (ROOT, "")]
     inside = sorted(((r, n) for r, n in roots if path.is_relative_to(r)), key=lambda rn: -len(str(rn[0])))
-    return f"{inside[0][1]}/{path.relative_to(inside[0][0]).as_posix()}" if inside else str(path)
+    return f"{inside[0][1]}{path.relative_to(inside[0][0]).as_posix()}" if inside else _digest_name(str(path))
 
 
 def test_publishable_masks_credentials_and_local_paths(tmp_path, monkeypatch):
@@ -177,12 +204,77 @@ def test_publishable_masks_credentials_and_local_paths(tmp_path, monkeypatch):
     assert f"https://{MASK}@llm.example.com/v1?model=m&api_key={MASK}&key={MASK}" in out
     assert f"'Authorization: Basic {MASK}'" in out and f"'Authorization': 'Bearer {MASK}'" in out and f"Bearer {MASK} read" in out
     assert "$MLSEL_DATA_DIR/llmrouter/x.json" in out and "$MLSEL_CACHE_DIR/embeddings/e.npy" in out
-    assert " runs/default/mmlu_pro/data/queries.csv" in out and "$RUN_DIR/a/notebooks" in out and "cwd ." in out
-    assert "max_tokens=1024" in out and "/abs/elsewhere/f.csv" in out and _named_outside_project(Path(f"{ROOT}2/x")) in out
+    run_shown = _named(tmp_path / "run" / "a" / "notebooks") if tmp_path.is_relative_to(ROOT) else "$RUN_DIR/a/notebooks"
+    assert " runs/default/mmlu_pro/data/queries.csv" in out and run_shown in out and "cwd ." in out
+    assert "max_tokens=1024" in out and _named(Path(f"{ROOT}2/x")) in out
+    assert f"{_digest_name('/abs/elsewhere/f.csv')}, " in out and "/abs/elsewhere" not in out
     assert f"data:image/png;base64,{tmp_path}/AAAA" in out  # an embedded image's bytes are not text
     if not str(ROOT).startswith(home + "/"):
         assert "~/notes.txt" in out
     assert publishable(out, run_dir=tmp_path / "run") == out
+
+
+SECRET_SPELLINGS = {
+    # Each spelling of a credential a published file may carry -> the secret value in it, and how the published file shows it.
+    "environment.sh": [("export OPENAI_API_KEY=sk-abc123", "sk-abc123", "export OPENAI_API_KEY=***"),
+                       ("ANTHROPIC_API_KEY='xyz-single-q'", "xyz-single-q", "ANTHROPIC_API_KEY='***'"),
+                       ('ANTHROPIC_API_KEY="xyz-double-q"', "xyz-double-q", 'ANTHROPIC_API_KEY="***"'),
+                       ("api_token=abc-api-token", "abc-api-token", "api_token=***"),
+                       ("aws_secret_access_key = abc-aws-secret", "abc-aws-secret", "aws_secret_access_key = ***")],
+    "params.yaml": [("  openai_api_key: sk-abc-yaml", "sk-abc-yaml", "  openai_api_key: ***"),
+                    ("  token: abc-token", "abc-token", "  token: ***"),
+                    ("  secret: abc-secret", "abc-secret", "  secret: ***"),
+                    ("  endpoint: https://alice-user:pw-in-url@llm.example.com/v1?model=m&api_key=sk-in-query&token=tok-in-query",
+                     "pw-in-url", "  endpoint: https://***@llm.example.com/v1?model=m&api_key=***&token=***")],
+    "endpoint.txt": [("curl -H 'Authorization: Bearer abc-bearer' https://llm.example.com/v1", "abc-bearer",
+                      "curl -H 'Authorization: Bearer ***' https://llm.example.com/v1"),
+                     ('{"hf_token": "abc-json", "x-api-key": "abc-header"}', "abc-json", '{"hf_token": "***", "x-api-key": "***"}')],
+}
+"""Per file: (line, secret value, the published line)."""
+OTHER_SECRETS = ("alice-user", "sk-in-query", "tok-in-query", "abc-header")
+"""Secret values of lines above that carry more than one."""
+
+
+def test_every_published_file_masks_each_secret_spelling_and_local_path(tmp_path, monkeypatch):
+    """Files whose parameters, endpoint and environment text carry each spelling of a credential, published through
+    :func:`mlsel.publish.publish_file`: copied to a report folder, and in place (a report folder that is the run folder).
+    No published file holds a secret value or a path of this machine; names that only describe a secret stay as they are; a
+    mirror named by the data_dir parameter (recorded in the run's manifest, MLSEL_DATA_DIR unset) is shown relative; a
+    path outside every known folder is shown by its name and digest."""
+    from mlsel.publish import publish_file, publishable
+
+    monkeypatch.delenv("MLSEL_DATA_DIR", raising=False)
+    run, report, mirror = tmp_path / "run", tmp_path / "report", tmp_path / "mirror"
+    (run / "tables").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"stages": {"prepare": {"params": {"data_dir": str(mirror)}}}}))
+    for name, lines in SECRET_SPELLINGS.items():
+        (run / name).write_text("\n".join(line for line, _, _ in lines) + "\n")
+    with open(run / "params.yaml", "a") as fh:
+        fh.write(f"  max_tokens: 256\n  token_count: 12\n  api_key: ${{OPENAI_API_KEY}}\n  data_dir: {mirror}\n"
+                 "  source_path: /data/elsewhere/records.jsonl.gz\n")
+    (run / "tables" / "inputs.csv").write_text(f"file,sha256\n{mirror}/llmrouter/x.json,ab12\n/data/elsewhere/records.jsonl.gz,cd34\n")
+    sources = sorted(p for p in run.rglob("*") if p.is_file() and p.name != "manifest.json")
+    copies = [publish_file(src, report / src.relative_to(run), run_dir=run) for src in sources]
+    in_place = [publish_file(src, run_dir=run) for src in sources]
+    assert in_place == sources and {p.relative_to(report) for p in copies} == {p.relative_to(run) for p in sources}
+    secrets = [secret for lines in SECRET_SPELLINGS.values() for _, secret, _ in lines] + list(OTHER_SECRETS)
+    leaks = [(str(path), found) for path in copies + in_place for found in [*secrets, str(tmp_path), "/data/elsewhere"]
+             if found in path.read_text()]
+    assert not leaks
+    records = f"records.jsonl.gz#{hashlib.sha256(b'/data/elsewhere/records.jsonl.gz').hexdigest()[:8]}"
+    for folder in (report, run):
+        for name, lines in SECRET_SPELLINGS.items():
+            published = (folder / name).read_text().splitlines()
+            assert published[:len(lines)] == [shown for _, _, shown in lines], (folder, name)
+        params = (folder / "params.yaml").read_text()
+        for kept in ("  max_tokens: 256\n", "  token_count: 12\n", "  api_key: ${OPENAI_API_KEY}\n", f"  source_path: {records}\n"):
+            assert kept in params, kept
+        assert "  data_dir: $MLSEL_DATA_DIR\n" in params
+        table = (folder / "tables" / "inputs.csv").read_text()
+        assert table == f"file,sha256\n$MLSEL_DATA_DIR/llmrouter/x.json,ab12\n{records},cd34\n"
+    # The parameter given directly, relative to the project as a parameter may be.
+    other = ROOT.parent / "another-mirror"
+    assert publishable(f"read {other}/a/b.json", data_dir=os.path.relpath(other, ROOT)) == "read $MLSEL_DATA_DIR/a/b.json"
 
 
 @pytest.mark.slow

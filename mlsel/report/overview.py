@@ -32,7 +32,7 @@ import pandas as pd
 from mlsel.files import write_csv
 from mlsel.metrics.one_se import RULE_TEXT
 from mlsel.paths import resolve_path, run_paths
-from mlsel.publish import write_published
+from mlsel.publish import publish_file, write_published
 from mlsel.report.blocks import Figure, LinkList, Section, Table, Text
 from mlsel.report.figures import gain_figure, style
 from mlsel.report.notebook_pages import notebook_links
@@ -277,8 +277,7 @@ def _publish_tables(run_dir: str, datasets: list[str], out_tables: Path) -> None
             stale.unlink()
     for dst, src in wanted.items():
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.resolve() != src.resolve():
-            write_published(dst, src.read_bytes(), run_dir)
+        publish_file(src, dst, run_dir)  # masked even where the report folder is the run folder (published in place)
 
 
 def build_run_report(run_dir: str, datasets: list[str], report_dir: str) -> Path:

@@ -46,7 +46,7 @@ from typing import Any
 import pandas as pd
 
 from mlsel.paths import resolve_path, run_paths
-from mlsel.publish import write_published
+from mlsel.publish import publish_file, write_published
 from mlsel.report.blocks import Section, Table, Text
 from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, style
 from mlsel.report.latency import latency_sections
@@ -362,8 +362,8 @@ def build_report(run_dir: str, report_dir: str) -> Path:
             if stale.name not in names:
                 log.info("report: removing %s (not in %s)", stale, paths["tables"])
                 stale.unlink()
-        for src in sources:
-            write_published(out_tables / src.name, src.read_bytes(), run_dir)
+    for src in sources:  # masked even where the report folder is the run folder (published in place)
+        publish_file(src, out_tables / src.name, run_dir)
     index = write_published(out / "index.html", html, run_dir)
     log.info("report: %s (%d sections)", index, len(sections))
     return index
