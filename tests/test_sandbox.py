@@ -41,11 +41,60 @@ def test_infinite_loop_times_out():
     assert not r.passed and r.timed_out and "timeout" in r.error
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (dead, waiting for its parent to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _running_with(marker: str) -> list[int]:
+    """Pids (as this machine's /proc numbers them, whatever namespace they run in) of running processes whose command line
+    holds ``marker``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode("utf-8", "replace"):
+                pids.append(int(proc.name))
+        except OSError:  # the process ended while being read
+            continue
+    return [pid for pid in pids if _running(pid)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="finds the sandboxed grandchild through /proc")
 def test_sleeping_child_processes_are_killed_with_the_group():
-    code = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\nwhile True: pass\n"
+    """The code starts a grandchild that sleeps for a minute, then spins: after the timeout the grandchild is dead too.
+
+    The grandchild runs in the sandbox's own pid namespace, where its pid is not this machine's; it carries a unique
+    marker in its command line instead, by which /proc finds it while the call runs. After the call it is gone
+    (``os.kill(pid, 0)`` finds no process) or a zombie (dead; reaping it is its new parent's business)."""
+    marker = f"mlsel-sandbox-grandchild-{os.getpid()}-{time.monotonic_ns()}"
+    code = ("import subprocess, sys\n"
+            f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+            "while True: pass\n")
+    seen: list[int] = []
+    result: list = []
+    call = threading.Thread(target=lambda: result.append(run_untrusted(code, ["assert True"], timeout_s=3.0)))
     t0 = time.monotonic()
-    r = run_untrusted(code, ["assert True"], timeout_s=1.0)
-    assert r.timed_out and time.monotonic() - t0 < 5
+    call.start()
+    while call.is_alive() and not seen:
+        seen = _running_with(marker)
+        time.sleep(0.02)
+    call.join(30)
+    assert not call.is_alive() and result and result[0].timed_out and time.monotonic() - t0 < 10
+    assert seen, "the grandchild was never seen running: the check below could not notice it surviving"
+    deadline = time.monotonic() + 5  # SIGKILL reaches the sandbox's processes asynchronously
+    while any(_running(pid) for pid in seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running_with(marker)
+    for pid in seen:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        assert not _running(pid), f"grandchild {pid} outlived the timeout"
 
 
 def test_memory_bomb_is_stopped():

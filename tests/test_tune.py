@@ -242,6 +242,19 @@ def test_combo_params_builds_the_grid_values():
 
 
 def test_summary_has_the_static_and_peer_columns(tuned):
+    """The static and peer columns of every summary row agree with tuned_results.csv, and the verdict is the one the rule
+    (:func:`mlsel.tuning.summary.static_columns`) gives: on the run's rows, and in each branch on hand-made tables."""
+    from mlsel.tuning.summary import static_columns
+
+    def rule(gain_low: float, vs_lookup_low: float, lookup_low: float) -> str:
+        """The rule, written out: ML routing wins where the router beats both the best single model and the lookup; static
+        routing is enough where the router or the lookup beats the best single model; else neither does."""
+        if gain_low > 0 and vs_lookup_low > 0:
+            return "ML routing beats static routing"
+        if gain_low > 0 or lookup_low > 0:
+            return "static routing is enough"
+        return "neither beats the best single model"
+
     p, _ = tuned
     summary = pd.read_csv(run_paths(p.run_dir)["tables"] / "summary.csv")
     table = pd.read_csv(run_paths(p.run_dir)["tables"] / "tuned_results.csv")
@@ -252,7 +265,30 @@ def test_summary_has_the_static_and_peer_columns(tuned):
         peers = t[t["kind"] == "peer"]
         assert r.best_peer == peers["avg_quality"].idxmax() and r.best_peer_quality == pytest.approx(peers["avg_quality"].max(), abs=2e-6)
         assert r.gain_vs_peer == pytest.approx(t.loc[r.router, "avg_quality"] - r.best_peer_quality, abs=2e-6)
-        assert r.verdict in ("ML routing beats static routing", "static routing is enough", "neither beats the best single model")
+        # The verdict is the rule's on the row's own interval bounds; a bound within the table's 6 decimals of 0 may have been
+        # either side of it when the verdict was given.
+        near = [(g + dg, v + dv, lk + dl) for g, v, lk in [(r.gain_at_b_ci_low, r.gain_vs_lookup_ci_low, r.lookup_gain_at_b_ci_low)]
+                for dg in (-1e-6, 0.0, 1e-6) for dv in (-1e-6, 0.0, 1e-6) for dl in (-1e-6, 0.0, 1e-6)]
+        assert r.verdict in {rule(*lows) for lows in near}, r
+    # Each branch of the rule, on hand-made tuned tables: (router's gain over the best single, over the lookup, the
+    # lookup's gain over the best single), lower bounds of their 95% intervals, and the verdict.
+    cases = [(0.01, 0.005, -0.01, "ML routing beats static routing"),
+             (0.01, 0.005, 0.02, "ML routing beats static routing"),  # the lookup beating the best single too changes nothing
+             (0.01, -0.01, 0.02, "static routing is enough"),         # the router beats the best single, not the lookup
+             (-0.01, 0.01, 0.02, "static routing is enough"),         # only the lookup beats the best single
+             (-0.01, 0.01, -0.01, "neither beats the best single model"),  # the router beats the lookup only
+             (0.0, 0.01, 0.0, "neither beats the best single model")]     # a bound at 0 is not above it
+    for gain_low, vs_lookup_low, lookup_low, verdict in cases:
+        hand = pd.DataFrame([
+            {"strategy": "R (tuned)", "kind": "selector", "avg_quality": 0.6, "uplift_vs_best_single": 0.05,
+             "uplift_vs_best_single_ci_low": gain_low, "uplift_vs_best_single_ci_high": 0.09, "uplift_vs_category_lookup": 0.02,
+             "uplift_vs_category_lookup_ci_low": vs_lookup_low, "uplift_vs_category_lookup_ci_high": 0.04},
+            {"strategy": "Per-category lookup on train", "kind": "category_lookup", "avg_quality": 0.58, "uplift_vs_best_single": 0.03,
+             "uplift_vs_best_single_ci_low": lookup_low, "uplift_vs_best_single_ci_high": 0.05, "uplift_vs_category_lookup": 0.0,
+             "uplift_vs_category_lookup_ci_low": 0.0, "uplift_vs_category_lookup_ci_high": 0.0}])
+        cols = static_columns(hand, "R (tuned)", gain_low)
+        assert cols["verdict"] == verdict == rule(gain_low, vs_lookup_low, lookup_low), (gain_low, vs_lookup_low, lookup_low)
+        assert (cols["gain_vs_lookup_ci_low"], cols["lookup_gain_at_b_ci_low"]) == (vs_lookup_low, lookup_low)
 
 
 def _hand_pool(unit: str | None = "cost_usd") -> PoolData:

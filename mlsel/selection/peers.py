@@ -95,12 +95,15 @@ class _BestModelClassifier(Selector):
     (``groupby("query")["performance"].idxmax()``), so a tie, and every
     all-right or all-wrong query, goes to whichever model is listed first. Here
     the label is the suite's tie rule (:func:`mlsel.selection.base.choose`).
+    When every training query has the same label there is nothing to classify
+    (scikit-learn's classifiers refuse one class): that model is chosen for
+    every query.
     """
 
     def _fit(self, X, u):
         labels = choose(u, self.rank_)
         self.classes_ = np.unique(labels)
-        self.model_ = self._classifier().fit(X, labels)
+        self.model_ = self._classifier().fit(X, labels) if len(self.classes_) > 1 else None
 
     def _classifier(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -111,7 +114,7 @@ class _BestModelClassifier(Selector):
     def decision_scores(self, X):
         """Per model: the classifier's score for that model's class; models never a label get -inf."""
         out = np.full((len(X), len(self.models_)), -np.inf)
-        out[:, self.classes_] = self._class_scores(np.asarray(X, dtype=np.float32))
+        out[:, self.classes_] = self._class_scores(np.asarray(X, dtype=np.float32)) if self.model_ is not None else 0.0
         return out
 
 
