@@ -126,6 +126,16 @@ def test_default_pipeline_on_every_dataset(default_run):
     assert ex.loc["knn", "size_mb"] <= 100.0
     assert 'id="mmlu_pro-router-export"' in html
 
+    # What is shipped, per dataset and pool: the one-SE rule's choice, routed as evaluated on every held-out query.
+    for ds in datasets:
+        ship = pd.read_csv(report / "tables" / ds / "ship.csv")
+        choice = pd.read_csv(report / "tables" / ds / "ship_choice.csv")
+        assert ship["pool"].tolist() == summary[summary["dataset"] == ds]["pool"].tolist()
+        assert (ship["runtime_agreement"] == 1.0).all()
+        assert ship["shipped"].tolist() == choice[choice["chosen"]]["candidate"].tolist()
+        assert (run / ds / "ship" / ship["pool"].iloc[0] / "router_config.yaml").is_file()
+    assert 'id="mmlu_pro-ship"' in html and 'id="mmlu_pro-choice"' in html
+
     # The published tables (and with them the report and the README's results) are what this run produced.
     diff = table_differences(report / "tables", PUBLISHED)
     assert not diff, f"{len(diff)} differences from the published reports/tables:\n" + "\n".join(diff[:40])

@@ -125,15 +125,13 @@ HEADER = ("# The routing config mlsel ships for pool {pool} of {run}: {what}.\n"
           "# Held out ({n} queries) it routes every query as evaluated (runtime agreement {agree:.4f}); see tables/ship.csv.\n")
 
 
-def _verdict(name: str, lab: str, best: str, gain: tuple[float, float, float], vs_lookup: tuple[float, float, float]) -> str:
+def _verdict(name: str, lab: str, best: str) -> str:
+    """What to do, in words (the numbers are the row's columns: :func:`mlsel.report.shipping.ship_sentence` adds them)."""
     if name == BEST_SINGLE:
-        action = f"Use {best} for every query: CV shows no lookup or router better than it beyond one standard error"
-    elif name == CATEGORY_LOOKUP:
-        action = "Use the per-category lookup (static, no ML): CV shows no router better than it beyond one standard error"
-    else:
-        action = f"Route with {lab}: CV shows it better than every simpler candidate by more than one standard error"
-    return (f"{action}; held out {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}] against always {best} and "
-            f"{vs_lookup[0]:+.3f} [{vs_lookup[1]:+.3f}, {vs_lookup[2]:+.3f}] against the lookup.")
+        return f"Use {best} for every query: on CV no lookup or router is better than it beyond one standard error."
+    if name == CATEGORY_LOOKUP:
+        return "Use the per-category lookup (static, no ML): on CV no router is better than it beyond one standard error."
+    return f"Route with {lab}: on CV every simpler candidate is more than one standard error below the best."
 
 
 def ship_pool(run_dir: str, pool: str, models: list[str], scores: pd.DataFrame, quality_weight: float, min_queries: int,
@@ -193,7 +191,7 @@ def ship_pool(run_dir: str, pool: str, models: list[str], scores: pd.DataFrame, 
         "lookup_quality": q_l.mean(), "gain_vs_lookup": vs_lookup[0], "gain_vs_lookup_ci_low": vs_lookup[1],
         "gain_vs_lookup_ci_high": vs_lookup[2], "runtime_agreement": agree, "files": ";".join(files),
         "not_runnable": "; ".join(f"{k}: {v}" for k, v in excluded.items()),
-        "verdict": _verdict(name, labels[name], models[best], gain, vs_lookup),
+        "verdict": _verdict(name, labels[name], models[best]),
     }
     if cost_te is not None:
         cost_te = fill_missing_cost(cost_te, reference=cost_matrix(tr)[0])
@@ -218,5 +216,5 @@ def ship_run(run_dir: str, pools: dict[str, list[str]], quality_weight: float, m
         row, table = ship_pool(run_dir, pool, list(models), scores, quality_weight, min_queries, n_bootstrap, seed, embed, cost_axis)
         rows.append(row)
         tables.append(table)
-        log.info("ship %s: %s", pool, row["verdict"])
+        log.info("ship %s: %s (held out %+.3f against always %s)", pool, row["verdict"], row["gain_vs_best_single"], row["best_single"])
     return pd.DataFrame(rows).reindex(columns=SHIP_COLUMNS), pd.concat(tables, ignore_index=True)

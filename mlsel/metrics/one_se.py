@@ -100,6 +100,19 @@ def rule_table(pool: str, rule: str, choice: RuleChoice, labels: dict[str, str])
     return t[CHOICE_COLUMNS]
 
 
+COST_CHOICE_COLUMNS = ["pool", "rule", "candidate", "label", "n_folds", "cv_cost_mean", "cost_over_cheapest", "cost_se", "within_one_se",
+                       "argmax", "chosen"]
+"""choice_cost.csv: the operating points' rule tables in cost terms (one row per pool, rule and candidate)."""
+
+
+def cost_rule_table(pool: str, rule: str, choice: RuleChoice, labels: dict[str, str]) -> pd.DataFrame:
+    """An operating point's rule table (utility: minus the per-fold cost) in cost terms: ``cv_cost_mean``, how much dearer
+    than the cheapest (``cost_over_cheapest``) and its standard error (``cost_se``)."""
+    t = rule_table(pool, rule, choice, labels)
+    t = t.assign(cv_cost_mean=-t["cv_mean"], cost_over_cheapest=-t["diff_to_best"], cost_se=t["se"])
+    return t[COST_CHOICE_COLUMNS]
+
+
 FOLD_SCORE_COLUMNS = ["pool", "selector", "combo", "cv_seed", "fold", "quality", "utility", "cost"]
 """One row per (candidate, CV fold): its mean quality, utility and cost on the fold's validation queries."""
 

@@ -86,6 +86,7 @@ KNOWN_TABLES = (
     "ship.csv",
     "ship_choice.csv",
     "choice.csv",
+    "choice_cost.csv",
     "static_lookup.csv",
     "latency_weight_sweep.csv",
     "latency_repeatability.csv",
@@ -250,7 +251,7 @@ def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
                             read_table(tables, "latency_prediction.csv"))
     choice = read_table(tables, "choice.csv")
     if choice is not None and len(choice):
-        out.append(choice_section(choice))
+        out.append(choice_section(choice, read_table(tables, "choice_cost.csv")))
     ship = read_table(tables, "ship.csv")
     if ship is not None and len(ship):
         out.append(ship_section(ship))

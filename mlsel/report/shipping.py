@@ -13,16 +13,29 @@ from mlsel.report.figures import ship_figure
 from mlsel.report.tables import export_sentences, generic_table
 
 
-def choice_section(choice: pd.DataFrame) -> Section:
-    """How the headline router and the operating points were chosen: the one-standard-error rule's table per pool."""
+def ship_sentence(r: Any) -> str:
+    """A ship.csv row's verdict with its held-out gains and their 95% CIs."""
+    def ci(col: str) -> str:
+        return f"{getattr(r, col):+.3f} [{getattr(r, col + '_ci_low'):+.3f}, {getattr(r, col + '_ci_high'):+.3f}]"
+
+    return (f"{r.verdict} Held out: {ci('gain_vs_best_single')} against always {r.best_single}, {ci('gain_vs_lookup')} against the "
+            f"lookup; runtime agreement {r.runtime_agreement:.4f}.")
+
+
+def choice_section(choice: pd.DataFrame, cost: pd.DataFrame | None = None) -> Section:
+    """How the headline router and the operating points were chosen: the one-standard-error rule's tables per pool."""
     sec = Section("choice", "How the router was chosen: the one-standard-error rule on CV")
     sec.blocks.append(Text(text=(
         f"Every choice of the headline row is made on the cross-validation inside the training split with one rule: {RULE_TEXT}. "
-        "headline: the router of the summary (utility); at_best and matched: the operating points (minus the per-fold cost, among "
-        "the candidates reaching the quality target). within_one_se: the candidate's mean paired difference to the CV-best is at "
-        "least minus its standard error; argmax marks the plain highest CV mean, chosen the rule's choice.")))
-    sec.blocks.append(generic_table(choice.drop(columns=["order"], errors="ignore"), "table-choice", "The rule's table per pool and choice.",
-                                    link="tables/choice.csv", max_rows=60))
+        "within_one_se: the candidate's mean paired difference to the CV-best is at least minus its standard error; argmax marks "
+        "the plain highest CV mean, chosen the rule's choice. The operating points (at_best: keeping the best single model's CV "
+        "quality; matched: keeping the matched share of it) are chosen the same way on the per-fold cost, among the best single "
+        "model, the lookup and each router's cheapest point reaching the target.")))
+    sec.blocks.append(generic_table(choice.drop(columns=["order"], errors="ignore"), "table-choice",
+                                    "The headline router: the rule's table per pool (CV utility).", link="tables/choice.csv", max_rows=60))
+    if cost is not None and len(cost):
+        sec.blocks.append(generic_table(cost, "table-choice-cost", "The operating points: the rule's table per pool (CV cost).",
+                                        link="tables/choice_cost.csv", max_rows=60))
     return sec
 
 
@@ -35,7 +48,7 @@ def ship_section(ship: pd.DataFrame) -> Section:
         "model file, routed on the held-out queries (runtime agreement: the share of queries where the written config, and the "
         "runtime's rule on the written file, give the evaluated choice) and scored against the best single model and the lookup "
         "(95% paired bootstrap intervals) and the zero router (the single models' hull) at the same cost.")))
-    sec.blocks.append(Text(items=[f"Pool {r.pool}: {r.verdict}" for r in ship.itertuples(index=False)]))
+    sec.blocks.append(Text(items=[f"Pool {r.pool}: {ship_sentence(r)}" for r in ship.itertuples(index=False)]))
     cols = [c for c in ("pool", "label", "quality", "gain_vs_best_single", "gain_vs_best_single_ci_low", "gain_vs_best_single_ci_high",
                         "gain_vs_lookup", "gain_vs_lookup_ci_low", "gain_vs_lookup_ci_high", "cost_unit", "cost", "zero_router_quality",
                         "runtime_agreement", "files", "not_runnable") if c in ship]

@@ -255,9 +255,10 @@ def ship_table(shipped: pd.DataFrame) -> pd.DataFrame:
 def ship_choice_story(shipped: pd.DataFrame) -> Story:
     """The rule, then each pool's one-line verdict (``tables/ship.csv``)."""
     from mlsel.metrics.one_se import RULE_TEXT
+    from mlsel.report.shipping import ship_sentence
 
     return Story(f"Chosen on the tune stage's CV inside the training split: {RULE_TEXT} (`tables/ship_choice.csv`).\n\n"
-                 + "\n\n".join(f"- **{r.pool}**: {r.verdict}" for r in shipped.itertuples(index=False)))
+                 + "\n\n".join(f"- **{r.pool}**: {ship_sentence(r)}" for r in shipped.itertuples(index=False)))
 
 
 def ship_figures(shipped: pd.DataFrame) -> list[Figure]:

@@ -94,9 +94,13 @@ Outputs (fixed names)
     Gain@B, Gap@O, CostSave@B, the matched point and AIQ minus the zero
     router, with paired 95% CIs, every choice made on CV.
 ``<run_dir>/tables/choice.csv``
-    The one-standard-error rule's table of each choice: ``pool, rule``
-    (``headline``, ``at_best``, ``matched``), ``candidate, label, n_folds,
-    cv_mean, diff_to_best, se, within_one_se, argmax, chosen``.
+    The one-standard-error rule's table of the headline router: ``pool, rule``
+    (``headline``), ``candidate, label, order, n_folds, cv_mean, diff_to_best,
+    se, within_one_se, argmax, chosen``.
+``<run_dir>/tables/choice_cost.csv``
+    The same for the operating points (``rule`` ``at_best`` or ``matched``) in
+    cost terms: ``cv_cost_mean, cost_over_cheapest, cost_se`` in the pool's
+    cost unit.
 ``<run_dir>/tables/latency_prediction.csv``
     Only where the pool's cost axis is ``latency_s`` and the prepare stage wrote
     the same requests timed again (``data/latency_replicate.csv``): per tuned

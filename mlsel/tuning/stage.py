@@ -15,7 +15,7 @@ from mlsel.data.outcomes import data_hash, load_replicate
 from mlsel.features import EmbedSettings
 from mlsel.files import write_csv
 from mlsel.manifest import params_hash, update_manifest
-from mlsel.metrics.one_se import CHOICE_COLUMNS, rule_table
+from mlsel.metrics.one_se import CHOICE_COLUMNS, COST_CHOICE_COLUMNS, cost_rule_table, rule_table
 from mlsel.params import ConfigError
 from mlsel.paths import run_paths
 from mlsel.selection.base import best_single_index
@@ -105,11 +105,12 @@ def save_tuned_selectors(p: Any, pools: dict[str, PoolData], fitted: Fitted, cho
 
 def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: Fitted, cv: pd.DataFrame,
                    sweep: pd.DataFrame, operating: dict[tuple[str, str], dict[str, Any]], aiq: pd.DataFrame,
-                   folds: pd.DataFrame, tuned: pd.DataFrame, cv_choice: CVChoiceInputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   folds: pd.DataFrame, tuned: pd.DataFrame, cv_choice: CVChoiceInputs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`), every choice made on CV only by the
-    one-standard-error rule (:mod:`mlsel.metrics.one_se`); and choice.csv, the rule's table of each choice."""
+    one-standard-error rule (:mod:`mlsel.metrics.one_se`); choice.csv, the rule's table of the headline router, and
+    choice_cost.csv, of the operating points (in cost terms)."""
     at_best = operating_points(pools, sweep, plan.router_names, p.quality_weight, 1.0, folds)
-    rows, tables = [], []
+    rows, tables, cost_tables = [], [], []
     settings = SummarySettings(p.quality_weight, p.tune_n_bootstrap, p.seed, p.tune_match_quality_ratio, p.lookup_min_queries)
     for pool, d in pools.items():
         best_j = best_single_index(d.tr.quality, d.tr.latency_s, p.quality_weight)
@@ -122,7 +123,7 @@ def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: F
             points[rule], choice = rule_point(d, cv_choice.scores, cv_choice.raw, folds, cv_choice.chosen, ops, plan.lambdas, target,
                                               best_j, plan.router_names)
             if choice is not None:
-                tables.append(rule_table(pool, rule, choice, labels))
+                cost_tables.append(cost_rule_table(pool, rule, choice, labels))
         choices = CVChoices(head.chosen, points["at_best"], points["matched"], cv_aiq_router(d, sweep, folds, plan.router_names),
                             argmax=head.argmax)
         rows.append(summary_row(d, fitted, plan, choices, test_cost(d), aiq[aiq["pool"] == pool] if len(aiq) else None, settings))
@@ -130,7 +131,8 @@ def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: F
         proba = candidate_proba(d, fitted, head.chosen, static_choices(d, p.quality_weight, p.lookup_min_queries))
         rows[-1].update(peer_columns(d, fitted, list(p.tune_peer_names), head.chosen, p.tune_n_bootstrap, p.seed, router_proba=proba))
     choice_table = pd.concat(tables, ignore_index=True)[CHOICE_COLUMNS] if tables else pd.DataFrame(columns=CHOICE_COLUMNS)
-    return summary_table(rows, prepared_split(p.run_dir)), choice_table
+    cost_table = pd.concat(cost_tables, ignore_index=True) if cost_tables else pd.DataFrame(columns=COST_CHOICE_COLUMNS)
+    return summary_table(rows, prepared_split(p.run_dir)), choice_table, cost_table
 
 
 @dataclass(frozen=True)
@@ -193,9 +195,10 @@ def tune_selectors(p: Any) -> pd.DataFrame:
         predicted = latency_predictions(pools, fitted, plan, replicate)
         if len(predicted):
             write_csv(predicted, paths["tables"] / "latency_prediction.csv")
-    summary, choice = pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds, tuned, CVChoiceInputs(scores, raw, chosen))
+    summary, choice, choice_cost = pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds, tuned, CVChoiceInputs(scores, raw, chosen))
     write_csv(summary, paths["tables"] / "summary.csv")
     write_csv(choice, paths["tables"] / "choice.csv")
+    write_csv(choice_cost, paths["tables"] / "choice_cost.csv")
 
     total = time.perf_counter() - t_start
     update_manifest(p.run_dir, "tune", manifest_entry(p, plan, pools, chosen_combos, operating, raw, len(tasks), cv_seconds, total))
