@@ -68,3 +68,19 @@ def test_static_fold_scores_fit_on_the_fold_and_score_on_its_validation_queries(
     assert s.loc[CATEGORY_LOOKUP, "quality"] == pytest.approx(0.75)
     pf = per_fold(s.reset_index(), {BEST_SINGLE: 0, CATEGORY_LOOKUP: 0})
     assert list(pf.columns) == [BEST_SINGLE, CATEGORY_LOOKUP] and pf.shape == (1, 2)
+
+
+def test_ship_rule_keeps_the_headline_reference_and_ships_the_simplest_runnable_within_one_se():
+    from mlsel.deploy.ship import ship_rule
+
+    # guarded (not runnable) is the CV-best; the best single model is 0.04 below it on every fold (outside one SE), the
+    # lookup 0.01 below give or take 0.01 (within): the lookup is shipped, as the headline's rule would choose it.
+    scores = _folds(best_single=[0.50, 0.52, 0.54], category_lookup=[0.53, 0.57, 0.57], knn=[0.53, 0.55, 0.57],
+                    guarded=[0.54, 0.56, 0.58])
+    name, rule, reference = ship_rule(scores, {"best_single", "category_lookup", "knn"})
+    assert name == "category_lookup" and reference == "the CV-best of all candidates"
+    assert rule.table.set_index("candidate")["chosen"].to_dict() == {"best_single": False, "category_lookup": True, "knn": False,
+                                                                     "guarded": False}
+    # Only the best single model is runnable and it is outside one SE of guarded: the rule runs on the runnable alone.
+    name, rule, reference = ship_rule(scores, {"best_single"})
+    assert name == "best_single" and reference.startswith("the CV-best of the runnable candidates")

@@ -15,7 +15,10 @@ and fails when it is not among the decision's refs (upstream digest 2.6), so a r
 something it can run.
 
 The choice is the tune stage's rule (:mod:`mlsel.metrics.one_se`) on the same CV fold scores
-(``<run_dir>/tune/cv_fold_scores.csv``): the simplest candidate within one standard error of the CV-best. The chosen
+(``<run_dir>/tune/cv_fold_scores.csv``) and against the same reference, the CV-best of every candidate the headline
+chose among (:func:`ship_rule`): the simplest candidate the runtime can run within one standard error of it. So where
+the headline's choice is runnable it is what is shipped; where the routers beat every runnable candidate by more than
+one standard error, the rule is applied to the runnable candidates alone. The chosen
 config goes to ``<run_dir>/ship/<pool>/router_config.yaml`` (an algorithm's with its model file, the runtime settings
 and the export manifest beside it). It is then routed on the held-out queries: the config's decisions (and, for an
 algorithm, the runtime's rule on the written file) must give the model the evaluated choice gives on every query
@@ -44,7 +47,7 @@ from mlsel.files import write_atomic
 from mlsel.manifest import read_manifest
 from mlsel.metrics.bootstrap import paired_difference
 from mlsel.metrics.frontier import hull_quality, zero_router
-from mlsel.metrics.one_se import BEST_SINGLE, CATEGORY_LOOKUP, RULE, RULE_TEXT, one_se_rule, per_fold, rule_table
+from mlsel.metrics.one_se import BEST_SINGLE, CATEGORY_LOOKUP, RULE, RULE_TEXT, RuleChoice, one_se_rule, per_fold, rule_table
 from mlsel.paths import run_paths
 from mlsel.selection.base import best_single_index
 from mlsel.selection.lookup import GroupLookup
@@ -68,17 +71,16 @@ def tuned_folder(run_dir: str, pool: str) -> Path:
     return run_paths(run_dir)["tuned_models"] / pool
 
 
-def runtime_candidates(run_dir: str, pool: str) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
-    """The pool's candidates the runtime can run, simplest first (``name -> the CV combination scored for it``), the
-    tuned parameters of each algorithm, and why a tuned selector is left out (``name -> reason``)."""
+def runtime_candidates(run_dir: str, pool: str) -> tuple[dict[str, int], set[str], dict[str, str], dict[str, str]]:
+    """Every candidate the tune stage scored for the pool, simplest first (``name -> the CV combination scored for it``: the
+    static ones, then each tuned selector and router at its chosen combination), those the runtime can run, the tuned
+    parameters of each runnable algorithm, and why a tuned KNN, KMeans or SVM is not runnable (``name -> reason``)."""
     cv = pd.read_csv(run_paths(run_dir)["tune"] / "cv_results.csv")
-    chosen = cv[(cv["pool"] == pool) & cv["chosen"]].set_index("selector")
-    candidates = {BEST_SINGLE: 0, CATEGORY_LOOKUP: 0}
-    params, excluded = {}, {}
+    chosen = cv[(cv["pool"] == pool) & cv["chosen"]]
+    candidates = {BEST_SINGLE: 0, CATEGORY_LOOKUP: 0, **{str(n): int(c) for n, c in zip(chosen["selector"], chosen["combo"])}}
+    runnable, params, excluded = {BEST_SINGLE, CATEGORY_LOOKUP}, {}, {}
     folder = tuned_folder(run_dir, pool)
-    for name in ALGORITHMS:
-        if name not in chosen.index:
-            continue
+    for name in (a for a in ALGORITHMS if a in candidates):
         if not (folder / f"{name}.manifest.json").is_file():
             excluded[name] = f"no tuned model in {folder}"
             continue
@@ -88,9 +90,25 @@ def runtime_candidates(run_dir: str, pool: str) -> tuple[dict[str, int], dict[st
         except NotExportableError as e:
             excluded[name] = str(e).split("for the router runtime: ", 1)[-1]
             continue
-        candidates[name] = int(chosen.loc[name, "combo"])
+        runnable.add(name)
         params[name] = str(manifest.get("tuned", ""))
-    return candidates, params, excluded
+    return candidates, runnable, params, excluded
+
+
+def ship_rule(per_fold_scores: pd.DataFrame, runnable: set[str]) -> tuple[str, RuleChoice, str]:
+    """The shipped candidate: the one-standard-error rule over every candidate (the headline's rule and reference, the
+    CV-best of all), its choice restricted to what the runtime can run: the simplest runnable candidate within one
+    standard error of the CV-best. Where none is (the routers beat every runnable one by more), the rule is applied to
+    the runnable candidates alone. Returns ``(the candidate, the rule's table, which reference was used)``."""
+    full = one_se_rule(per_fold_scores)
+    ok = full.table[full.table["within_one_se"] & full.table["candidate"].isin(runnable)]
+    if len(ok):
+        name, rule, reference = str(ok["candidate"].iloc[0]), full, "the CV-best of all candidates"
+    else:
+        rule = one_se_rule(per_fold_scores[[c for c in per_fold_scores.columns if c in runnable]])
+        name, reference = rule.chosen, "the CV-best of the runnable candidates (no runnable one within one SE of all)"
+    table = rule.table.assign(chosen=rule.table["candidate"] == name)
+    return name, RuleChoice(name, rule.argmax, table), reference
 
 
 def _single_config(model: str, source: str) -> dict[str, Any]:
@@ -143,10 +161,10 @@ def ship_pool(run_dir: str, pool: str, models: list[str], scores: pd.DataFrame, 
     tr, te = matrix.subset(train), matrix.subset(test)
     best = best_single_index(tr.quality, tr.latency_s, quality_weight)
     lookup = GroupLookup.fit(tr.categories, tr.quality, tr.latency_s, models, quality_weight, min_queries)
-    candidates, params, excluded = runtime_candidates(run_dir, pool)
-    rule = one_se_rule(per_fold(scores[scores["pool"] == pool], candidates))
-    name = rule.chosen
+    candidates, runnable, params, excluded = runtime_candidates(run_dir, pool)
+    name, rule, reference = ship_rule(per_fold(scores[scores["pool"] == pool], candidates), runnable)
     labels = {BEST_SINGLE: f"Always {models[best]} (best single on train)", CATEGORY_LOOKUP: "Per-category lookup (static)",
+              **{n: f"{label(n, tuned=True)} (not runnable by the router runtime)" for n in candidates if n not in runnable},
               **{n: f"{label(n)} (tuned: {params[n]})" for n in params}}
     out = run_paths(run_dir)["ship"] / pool
     out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +203,8 @@ def ship_pool(run_dir: str, pool: str, models: list[str], scores: pd.DataFrame, 
     gain, vs_lookup = paired_difference(q, q_b, n_bootstrap, seed), paired_difference(q, q_l, n_bootstrap, seed)
     cost_te, unit = cost_matrix(te)
     row: dict[str, Any] = {
-        "pool": pool, "shipped": name, "label": labels[name], "tuned_params": params.get(name, ""), "rule": RULE, "argmax": rule.argmax,
+        "pool": pool, "shipped": name, "label": labels[name], "tuned_params": params.get(name, ""), "rule": f"{RULE} against {reference}",
+        "argmax": rule.argmax,
         "n_test": len(te), "quality": q.mean(), "cost_unit": unit or "", "best_single": models[best], "best_single_quality": q_b.mean(),
         "gain_vs_best_single": gain[0], "gain_vs_best_single_ci_low": gain[1], "gain_vs_best_single_ci_high": gain[2],
         "lookup_quality": q_l.mean(), "gain_vs_lookup": vs_lookup[0], "gain_vs_lookup_ci_low": vs_lookup[1],
@@ -200,7 +219,7 @@ def ship_pool(run_dir: str, pool: str, models: list[str], scores: pd.DataFrame, 
         zero = float(hull_quality(hc, hq, c))
         row.update({"cost": c, "best_single_cost": float(cost_te[:, best].mean()), "zero_router_quality": zero,
                     "gain_vs_zero_router": float(q.mean()) - zero})
-    return row, rule_table(pool, "ship", rule, labels)
+    return row, rule_table(pool, "ship", rule, labels).assign(runnable=lambda t: t["candidate"].isin(runnable))
 
 
 def ship_run(run_dir: str, pools: dict[str, list[str]], quality_weight: float, min_queries: int, n_bootstrap: int, seed: int,
