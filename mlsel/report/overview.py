@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from mlsel.files import write_csv
+from mlsel.metrics.evaluate import CATEGORY_LOOKUP as LOOKUP_LABEL
 from mlsel.metrics.one_se import RULE_TEXT
 from mlsel.paths import resolve_path, run_paths
 from mlsel.publish import publish_file, write_published
@@ -83,7 +84,8 @@ def _argmax_clause(r: Any) -> str:
     argmax = getattr(r, "argmax_router", None)
     if is_missing(argmax) or argmax == r.router:
         return ""
-    return (f" The CV arg-max, {argmax}, was within one standard error of it; held out it scores "
+    return (f" The CV arg-max, {argmax}, beat it on CV by less than one standard error, so the simpler choice stands; held out "
+            f"{argmax} scores "
             f"{fmt_ci(r.argmax_gain_at_b, r.argmax_gain_at_b_ci_low, r.argmax_gain_at_b_ci_high, 3, True)} against {r.best_single} and "
             f"{fmt_ci(r.argmax_gain_vs_lookup, r.argmax_gain_vs_lookup_ci_low, r.argmax_gain_vs_lookup_ci_high, 3, True)} against "
             "the lookup.")
@@ -96,6 +98,11 @@ def verdict(r: Any) -> str:
     if str(r.router).startswith("Best single on train"):
         s = (f"{where}: the one-SE rule on CV keeps always using {r.best_single}: no lookup or router was better on CV by more than "
              f"one standard error.{_argmax_clause(r)}")
+    elif str(r.router) == LOOKUP_LABEL:
+        shown = not is_missing(r.gain_at_b_ci_low) and r.gain_at_b_ci_low > 0
+        s = (f"{where}: the one-SE rule on CV chooses the per-category lookup (static routing, no ML): "
+             + (f"it beats always using {r.best_single} by {gain} quality." if shown else
+                f"held out it is not distinguishable from always using {r.best_single} ({gain}; the interval includes 0)."))
     elif not is_missing(r.gain_at_b_ci_low) and r.gain_at_b_ci_low > 0:
         s = (f"{where}: routing paid off. {r.router} beats always using {r.best_single} by {gain} quality and closes "
              f"{_pct(r.gap_closed_pct)} of the gap to the oracle.")
