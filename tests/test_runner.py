@@ -303,8 +303,8 @@ def test_each_stage_notebook_ends_with_its_table_figure_and_story(default_run):
 @pytest.mark.slow
 def test_executed_notebooks_are_published_beside_the_report_and_linked(default_run):
     """The runner publishes a page per executed notebook (the report's own too) under <report_dir>/notebooks/, each with its
-    figures as data: images (none on the ship page of a dataset that evaluates no routing config, as RouterBench's
-    definition sets router_config ""), and the report page links every one of them."""
+    figures as data: images (every ship page has at least the shipped config's gains), and the report page links every one
+    of them."""
     report, done = default_run.report_dir, default_run.done
     html = (report / "index.html").read_text()
     pages = sorted(str(p.relative_to(report)) for p in (report / "notebooks").rglob("*.html"))
@@ -315,5 +315,4 @@ def test_executed_notebooks_are_published_beside_the_report_and_linked(default_r
         assert f'href="{page}"' in html, page
         text = (report / page).read_text()
         assert "<script" not in text, page
-        figures = not (page.endswith("/50_ship_selector.html") and not _evaluates_config(page.split("/")[1]))
-        assert ("data:image/png;base64," in text) == figures, page
+        assert "data:image/png;base64," in text, page
