@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from published_tables import column_tolerance, table_differences  # noqa: E402
+from published_tables import ATOL, table_allowances, table_differences  # noqa: E402
 
 
 def moved_cells(fresh: Path, published: Path) -> dict[str, tuple[int, int, float]]:
-    """Per column kind: (cells compared, cells that moved beyond the 6th decimal, largest move in units of the tolerance)."""
+    """Per column kind: (cells compared, cells that moved beyond the 6th decimal, largest move in units of its allowance)."""
     out: dict[str, list[float]] = {}
     for p in sorted(published.rglob("*.csv")):
         q = fresh / p.relative_to(published)
@@ -28,15 +28,14 @@ def moved_cells(fresh: Path, published: Path) -> dict[str, tuple[int, int, float
         a, b = pd.read_csv(p), pd.read_csv(q)
         if list(a.columns) != list(b.columns) or len(a) != len(b):
             continue
-        for col in a.columns:
-            if not (pd.api.types.is_numeric_dtype(a[col]) and pd.api.types.is_numeric_dtype(b[col])):
+        _, tols = table_allowances(a, p.relative_to(published).as_posix(), p.parent)
+        for col, (kind, tol) in tols.items():
+            if not pd.api.types.is_numeric_dtype(b[col]):
                 continue
-            kind, tol = column_tolerance(col)
             x, y = a[col].to_numpy(float), b[col].to_numpy(float)
             ok = ~(np.isnan(x) | np.isnan(y))
-            scale = tol * np.abs(x[ok]) if kind == "relative" else np.full(ok.sum(), tol)
             moves = np.abs(y[ok] - x[ok])
-            out.setdefault(kind, []).extend(np.where(moves > 1.01e-6, moves / np.maximum(scale, 1e-300), 0.0).tolist())
+            out.setdefault(kind, []).extend(np.where(moves > ATOL, moves / np.maximum(tol[ok] + ATOL, 1e-300), 0.0).tolist())
     return {k: (len(v), int(np.count_nonzero(v)), float(max(v, default=0.0))) for k, v in out.items()}
 
 
@@ -45,7 +44,7 @@ def main(argv: list[str]) -> int:
     published = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent / "reports" / "tables"
     diff = table_differences(fresh, published)
     for kind, (n, moved, worst) in sorted(moved_cells(fresh, published).items()):
-        print(f"{kind}: {n} cells, {moved} moved beyond the 6th decimal, largest move {worst:.3f} of its tolerance")
+        print(f"{kind}: {n} cells, {moved} moved beyond the 6th decimal, largest move {worst:.3f} of its allowance")
     print(f"{len(diff)} differences beyond the rule")
     print("\n".join(diff))
     return 1 if diff else 0
