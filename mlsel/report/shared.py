@@ -110,9 +110,10 @@ def methods_section(shared: Shared) -> Section:
                                 "evaluate on the held-out queries, tune (routers and parameters chosen by cross-validation inside "
                                 "the training split), ship. What follows holds for each; the datasets' sections hold only their own "
                                 "numbers."))
-    sec.blocks += [Text(heading=name, text=text) for name, text in shared.notes.items()]
+    notes = [Text(heading=name, text=text) for name, text in shared.notes.items()]
     if shared.figures:
-        sec.blocks.append(Text(heading="Reading the figures", items=[f"{kind}: {text}" for kind, text in shared.figures.items()]))
+        notes.append(Text(heading="Reading the figures", items=[f"{kind}: {text}" for kind, text in shared.figures.items()]))
+    sec.blocks.append(Group(notes, css="notes"))
     if shared.software is not None:
         sec.blocks.append(Group([shared.software], summary="Software: the git commit, package versions and the CPU"))
     if shared.parameters:
