@@ -546,3 +546,18 @@ def test_negative_zero_prints_as_zero():
     assert fmt_num(-0.0004) == "0.000" and fmt_num(-0.0004, sign=True) == "+0.000" and fmt_num(-0.0006) == "-0.001"
     assert fmt_ci(-0.0001, -0.02, -0.00001, 3, True) == "+0.000 [-0.020, +0.000]"
     assert fmt_num(-0.04, 1, suffix="%") == "0.0%"
+
+
+def test_a_paragraph_two_datasets_share_word_for_word_is_said_once():
+    """The same data seen twice (BFCL's latency, tuned for two cost axes): the second dataset's long paragraph points to the
+    first; a short one, a method note and a different one stay."""
+    from mlsel.report.blocks import Section, Text
+    from mlsel.report.shared import take_repeated
+
+    long = " ".join(["word"] * 40)
+    parts = {ds: [Section("latency-repeat", "t", [Text(text=long), Text(text="short"), Text(items=[long + " " + ds]),
+                                                 Text(text=long + " note", shared="A note")])] for ds in ("x", "y")}
+    take_repeated(parts, {"x": "X", "y": "Y"})
+    assert [b.text for b in parts["x"][0].blocks] == [long, "short", "", long + " note"]
+    assert [b.text for b in parts["y"][0].blocks] == ["As in the X section, from the same data.", "short", "", long + " note"]
+    assert parts["y"][0].blocks[2].items == [long + " y"]

@@ -11,7 +11,8 @@ page :func:`take_shared` moves, before the sections are scoped by dataset:
   heatmap annotated with the same values; the CSV stays linked).
 
 :func:`take_shared_parameters` then keeps in each dataset's parameter tables only the parameters whose values differ
-between datasets; those every dataset has alike are listed once.
+between datasets; those every dataset has alike are listed once. :func:`take_repeated` replaces a long paragraph that a
+dataset's section repeats word for word from an earlier dataset's (the same data twice) by a pointer to the first.
 """
 
 from __future__ import annotations
@@ -100,6 +101,34 @@ def take_shared_parameters(parts: list[list[Section]], shared: Shared) -> None:
         for sec in sections:
             sec.blocks = [Text(text=b.caption) if b.type == "table" and b.id.startswith(PARAMETERS) and not b.rows else b
                           for b in sec.blocks]
+
+
+LONG_WORDS = 40
+"""A paragraph this long that a dataset's section repeats word for word from an earlier dataset's is said once."""
+
+
+def _long_text(b: Any) -> tuple[str, ...] | None:
+    """A text block's paragraph or list as a key, when any of its paragraphs has :data:`LONG_WORDS` words or more."""
+    if b.type != "text" or b.shared:
+        return None
+    parts = ([b.text] if b.text else []) + list(b.items)
+    return tuple(parts) if any(len(p.split()) >= LONG_WORDS for p in parts) else None
+
+
+def take_repeated(parts: dict[str, list[Section]], titles: dict[str, str]) -> None:
+    """A long paragraph or list (:data:`LONG_WORDS`) a dataset's section repeats word for word from an earlier dataset's
+    (the same data seen twice, as BFCL's latency measured once and tuned for two cost axes) points to the first instead."""
+    first: dict[tuple[str, ...], str] = {}
+    for ds, sections in parts.items():
+        for sec in sections:
+            kept: list[Any] = []
+            for b in sec.blocks:
+                key = _long_text(b)
+                if key is not None and first.setdefault(key, ds) != ds:
+                    kept.append(Text(text=f"As in the {titles[first[key]]} section, from the same data."))
+                    continue
+                kept.append(b)
+            sec.blocks = kept
 
 
 def methods_section(shared: Shared) -> Section:

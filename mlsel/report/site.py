@@ -24,7 +24,7 @@ from mlsel.report.answer import answer_section, peer_gains
 from mlsel.report.blocks import Group, Section, Text
 from mlsel.report.glossary import glossary_section
 from mlsel.report.overview import dataset_title, notebooks_section, summary_table, verdict
-from mlsel.report.shared import Shared, methods_section, take_shared, take_shared_parameters
+from mlsel.report.shared import Shared, methods_section, take_repeated, take_shared, take_shared_parameters
 from mlsel.report.tables import UNIT_NAMES
 
 OPEN_SECTIONS = ("headline", "ship")
@@ -121,6 +121,7 @@ def page_sections(run_dir: str, datasets: list[str], summary: pd.DataFrame, miss
     for sections in own.values():
         take_shared(sections, shared)
     take_shared_parameters(list(own.values()), shared)
+    take_repeated(own, titles)
     parts = []
     for ds in datasets:
         rows = summary[summary["dataset"] == ds] if "dataset" in summary else summary.iloc[0:0]
