@@ -10,7 +10,7 @@ import pandas as pd
 from mlsel.metrics.one_se import RULE_TEXT
 from mlsel.report.blocks import Section, Text
 from mlsel.report.figures import ship_figure
-from mlsel.report.tables import export_sentences, fmt_ci, generic_table
+from mlsel.report.tables import UNIT_NAMES, export_sentences, fmt_ci, fmt_generic, fmt_num, generic_table
 
 
 def ship_sentence(r: Any) -> str:
@@ -39,6 +39,23 @@ def choice_section(choice: pd.DataFrame, cost: pd.DataFrame | None = None) -> Se
     return sec
 
 
+def ship_frame(ship: pd.DataFrame) -> pd.DataFrame:
+    """``ship.csv`` for people: the gains as ``value [low, high]``, the cost with its unit named (a proxy as such)."""
+    def ci(col: str) -> list[str]:
+        return [fmt_ci(*v, 3, True) for v in zip(ship[col], ship[f"{col}_ci_low"], ship[f"{col}_ci_high"])]
+
+    out = pd.DataFrame({"Pool": ship["pool"], "Shipped": ship["label"], "Held-out quality": ship["quality"].map(fmt_num),
+                        "vs best single [95% CI]": ci("gain_vs_best_single"), "vs lookup [95% CI]": ci("gain_vs_lookup")})
+    if "cost" in ship:
+        out["Cost"] = [fmt_generic(c) for c in ship["cost"]]
+        out["Cost unit"] = [UNIT_NAMES.get(u, str(u)) if isinstance(u, str) else UNIT_NAMES[""] for u in ship["cost_unit"]]
+        out["Zero router's quality at that cost"] = ship["zero_router_quality"].map(fmt_num)
+    for col, name in (("runtime_agreement", "Runtime agreement"), ("files", "Files"), ("not_runnable", "Not runnable")):
+        if col in ship:
+            out[name] = [fmt_generic(v) for v in ship[col]]
+    return out
+
+
 def ship_section(ship: pd.DataFrame) -> Section:
     """What to ship per pool (``ship.csv``): the verdicts, the table of gains and the figure."""
     sec = Section("ship", "What to ship: the routing config chosen on CV, with its tuned model file")
@@ -49,10 +66,8 @@ def ship_section(ship: pd.DataFrame) -> Section:
         "runtime's rule on the written file, give the evaluated choice) and scored against the best single model and the lookup "
         "(95% paired bootstrap intervals) and the zero router (the single models' hull) at the same cost."), shared="What is shipped"))
     sec.blocks.append(Text(items=[f"Pool {r.pool}: {ship_sentence(r)}" for r in ship.itertuples(index=False)]))
-    cols = [c for c in ("pool", "label", "quality", "gain_vs_best_single", "gain_vs_best_single_ci_low", "gain_vs_best_single_ci_high",
-                        "gain_vs_lookup", "gain_vs_lookup_ci_low", "gain_vs_lookup_ci_high", "cost_unit", "cost", "zero_router_quality",
-                        "runtime_agreement", "files", "not_runnable") if c in ship]
-    sec.blocks.append(generic_table(ship[cols], "table-ship", "What is shipped per pool, on the held-out queries.", link="tables/ship.csv"))
+    sec.blocks.append(generic_table(ship_frame(ship), "table-ship", "What is shipped per pool, on the held-out queries.",
+                                    link="tables/ship.csv"))
     sec.blocks.append(ship_figure(ship))
     return sec
 
