@@ -171,7 +171,8 @@ def test_default_pipeline_on_every_dataset(default_run):
     assert (report / "tables" / "bfcl" / "latency_weight_sweep.csv").is_file()
     assert (report / "tables" / "bfcl" / "latency_repeatability.csv").is_file()
     html = (report / "index.html").read_text()
-    assert html.index('id="overview"') < html.index('id="mmlu_pro-headline"') < html.index('id="routerbench-headline"')
+    assert (html.index('id="answer"') < html.index('id="overview"') < html.index('id="mmlu_pro-headline"')
+            < html.index('id="routerbench-headline"'))
 
     # The shipped router files (MMLU-Pro small4, the default export): every file exact on all held-out queries, the
     # runtime rule's quality equal to the evaluated selector's published quality, the KNN file within 100 MB.

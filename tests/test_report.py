@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -303,16 +304,16 @@ def test_mask_secrets_nested():
 # --------------------------------------------------------------------------- the cross-dataset page
 
 
-def test_cross_dataset_page_opens_with_the_matrix_and_scopes_each_dataset(cross_dataset_run, tmp_path):
+def test_cross_dataset_page_opens_with_the_answer_and_scopes_each_dataset(cross_dataset_run, tmp_path):
     from mlsel.report.overview import build_run_report
 
     out = tmp_path / "site"
     (out / "tables" / "old").mkdir(parents=True)
     (out / "tables" / "old" / "stale.csv").write_text("x\n1\n")
     text = build_run_report(str(cross_dataset_run), ["a", "b"], str(out)).read_text()
-    sections = re.findall(r'<section id="([^"]+)">', text)
-    assert sections[0] == "overview" and "a-headline" in sections and "b-headline" in sections
-    assert sections.index("a-headline") < sections.index("b-headline")
+    sections = re.findall(r'<section id="([^"]+)"', text)
+    assert sections[:4] == ["answer", "overview", "glossary", "methods"] and "a-headline" in sections and "b-headline" in sections
+    assert sections.index("a") < sections.index("a-headline") < sections.index("b") < sections.index("b-headline")
     assert len(set(re.findall(r'id="([^"]+)"', text))) == len(re.findall(r'id="([^"]+)"', text)), "ids are unique"
     # One verdict per row, from the intervals: a pays (CI above 0, saving above 0), b does not.
     assert "a, pool small4: routing paid off" in text and "saves 50.0% [40.0%, 60.0%] of the cost in USD" in text
@@ -444,3 +445,119 @@ def test_selectors_with_the_same_verdict_share_one_sentence():
                        "no difference is shown (+0.000 to +0.010 quality). Each beats random selection (+15.8% to +17.9% quality) and "
                        "closes 23.1% to 26.2% of the random → oracle gap.")
     assert text[2].startswith("LOGREG Selection does not beat the best single model (model-a); it is worse")
+
+
+def _paragraphs(text: str) -> list[str]:
+    """The text of every paragraph, list item, definition, figure caption and table caption of a page, spaces collapsed."""
+    from html.parser import HTMLParser
+
+    blocks = ("p", "li", "dd", "figcaption", "caption")
+
+    class Paragraphs(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: list[list[str]] = []
+            self.done: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag in blocks:
+                self.open.append([])
+
+        def handle_endtag(self, tag):
+            if tag in blocks and self.open:
+                self.done.append(" ".join("".join(self.open.pop()).split()))
+
+        def handle_data(self, data):
+            if self.open:
+                self.open[-1].append(data)
+
+    p = Paragraphs()
+    p.feed(text)
+    return p.done
+
+
+@pytest.fixture(scope="module")
+def two_datasets(cross_dataset_run, tmp_path_factory):
+    """The cross-dataset run with b's numbers made its own (the fixture copies one run's tables into both datasets), and
+    its page."""
+    from mlsel.report.overview import build_run_report
+
+    tmp = tmp_path_factory.mktemp("two-datasets")
+    run = tmp / "run"
+    shutil.copytree(cross_dataset_run, run)
+    for csv in sorted((run / "b" / "tables").glob("*.csv")):
+        if csv.name != "summary.csv":
+            df = pd.read_csv(csv)
+            floats = df.select_dtypes("float").columns
+            df[floats] = df[floats] * 0.97 + 0.0013
+            df.to_csv(csv, index=False)
+    index = build_run_report(str(run), ["a", "b"], str(tmp / "site"))
+    return {"run": run, "index": index, "text": index.read_text(encoding="utf-8")}
+
+
+def test_no_long_paragraph_said_twice(two_datasets):
+    """Two datasets with their own numbers: no paragraph of 40 words or more appears twice on the page. What every dataset
+    shares (the baselines and intervals, static routing, the software table) is said once, in the Methods section."""
+    paragraphs = [p for p in _paragraphs(two_datasets["text"]) if len(p.split()) >= 40]
+    assert paragraphs
+    twice = {p: n for p, n in Counter(paragraphs).items() if n > 1}
+    assert not twice, twice
+    text = two_datasets["text"]
+    assert text.count("Random is the exact expectation over the pool") == 1
+    assert text.count('id="methods-software"') == 1 and "As in the Methods section&#39;s software table." in text
+
+
+def test_the_answer_table_says_what_to_do(two_datasets):
+    """a's router beats the best single model (no verdict column: its interval decides); b's interval includes 0. The saving
+    is at the matched point, named with its unit; the headers link to the glossary, whose targets exist."""
+    text = two_datasets["text"]
+    table = re.search(r'<table id="answer-table".*?</table>', text, flags=re.S).group(0)
+    rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1], flags=re.S)
+    cells = [[html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)] for row in rows]
+    assert cells[0] == ["a, small4", "Route with KNN_REG (tuned)", "KNN_REG (tuned)", "+0.050 [+0.010, +0.090]", "—",
+                        "57.7% [54.7%, 61.0%]", "LOGREG: 98.9% of the quality", "USD per query"]
+    assert cells[1][:3] == ["b, all5", "Use Meta-Llama-3.1-70B-Instruct", "KMEANS (tuned)"]
+    assert cells[1][3] == "+0.000 [-0.010, +0.010]" and cells[1][5:] == ["—", "none reached the target on CV", "answer length (proxy)"]
+    for target in re.findall(r'<th scope="col"><a href="#([^"]+)">', table):
+        assert f'id="{target}"' in text, target
+    assert re.findall(r'<td class="name"><a href="#([^"]+)">', table) == ["a", "b"]
+
+
+def test_do_this_follows_the_verdict():
+    from types import SimpleNamespace
+
+    from mlsel.report.answer import do_this
+
+    def row(**kw):
+        base = {"router": "KNN (tuned)", "best_single": "M", "verdict": None, "gain_at_b_ci_low": 0.01}
+        return SimpleNamespace(**(base | kw))
+
+    assert do_this(row(verdict="ML routing beats static routing")) == "Route with KNN (tuned)"
+    assert do_this(row(verdict="static routing is enough")) == "Use the per-category lookup"
+    assert do_this(row(verdict="neither beats the best single model")) == "Use M"
+    assert do_this(row(router="Best single on train (M)", verdict="static routing is enough")) == "Use M"
+    assert do_this(row()) == "Route with KNN (tuned)" and do_this(row(gain_at_b_ci_low=-0.01)) == "Use M"
+    assert do_this(row(router="Per-category lookup on train")) == "Use the per-category lookup"
+
+
+def test_negative_zero_prints_as_zero():
+    from mlsel.report.tables import fmt_ci, fmt_num
+
+    assert fmt_num(-0.0004) == "0.000" and fmt_num(-0.0004, sign=True) == "+0.000" and fmt_num(-0.0006) == "-0.001"
+    assert fmt_ci(-0.0001, -0.02, -0.00001, 3, True) == "+0.000 [-0.020, +0.000]"
+    assert fmt_num(-0.04, 1, suffix="%") == "0.0%"
+
+
+def test_a_paragraph_two_datasets_share_word_for_word_is_said_once():
+    """The same data seen twice (BFCL's latency, tuned for two cost axes): the second dataset's long paragraph points to the
+    first; a short one, a method note and a different one stay."""
+    from mlsel.report.blocks import Section, Text
+    from mlsel.report.shared import take_repeated
+
+    long = " ".join(["word"] * 40)
+    parts = {ds: [Section("latency-repeat", "t", [Text(text=long), Text(text="short"), Text(items=[long + " " + ds]),
+                                                 Text(text=long + " note", shared="A note")])] for ds in ("x", "y")}
+    take_repeated(parts, {"x": "X", "y": "Y"})
+    assert [b.text for b in parts["x"][0].blocks] == [long, "short", "", long + " note"]
+    assert [b.text for b in parts["y"][0].blocks] == ["As in the X section, from the same data.", "short", "", long + " note"]
+    assert parts["y"][0].blocks[2].items == [long + " y"]

@@ -2,7 +2,10 @@
 
 Checks that every table and figure of the page reaches the DOM, that every
 figure decodes (naturalWidth > 0), and that a screenshot of the page is not
-blank; and that the published executed-notebook pages and the page linking them
+blank; that the cross-dataset page opens on the answer (at 1400x900, from the
+DOM's element positions: the answer table and the gains figure inside the first
+screen, no table wider than its container unless it scrolls there, the page at
+most 25 screens high); and that the published executed-notebook pages and the page linking them
 load with no network request and no console error, their images decoding.
 Those are driven over the DevTools protocol (websocket-client, which
 jupyterlab's server brings), which sees every request a page makes, even one
@@ -14,6 +17,7 @@ hook makes the skip a failure.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -164,7 +168,7 @@ def test_cross_dataset_page_in_the_browser(cross_dataset_run, tmp_path):
     path = build_run_report(str(cross_dataset_run), ["a", "b"], str(tmp_path / "site"))
     text = path.read_text(encoding="utf-8")
     source = _parse(text)
-    assert source.tables[0] == "summary-matrix" and source.figures[0] == "fig-gain-at-b"
+    assert source.tables[:2] == ["answer-table", "summary-matrix"] and source.figures[0] == "fig-answer"
     assert {"a-results-main-small4", "b-results-main-small4", "a-prov-inputs", "b-prov-inputs"} <= set(source.tables)
     dom = _parse(_run_chromium(chromium, tmp_path / "profile", "--dump-dom", path.as_uri()).stdout)
     assert dom.tables == source.tables and dom.figures == source.figures and dom.imgs == source.imgs
@@ -214,16 +218,22 @@ class Devtools:
         while not any(e.get("method") == method and e.get("sessionId") == session for e in self.events):
             self.events.append(json.loads(self.ws.recv()))
 
-    def load(self, url: str) -> dict:
-        """Open ``url`` in a new tab; its requests, console errors and :data:`PAGE_STATE` once it has loaded."""
+    def load(self, url: str, expression: str = PAGE_STATE, viewport: tuple[int, int] | None = None, shot: Path | None = None) -> dict:
+        """Open ``url`` in a new tab (at ``viewport``'s width and height in CSS pixels, if given); its requests, console
+        errors and ``expression``'s value once it has loaded; a screenshot of the viewport to ``shot``, if given."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Network", "Runtime", "Log"):
             self.send(f"{domain}.enable", session=session)
+        if viewport:
+            self.send("Emulation.setDeviceMetricsOverride", {"width": viewport[0], "height": viewport[1], "deviceScaleFactor": 1,
+                                                             "mobile": False}, session)
         self.events.clear()
         self.send("Page.navigate", {"url": url}, session)
         self._wait("Page.loadEventFired", session)  # after every image has loaded or failed
-        state = self.send("Runtime.evaluate", {"expression": PAGE_STATE, "returnByValue": True}, session)["result"]["value"]
+        if shot is not None:
+            shot.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"}, session)["data"]))
+        state = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)["result"]["value"]
         mine = [e for e in self.events if e.get("sessionId") == session]
         self.send("Target.closeTarget", {"targetId": target})
         state["requests"] = [e["params"]["request"]["url"] for e in mine if e["method"] == "Network.requestWillBeSent"]
@@ -308,6 +318,85 @@ def test_the_probe_sees_requests_and_errors(devtools, tmp_path):
     state = devtools.load(blocked.as_uri())
     assert state["network"] == ["https://example.com/x.png"] and state["images"] == [0]
     assert any("violates the following Content Security Policy" in e for e in state["errors"]), state["errors"]
+
+
+# --------------------------------------------------------------------------- the first screen and the page's size
+
+SCREEN = (1400, 900)
+"""The screen the page is laid out for: its first screen holds the answer."""
+MAX_SCREENS = 25
+"""The page's height, all sections folded as published, in screens of :data:`SCREEN`."""
+LAYOUT = """(() => {
+  const doc = document.documentElement, main = document.querySelector('main');
+  const box = e => { if (!e) return null; const r = e.getBoundingClientRect();
+                     return {top: r.top + scrollY, bottom: r.bottom + scrollY, left: r.left, right: r.right, width: r.width}; };
+  const answer = document.getElementById('answer-table'), figure = document.querySelector('#fig-answer img');
+  const out = {answer: box(answer), figure: box(figure), height: doc.scrollHeight, width: doc.scrollWidth,
+               answerScrolls: answer ? answer.parentElement.scrollWidth > answer.parentElement.clientWidth : null,
+               figureDecoded: figure ? figure.complete && figure.naturalWidth > 0 : false, overflowing: []};
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  out.openHeight = doc.scrollHeight; out.openWidth = doc.scrollWidth; out.tables = document.querySelectorAll('table').length;
+  for (const t of document.querySelectorAll('table')) {
+    const wrap = t.parentElement, scrolls = ['auto', 'scroll'].includes(getComputedStyle(wrap).overflowX);
+    const tw = t.getBoundingClientRect().width, ww = wrap.getBoundingClientRect().width;
+    if ((tw > ww + 1 && !scrolls) || ww > main.clientWidth + 1) out.overflowing.push(t.id);
+  }
+  return out;
+})()"""
+"""Where the answer table and the gains figure are, the page's height and width as published (folded), then with every
+section opened: each table that is wider than its container without scrolling inside it, or whose container is wider
+than the page's column."""
+
+
+def first_screen(devtools: Devtools, index: Path, shot: Path) -> dict:
+    """The page at :data:`SCREEN` with the network off: the answer table and the gains figure end inside the first screen,
+    the table fits without scrolling (1,280 px at most), the page never scrolls sideways, no table is wider than its
+    container unless that scrolls, the page is at most :data:`MAX_SCREENS` high, and the screenshot is not blank."""
+    import numpy as np
+    from PIL import Image
+
+    state = devtools.load(index.as_uri(), LAYOUT, viewport=SCREEN, shot=shot)
+    assert state["network"] == [] and state["errors"] == [], (state["network"], state["errors"])
+    width, height = SCREEN
+    assert state["answer"] is not None and state["figure"] is not None, "no answer table or gains figure"
+    assert state["answer"]["bottom"] <= height and state["figure"]["bottom"] <= height, (state["answer"], state["figure"])
+    assert state["answer"]["width"] <= 1280 and state["answerScrolls"] is False, state["answer"]
+    assert state["figureDecoded"]
+    assert state["width"] <= width and state["openWidth"] <= width, (state["width"], state["openWidth"])
+    assert state["tables"] > 0 and state["overflowing"] == [], state["overflowing"]
+    assert state["height"] <= MAX_SCREENS * height, f"{state['height'] / height:.1f} screens"
+    with Image.open(shot) as im:
+        assert im.size == SCREEN
+        rgb = np.asarray(im.convert("RGB"))
+    assert (rgb.min(axis=2) < 200).any(axis=1).mean() > 0.3, "the first screen is mostly blank"
+    assert len(np.unique(rgb[::2, ::2].reshape(-1, 3), axis=0)) > 50, "no figure on the first screen"
+    return state
+
+
+def test_the_answer_is_on_the_first_screen(devtools, cross_dataset_run, tmp_path):
+    from mlsel.report.overview import build_run_report
+
+    index = build_run_report(str(cross_dataset_run), ["a", "b"], str(tmp_path / "site"))
+    state = first_screen(devtools, index, tmp_path / "first_screen.png")
+    assert state["openHeight"] > state["height"], "the datasets' sections are folded"
+
+
+def test_the_layout_check_can_fail(devtools, tmp_path):
+    """A page whose table is wider than the screen and does not scroll, with the answer below the first screen, fails."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><body><main><div style="height:1200px"></div><div><table id="answer-table">'
+                   '<tr><td style="white-space:nowrap">' + "wide " * 400 + '</td></tr></table></div>'
+                   '<figure id="fig-answer"><img src=""></figure></main></body></html>', encoding="utf-8")
+    state = devtools.load(bad.as_uri(), LAYOUT, viewport=SCREEN)
+    assert state["answer"]["top"] >= 1200 and state["width"] > SCREEN[0] and state["overflowing"] == ["answer-table"]
+
+
+@pytest.mark.slow
+def test_the_default_run_page_fits(devtools, default_run, tmp_path):
+    """The default run's page, as the report stage built it: the answer on the first screen, within 25 screens, under 1.5 MB."""
+    index = default_run.report_dir / "index.html"
+    assert index.stat().st_size < 1.5e6, index.stat().st_size
+    first_screen(devtools, index, tmp_path / "first_screen.png")
 
 
 def test_published_notebook_pages_load_offline(devtools):

@@ -18,6 +18,8 @@ class Table:
     note: str = ""
     link: str = ""
     css: str = ""
+    column_links: list[str] = field(default_factory=list)  # per column: where its header links ("" for none)
+    row_links: list[str] = field(default_factory=list)  # per row: where its first cell links ("" for none)
     type: str = "table"
 
 
@@ -30,6 +32,7 @@ class Figure:
     png_b64: str = field(repr=False)  # a notebook's text form of the figure names it, without the image's bytes
     width_px: int = 0
     alt: str = ""
+    shared: str = ""  # the caption's closing sentences: how to read every figure of its kind (a page of many datasets says them once)
     type: str = "figure"
 
     def _repr_png_(self) -> bytes:
@@ -45,6 +48,7 @@ class Text:
     items: list[str] = field(default_factory=list)
     heading: str = ""
     links: list[str] = field(default_factory=list)  # file names under tables/
+    shared: str = ""  # a method note every dataset shares, named (a page of many datasets says it once, under this name)
     type: str = "text"
 
 
@@ -58,10 +62,34 @@ class LinkList:
 
 
 @dataclass
+class Group:
+    """Blocks shown together: folded under ``summary`` (a ``<details>`` the reader opens) or, without one, side by side
+    where the page is wide enough (``css`` names the layout)."""
+
+    blocks: list[Any] = field(default_factory=list)
+    summary: str = ""
+    css: str = ""
+    type: str = "group"
+
+
+@dataclass
+class Glossary:
+    """Terms and their definitions, ``(id, term, definition)``; each term is a link target."""
+
+    entries: list[tuple[str, str, str]] = field(default_factory=list)
+    type: str = "glossary"
+
+
+@dataclass
 class Section:
+    """A section of the page: level 2 (listed in the contents) or 3 (a dataset's own section); folded (``collapsed``)
+    under its title until the reader opens it."""
+
     id: str
     title: str
     blocks: list[Any] = field(default_factory=list)
+    level: int = 2
+    collapsed: bool = False
 
 
 class Story(str):

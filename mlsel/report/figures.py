@@ -15,6 +15,14 @@ DPI = 85
 """Resolution of every figure (pixels per inch; 10-point text is 12 pixels high). With the octree palette of
 :func:`_png` the six default datasets' page is 1.56 MB, its 50 figures 1.03 MB of it; at 100 dpi with a median-cut palette
 it was 2.16 MB, over the 2 MB a tracked file may take."""
+SCATTER_NOTE = ("Strategies that make identical choices share a point; the legend lists them joined by \"=\". "
+                "Markers: star oracle, circle selector, diamond best single, square always-one-model, cross random.")
+FRONTIER_NOTE = ("Lines: the cost-aware routers over cost_lambda; the fixed selectors as points; the zero router, which mixes two "
+                 "single models, as a dashed segment; each single model as a point of its own marker and colour, random and oracle "
+                 "as grey points, all named in the legend.")
+CV_CURVES_NOTE = ("Mean over the folds (bars: one SD), one line per category one-hot weight; computed inside the training split "
+                  "only.")
+"""How to read every figure of a kind (:attr:`mlsel.report.blocks.Figure.shared`)."""
 KIND_MARKERS = {"oracle": "*", "selector": "o", "tuned": "P", "best_single": "D", "always": "s", "random": "X"}
 SINGLE_MARKERS = ("s", "D", "^", "v", "<", ">", "p")
 """Markers of the single models in the frontier figure, cycled with the eight Dark2 colours (7 x 8 distinct pairs)."""
@@ -52,11 +60,12 @@ def _png(fig) -> tuple[str, int]:
     return base64.b64encode(out.getvalue()).decode("ascii"), small.width
 
 
-def _figure(fig, id: str, caption: str, alt: str) -> Figure:
+def _figure(fig, id: str, caption: str, alt: str, shared: str = "") -> Figure:
     """The figure as a report block shown at its own pixel width (the tight bounding box, which a legend or long labels
-    may make wider than the figure's size), so the browser does not rescale it."""
+    may make wider than the figure's size), so the browser does not rescale it. ``shared``: how to read every figure of
+    its kind, said after ``caption`` (a page of many datasets says it once)."""
     png, width = _png(fig)
-    return Figure(id=id, caption=caption, png_b64=png, width_px=width, alt=alt)
+    return Figure(id=id, caption=f"{caption} {shared}" if shared else caption, png_b64=png, width_px=width, alt=alt, shared=shared)
 
 
 def style():
@@ -150,10 +159,8 @@ def scatter_figure(df: pd.DataFrame, pool: str, id: str) -> Figure:
     eff = {"avg_cost_usd": "its average cost per query in US dollars", "avg_latency_s": "its average latency in seconds",
            "avg_list_price": "the average list price per 1M tokens of the chosen models (a proxy: equal token counts assumed)"}.get(
         col, "the average length of the chosen answers in characters (a proxy for cost, not a time)")
-    return _figure(fig, id, f"Pool {pool}: each strategy's average quality on the held-out queries (bars: 95% CI) against {eff}. "
-                   "Strategies that make identical choices share a point; the legend lists them joined by \"=\". "
-                   "Markers: star oracle, circle selector, diamond best single, square always-one-model, cross random.",
-                   alt=f"quality vs efficiency, pool {pool}")
+    return _figure(fig, id, f"Pool {pool}: each strategy's average quality on the held-out queries (bars: 95% CI) against {eff}.",
+                   alt=f"quality vs efficiency, pool {pool}", shared=SCATTER_NOTE)
 
 
 def frontier_curves(fr: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -228,10 +235,9 @@ def frontier_figure(frontier: pd.DataFrame, results: pd.DataFrame | None, pool: 
     """
     fig = draw_frontier(frontier, results, pool, cost_col)
     xl = COST_LABELS[cost_col] if cost_col in COST_LABELS else cost_col
-    return _figure(fig, id, f"Pool {pool}: each cost-aware router's average quality and {xl.lower()} as its cost weight cost_lambda varies "
-                   "(lines); the fixed selectors as points; the zero router, which mixes two single models, as a dashed segment; "
-                   "each single model as a point of its own marker and colour, random and oracle as grey points, all named in the "
-                   "legend.", alt=f"cost-quality frontier, pool {pool}")
+    return _figure(fig, id, f"Pool {pool}: each cost-aware router's average quality and {xl.lower()} as its cost weight cost_lambda "
+                   "varies.",
+                   alt=f"cost-quality frontier, pool {pool}", shared=FRONTIER_NOTE)
 
 
 def cv_curves_figure(th: pd.DataFrame, pool: str, id: str) -> Figure:
@@ -274,9 +280,8 @@ def cv_curves_figure(th: pd.DataFrame, pool: str, id: str) -> Figure:
     fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=max(1, len(weights)), fontsize=8, frameon=False)
     fig.suptitle(f"Pool {pool}: cross-validation curves (training split only)", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return _figure(fig, id, f"Pool {pool}: each selector's and router's cross-validated {score} (mean over folds; bars: one SD) "
-                   "against the parameter it tunes, one line per category one-hot weight; computed inside the training split only.",
-                   alt=f"cross-validation curves, pool {pool}")
+    return _figure(fig, id, f"Pool {pool}: each selector's and router's cross-validated {score} against the parameter it tunes.",
+                   alt=f"cross-validation curves, pool {pool}", shared=CV_CURVES_NOTE)
 
 
 def benchmark_figure(summary: pd.DataFrame, id: str = "fig-benchmark") -> Figure:
@@ -341,3 +346,35 @@ def ship_figure(ship: pd.DataFrame, id: str = "fig-ship") -> Figure:
     fig.tight_layout()
     return _figure(fig, id, "What is shipped, per pool: its held-out gain over the best single model and over the per-category lookup, "
                    "with 95% paired bootstrap intervals.", alt="Shipped config's gains per pool")
+
+
+GAIN_SERIES = (("gain_at_b", "router − best single", "#1f5f99", "o"), ("gain_vs_lookup", "router − lookup", "#b5651d", "s"),
+               ("peer_gain", "best peer − best single", "0.45", "D"))
+"""The answer figure's series: summary column (with ``_ci_low``/``_ci_high``), legend, colour, marker."""
+
+
+def gains_figure(df: pd.DataFrame, labels: list[str], id: str) -> Figure:
+    """Per row (dataset and pool, first at the top), :data:`GAIN_SERIES` with their 95% CIs on one axis; a series a row
+    does not have is left out of that row, an interval it does not have is drawn as the point alone."""
+    plt = _plt()
+    n = len(df)
+    fig, ax = plt.subplots(figsize=(6.0, 0.34 * n + 0.95))
+    y = np.arange(n)[::-1].astype(float)
+    for off, (col, name, color, marker) in zip((0.22, 0.0, -0.22), GAIN_SERIES):
+        if col not in df or df[col].isna().all():
+            continue
+        g = df[col].to_numpy(dtype=float)
+        lo, hi = (df[f"{col}_ci_{s}"].to_numpy(dtype=float) if f"{col}_ci_{s}" in df else np.full(n, np.nan) for s in ("low", "high"))
+        ok = ~np.isnan(g)
+        err = [np.maximum(0.0, g - np.where(np.isnan(lo), g, lo))[ok], np.maximum(0.0, np.where(np.isnan(hi), g, hi) - g)[ok]]
+        ax.errorbar(g[ok], y[ok] + off, xerr=err, fmt=marker, color=color, ms=5, capsize=3, elinewidth=1.2, label=name)
+    ax.axvline(0.0, color="0.2", lw=1)
+    ax.set_yticks(y, labels, fontsize=9)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel("held-out quality difference (95% CI)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False, fontsize=8, handletextpad=0.3, columnspacing=1.0)
+    fig.tight_layout()
+    return _figure(fig, id, "Per dataset and pool: the chosen router's held-out gain over the best single model and over the per-category "
+                   "lookup, and the best peer's gain over the best single model (95% paired bootstrap intervals). Right of 0: better.",
+                   alt="Gains over the best single model and the lookup per dataset and pool")

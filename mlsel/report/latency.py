@@ -16,7 +16,7 @@ def latency_section(sw: pd.DataFrame) -> Section:
         "Each selector scores a model by quality_weight * quality + (1 - quality_weight) / (1 + latency in seconds). Refitted on the "
         "training split with each weight and scored on the held-out queries: a lower weight buys speed with quality. Latency is "
         "that of the chosen answers: mean, median and 90th percentile; faster % is the share of queries sent to a faster answer "
-        "than the same strategy picks at the highest weight.")))
+        "than the same strategy picks at the highest weight."), shared="The utility-weight sweep on measured latency"))
     shown = sw.assign(avg_cost_usd=sw["avg_cost_usd"] * 1000).rename(columns={
         "quality_weight": "quality_weight", "strategy": "Strategy", "avg_quality": "Quality", "avg_latency_s": "Mean s",
         "median_latency_s": "Median s", "p90_latency_s": "p90 s", "avg_cost_usd": "USD per 1,000", "fast_choice_pct": "faster %"})
@@ -33,7 +33,7 @@ def repeatability_section(rep: pd.DataFrame) -> Section:
     sec.blocks.append(Text(text=(
         "The same requests were timed again in an independent run of the benchmark. Each model's latency is predicted from the "
         "training split (its geometric mean there) and compared on the held-out requests with the other run's timing; "
-        f"\"{ALL_MODELS}\" pools the models timed in both runs.")))
+        f"\"{ALL_MODELS}\" pools the models timed in both runs."), shared="How much of a latency repeats"))
     for pool, df in rep.groupby("pool", sort=False):
         sec.blocks.append(Text(text=f"Pool {pool}: {repeatability_sentence(df)}"))
         sec.blocks.append(generic_table(df.drop(columns="pool"), f"table-latency-repeat-{slug(str(pool))}",

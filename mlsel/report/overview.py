@@ -1,14 +1,16 @@
 """The cross-dataset report: does routing pay, per dataset and pool, then every dataset's own sections.
 
 :func:`build_run_report` reads a run folder whose datasets each have their own
-folder (``<run_dir>/<dataset>/``, see :mod:`mlsel.runner`). The page opens with
-the headline matrix built from each dataset's ``tables/summary.csv`` (written
-by the tune stage, :mod:`mlsel.tuning.summary`): best single model, oracle, the
-router chosen by CV, Gain@B, Gap@O, CostSave@B and AIQ minus the zero router,
-each with its 95% paired bootstrap CI, and one sentence per row saying whether
-routing paid off there. Each dataset's sections follow (as
-:func:`mlsel.report.page.collect` builds them for one folder), their ids and
-table links scoped by the dataset's name.
+folder (``<run_dir>/<dataset>/``, see :mod:`mlsel.runner`). The matrix is built
+from each dataset's ``tables/summary.csv`` (written by the tune stage,
+:mod:`mlsel.tuning.summary`): best single model, oracle, the router chosen by
+the one-standard-error rule on CV, Gain@B, Gap@O, CostSave@B and AIQ minus the
+zero router, each with its 95% paired bootstrap CI (:func:`summary_table`), and
+one sentence per row saying whether routing paid off there (:func:`verdict`).
+The page opens with the answer (:mod:`mlsel.report.answer`); the matrix, the
+glossary, the methods every dataset shares and each dataset's sections (as
+:func:`mlsel.report.page.collect` builds them for one folder, scoped by the
+dataset's name) follow, as :func:`mlsel.report.site.page_sections` lays them out.
 
 The page ends with links to the run's executed notebooks
 (:func:`mlsel.report.notebook_pages.notebook_links`); the runner publishes
@@ -31,7 +33,6 @@ import pandas as pd
 
 from mlsel.files import write_csv
 from mlsel.metrics.evaluate import CATEGORY_LOOKUP as LOOKUP_LABEL
-from mlsel.metrics.one_se import RULE_TEXT
 from mlsel.paths import resolve_path, run_paths
 from mlsel.publish import publish_file, write_published
 from mlsel.report.blocks import Figure, LinkList, Section, Table, Text
@@ -187,48 +188,17 @@ def summary_table(df: pd.DataFrame) -> Table:
                "Router − lookup [95% CI]", "ML or static routing?", "Best peer, published settings (quality)",
                "Router − best peer [95% CI]", "Gap@O closed", "Random → oracle closed", "Cost unit",
                "CostSave@B [95% CI]", "Matched point: quality / cost, % of best single", "AIQ − zero router [95% CI]"]
+    links = ["", "", "#gloss-split-seeded", "", "#gloss-best-single", "#gloss-oracle", "#gloss-one-se", "#gloss-gain-at-b", "#gloss-one-se",
+             "#gloss-lookup", "#gloss-lookup", "#gloss-verdict", "#gloss-peer", "#gloss-peer", "#gloss-gap-at-o", "#gloss-gap-at-o",
+             "#gloss-cost", "#gloss-cost-save-at-b", "#gloss-matched", "#gloss-aiq"]
     return Table("summary-matrix", "Does routing pay? One row per dataset and pool, on held-out queries.", columns, rows,
-                 link="tables/summary.csv", css="compact")
+                 link="tables/summary.csv", css="compact", column_links=links)
 
 
 def summary_markdown(df: pd.DataFrame) -> str:
     """The headline matrix and its verdicts as markdown (``mlsel results``; the README's results section)."""
     lines = table_markdown(summary_table(df))
     return "\n".join(lines + [""] + [f"- {verdict(r)}" for r in df.itertuples(index=False)]) + "\n"
-
-
-def overview_section(df: pd.DataFrame, missing: list[str] | None = None) -> Section:
-    sec = Section("overview", "Headline: when does ML routing pay off?")
-    if missing:
-        sec.blocks.append(Text(text=f"No cross-dataset row for {', '.join(dataset_title(d) for d in missing)}: its tune stage "
-                                    "(which chooses the router by cross-validation) has not run; its own sections follow."))
-    if df.empty:
-        return sec
-    sec.blocks.append(Text(items=[verdict(r) for r in df.itertuples(index=False)]))
-    sec.blocks.append(summary_table(df))
-    sec.blocks.append(Text(text=(
-        "Gain@B: the chosen router's quality minus the best single model's (both chosen on the training split). The router is "
-        f"chosen by the one-standard-error rule on the cross-validation inside the training split: {RULE_TEXT}; it can be the best "
-        "single model or the lookup itself. CV arg-max: the plain highest mean CV utility, for comparison. Per-category lookup: static "
-        "routing with no ML, each category sent to the model with the best training mean (the router's per-decision config; "
-        "published as tables/<dataset>/static_routing_<pool>.yaml); Router − lookup: the router's gain over it. ML or static "
-        "routing?: \"ML routing beats static routing\" when the router beats both the best single model and the lookup; \"static "
-        "routing is enough\" when the router or the lookup beats the best single model but the router does not beat the lookup; "
-        "else \"neither beats the best single model\". Best peer: the peers' published routers (RouterBench's KNN and MLP, "
-        "LLMRouter's KNN, SVM, MLP and MF, EmbedLLM's MF, Avengers-Pro, HierShrink; those tune_peer_names lists) fitted with their "
-        "sources' settings on the same split, the best of them on the held-out "
-        "queries; Router − best peer: the router's paired gain over it. Gap@O: the share of the best "
-        "single → oracle gap it closes. CostSave@B: the cost saved at the operating point chosen by cross-validation to keep at "
-        "least the best single model's quality (the same rule on the per-fold cost among the best single model, the lookup and "
-        "each router's cheapest point reaching it). Matched point: the point chosen the same way to keep "
-        "tune_match_quality_ratio of its quality (97% for RouterBench, as its benchmarks report; 98% elsewhere), its held-out "
-        "quality and cost as shares of the best single model's. AIQ − zero router: the area under the cost-quality curve of the cost-aware router with the best "
-        "cross-validated AIQ, minus that of mixing "
-        "single models. Intervals are 95% paired bootstrap intervals over held-out queries; a difference counts only when its "
-        "whole interval is on one side of 0. The cost unit is USD where the data has a real per-query cost; a proxy is named "
-        "as such and never shown as USD or seconds.")))
-    sec.blocks.append(gain_at_b_figure(df))
-    return sec
 
 
 def gain_at_b_figure(df: pd.DataFrame) -> Figure:
@@ -255,23 +225,6 @@ def notebooks_section(run_dir: str, datasets: list[str]) -> Section:
     return sec
 
 
-def _scope(sections: list[Section], ds: str) -> list[Section]:
-    """Prefix every id with the dataset and point every table link at ``tables/<ds>/``."""
-    title = dataset_title(ds)
-    for sec in sections:
-        sec.id, sec.title = f"{ds}-{sec.id}", f"{title}: {sec.title}"
-        for b in sec.blocks:
-            if getattr(b, "id", ""):
-                b.id = f"{ds}-{b.id}"
-            if getattr(b, "link", "").startswith("tables/"):
-                b.link = f"tables/{ds}/{b.link[len('tables/'):]}"
-            if b.type == "text" and b.links:
-                b.links = [f"{ds}/{name}" for name in b.links]
-            if b.type == "table":
-                b.rows = [[(f"{ds}/{text}", cls) if cls == "link" else (text, cls) for text, cls in row] for row in b.rows]
-    return sections
-
-
 def _publish_tables(run_dir: str, datasets: list[str], out_tables: Path) -> None:
     """Copy every dataset's tables (:data:`PUBLISHED_TABLES`) to ``<out_tables>/<dataset>/`` and the matrix; remove published ones the run does not have."""
     wanted = {out_tables / "summary.csv": run_paths(run_dir)["tables"] / "summary.csv"}
@@ -288,18 +241,17 @@ def _publish_tables(run_dir: str, datasets: list[str], out_tables: Path) -> None
 
 
 def build_run_report(run_dir: str, datasets: list[str], report_dir: str) -> Path:
-    """Build the cross-dataset ``<report_dir>/index.html`` and publish the tables (see the module docstring)."""
-    from mlsel.report.page import collect, render
+    """Build the cross-dataset ``<report_dir>/index.html`` (its sections: :func:`mlsel.report.site.page_sections`) and
+    publish the tables (see the module docstring)."""
+    from mlsel.report.page import render
+    from mlsel.report.site import page_sections
 
     style()
     summary, missing = read_summary(run_dir, datasets)
     write_csv(summary, run_paths(run_dir)["tables"] / "summary.csv")
-    sections = [overview_section(summary, missing)]
-    for ds in datasets:
-        sections += _scope(collect(str(resolve_path(run_dir) / ds)), ds)
-    sections.append(notebooks_section(run_dir, datasets))
-    subtitle = "datasets " + ", ".join(dataset_title(d) for d in datasets)
-    html = render(sections, run_dir, {"stages": {}}, subtitle=subtitle)
+    sections = page_sections(run_dir, datasets, summary, missing)
+    subtitle = f"{len(datasets)} datasets, {len(summary)} dataset and pool rows"
+    html = render(sections, run_dir, {"stages": {}}, subtitle=subtitle, lead=1)
     out = resolve_path(report_dir)
     out_tables = out / "tables"
     out_tables.mkdir(parents=True, exist_ok=True)

@@ -154,14 +154,15 @@ def headline_section(res: pd.DataFrame) -> Section:
         "is chosen on the training split. Best Model % credits ties: a query where the chosen model has the highest quality, "
         "including queries every model answers equally, counts as a hit. Confidence intervals are 95% percentile bootstrap "
         "intervals over the held-out queries, paired across strategies. A selector beats a baseline when the whole interval "
-        "of the difference is above 0.")))
+        "of the difference is above 0."), shared="Baselines and intervals of the results tables"))
     sec.blocks += results_blocks(res, "results", "selection_results.csv", "Held-out results")
     return sec
 
 
 def per_category_section(pc: pd.DataFrame, res: pd.DataFrame | None) -> Section:
     sec = Section("per-category", "Per-category quality")
-    sec.blocks.append(Text(text="Average quality of each strategy on the held-out queries of each category (n = held-out queries in the category)."))
+    sec.blocks.append(Text(text="Average quality of each strategy on the held-out queries of each category (n = held-out queries in the "
+                                "category).", shared="Per-category quality"))
     for pool, df in pc.groupby("pool", sort=False):
         order = _strategy_order(res, pool, list(dict.fromkeys(df["strategy"])))
         mat = df.pivot_table(index="strategy", columns="category", values="avg_quality", aggfunc="mean", sort=False).reindex(order)
@@ -178,7 +179,8 @@ def per_category_section(pc: pd.DataFrame, res: pd.DataFrame | None) -> Section:
 
 def share_section(sh: pd.DataFrame, res: pd.DataFrame | None) -> Section:
     sec = Section("selection-share", "Which models the strategies choose")
-    sec.blocks.append(Text(text="Share of held-out queries each strategy routes to each model (%). Random spreads evenly; the oracle's shares show where each model is the best (ties go to the most efficient model)."))
+    sec.blocks.append(Text(text="Share of held-out queries each strategy routes to each model (%). Random spreads evenly; the oracle's shares "
+                                "show where each model is the best (ties go to the most efficient model).", shared="Selection shares"))
     for pool, df in sh.groupby("pool", sort=False):
         order = _strategy_order(res, pool, list(dict.fromkeys(df["strategy"])))
         models = list(dict.fromkeys(df["model"]))
@@ -209,7 +211,8 @@ def static_section(lk: pd.DataFrame, tables: Path) -> Section:
         "Each category goes to the model with the best mean on the training split: no ML, what the router's per-decision "
         "config can do by itself. A category with fewer training queries than lookup_min_queries, or none, keeps the best "
         "single model (source: fallback). Its held-out quality is the \"Per-category lookup on train\" row of the results "
-        "tables; the per-task lookup (\"benchmark-only\") needs the dataset a query came from, which a router does not know.")))
+        "tables; the per-task lookup (\"benchmark-only\") needs the dataset a query came from, which a router does not know."),
+        shared="Static routing"))
     seen = lk[(lk["n_train"] > 0) | (lk["n_test"] > 0)]
     for pool, df in seen.groupby("pool", sort=False):
         cat = df[df["lookup"] == "category"].drop(columns=["pool", "lookup"])
@@ -225,7 +228,8 @@ def optional_sections(tables: Path, res: pd.DataFrame | None) -> list[Section]:
     tuned = read_table(tables, "tuned_results.csv")
     if tuned is not None and len(tuned):
         sec = Section("tuned", "Tuned selectors (held-out)")
-        sec.blocks.append(Text(text="Selectors with hyper-parameters chosen by cross-validation inside the training split, evaluated on the same held-out queries."))
+        sec.blocks.append(Text(text="Selectors with hyper-parameters chosen by cross-validation inside the training split, evaluated on the same "
+                                    "held-out queries.", shared="Tuned selectors"))
         if {"pool", "strategy", "kind", "avg_quality"} <= set(tuned.columns):
             sec.blocks += results_blocks(tuned, "tuned", "tuned_results.csv", "Tuned results")
         else:
@@ -308,8 +312,9 @@ def report_sections(run_dir: str) -> list[str]:
     return [s.title for s in collect(run_dir)]
 
 
-def render(sections: list[Section], run_dir: str, manifest: dict[str, Any], subtitle: str = "") -> str:
-    """The HTML page for ``sections`` (the subtitle from the manifest unless given)."""
+def render(sections: list[Section], run_dir: str, manifest: dict[str, Any], subtitle: str = "", lead: int = 0) -> str:
+    """The HTML page for ``sections`` (the subtitle from the manifest unless given); the first ``lead`` sections come before
+    the contents (folded), so the page opens on them."""
     import jinja2
 
     env = jinja2.Environment(
@@ -328,7 +333,7 @@ def render(sections: list[Section], run_dir: str, manifest: dict[str, Any], subt
     if manifest.get("git_commit"):
         subtitle.append(f"commit {str(manifest['git_commit'])[:12]}")
     return env.get_template(TEMPLATE).render(
-        sections=sections, run_name=Path(str(run_dir)).name, subtitle=subtitle_text or " · ".join(subtitle),
+        sections=sections, run_name=Path(str(run_dir)).name, subtitle=subtitle_text or " · ".join(subtitle), lead=lead,
     )
 
 

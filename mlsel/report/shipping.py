@@ -10,13 +10,13 @@ import pandas as pd
 from mlsel.metrics.one_se import RULE_TEXT
 from mlsel.report.blocks import Section, Text
 from mlsel.report.figures import ship_figure
-from mlsel.report.tables import export_sentences, generic_table
+from mlsel.report.tables import UNIT_NAMES, export_sentences, fmt_ci, fmt_generic, fmt_num, generic_table
 
 
 def ship_sentence(r: Any) -> str:
     """A ship.csv row's verdict with its held-out gains and their 95% CIs."""
     def ci(col: str) -> str:
-        return f"{getattr(r, col):+.3f} [{getattr(r, col + '_ci_low'):+.3f}, {getattr(r, col + '_ci_high'):+.3f}]"
+        return fmt_ci(getattr(r, col), getattr(r, col + "_ci_low"), getattr(r, col + "_ci_high"), 3, True)
 
     return (f"{r.verdict} Held out: {ci('gain_vs_best_single')} against always {r.best_single}, {ci('gain_vs_lookup')} against the "
             f"lookup; runtime agreement {r.runtime_agreement:.4f}.")
@@ -30,13 +30,30 @@ def choice_section(choice: pd.DataFrame, cost: pd.DataFrame | None = None) -> Se
         "within_one_se: the candidate's mean paired difference to the CV-best is at least minus its standard error; argmax marks "
         "the plain highest CV mean, chosen the rule's choice. The operating points (at_best: keeping the best single model's CV "
         "quality; matched: keeping the matched share of it) are chosen the same way on the per-fold cost, among the best single "
-        "model, the lookup and each router's cheapest point reaching the target.")))
+        "model, the lookup and each router's cheapest point reaching the target."), shared="The one-standard-error rule"))
     sec.blocks.append(generic_table(choice.drop(columns=["order"], errors="ignore"), "table-choice",
                                     "The headline router: the rule's table per pool (CV utility).", link="tables/choice.csv", max_rows=60))
     if cost is not None and len(cost):
         sec.blocks.append(generic_table(cost, "table-choice-cost", "The operating points: the rule's table per pool (CV cost).",
                                         link="tables/choice_cost.csv", max_rows=60))
     return sec
+
+
+def ship_frame(ship: pd.DataFrame) -> pd.DataFrame:
+    """``ship.csv`` for people: the gains as ``value [low, high]``, the cost with its unit named (a proxy as such)."""
+    def ci(col: str) -> list[str]:
+        return [fmt_ci(*v, 3, True) for v in zip(ship[col], ship[f"{col}_ci_low"], ship[f"{col}_ci_high"])]
+
+    out = pd.DataFrame({"Pool": ship["pool"], "Shipped": ship["label"], "Held-out quality": ship["quality"].map(fmt_num),
+                        "vs best single [95% CI]": ci("gain_vs_best_single"), "vs lookup [95% CI]": ci("gain_vs_lookup")})
+    if "cost" in ship:
+        out["Cost"] = [fmt_generic(c) for c in ship["cost"]]
+        out["Cost unit"] = [UNIT_NAMES.get(u, str(u)) if isinstance(u, str) else UNIT_NAMES[""] for u in ship["cost_unit"]]
+        out["Zero router's quality at that cost"] = ship["zero_router_quality"].map(fmt_num)
+    for col, name in (("runtime_agreement", "Runtime agreement"), ("files", "Files"), ("not_runnable", "Not runnable")):
+        if col in ship:
+            out[name] = [fmt_generic(v) for v in ship[col]]
+    return out
 
 
 def ship_section(ship: pd.DataFrame) -> Section:
@@ -47,12 +64,10 @@ def ship_section(ship: pd.DataFrame) -> Section:
         f"SVM at the parameters CV chose), the same rule picks the config: {RULE_TEXT}. It is written to ship/<pool>/ with its "
         "model file, routed on the held-out queries (runtime agreement: the share of queries where the written config, and the "
         "runtime's rule on the written file, give the evaluated choice) and scored against the best single model and the lookup "
-        "(95% paired bootstrap intervals) and the zero router (the single models' hull) at the same cost.")))
+        "(95% paired bootstrap intervals) and the zero router (the single models' hull) at the same cost."), shared="What is shipped"))
     sec.blocks.append(Text(items=[f"Pool {r.pool}: {ship_sentence(r)}" for r in ship.itertuples(index=False)]))
-    cols = [c for c in ("pool", "label", "quality", "gain_vs_best_single", "gain_vs_best_single_ci_low", "gain_vs_best_single_ci_high",
-                        "gain_vs_lookup", "gain_vs_lookup_ci_low", "gain_vs_lookup_ci_high", "cost_unit", "cost", "zero_router_quality",
-                        "runtime_agreement", "files", "not_runnable") if c in ship]
-    sec.blocks.append(generic_table(ship[cols], "table-ship", "What is shipped per pool, on the held-out queries.", link="tables/ship.csv"))
+    sec.blocks.append(generic_table(ship_frame(ship), "table-ship", "What is shipped per pool, on the held-out queries.",
+                                    link="tables/ship.csv"))
     sec.blocks.append(ship_figure(ship))
     return sec
 

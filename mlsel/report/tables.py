@@ -50,10 +50,14 @@ def is_missing(v: Any) -> bool:
 
 
 def fmt_num(v: Any, digits: int = 3, sign: bool = False, suffix: str = "") -> str:
-    """A number with fixed decimals; NaN or missing as an em dash."""
+    """A number with fixed decimals; NaN or missing as an em dash. A value that rounds to zero prints as zero (``0.000``,
+    ``+0.000`` with a sign), never ``-0.000``."""
     if is_missing(v):
         return "—"
-    return f"{float(v):{'+' if sign else ''}.{digits}f}{suffix}"
+    f = float(v)
+    if round(f, digits) == 0:
+        f = 0.0
+    return f"{f:{'+' if sign else ''}.{digits}f}{suffix}"
 
 
 def fmt_ci(v: Any, lo: Any, hi: Any, digits: int = 3, sign: bool = False, suffix: str = "") -> str:

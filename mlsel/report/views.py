@@ -34,7 +34,7 @@ from mlsel.report.figures import benchmark_figure as benchmark_figure_of
 from mlsel.report.figures import heatmap_figure, scatter_figure, share_figure, ship_figure, style
 from mlsel.report.overview import dataset_title, gain_at_b_figure, read_summary, summary_table, verdict
 from mlsel.report.page import efficiency_section
-from mlsel.report.tables import benefit_rows, efficiency_column, export_sentences, fmt_num, main_table, read_table, verdicts
+from mlsel.report.tables import benefit_rows, efficiency_column, export_sentences, fmt_ci, fmt_num, main_table, read_table, verdicts
 from mlsel.report.tuned import cv_curves_blocks, frontier_blocks
 
 ALL = "all categories"
@@ -247,7 +247,7 @@ def ship_table(shipped: pd.DataFrame) -> pd.DataFrame:
     """What is shipped per pool (``tables/ship.csv``): the config, its held-out quality and gains with CIs, cost, agreement."""
     t = shipped.copy()
     for col in ("gain_vs_best_single", "gain_vs_lookup"):
-        t[col] = [f"{g:+.3f} [{lo:+.3f}, {hi:+.3f}]" for g, lo, hi in zip(t[col], t[f"{col}_ci_low"], t[f"{col}_ci_high"])]
+        t[col] = [fmt_ci(g, lo, hi, 3, True) for g, lo, hi in zip(t[col], t[f"{col}_ci_low"], t[f"{col}_ci_high"])]
     t["quality"] = t["quality"].map(lambda v: f"{v:.3f}")
     return t[[c for c in SHIP_VIEW if c in t]].rename(columns=SHIP_VIEW)
 
