@@ -100,7 +100,8 @@ def test_sweep_section_in_the_report():
 def test_repeatability_by_hand():
     """a: trained at 1 s and 4 s (geometric mean 2 s), tested at 1, 2, 4 s, timed again at 2, 4, 8 s (twice as slow, in the same
     order); b was not timed again. Pooled over a alone, in log2 units: again 1, 2, 3; predicted 1, 1, 1 (the training mean);
-    R^2 = 1 - (0 + 1 + 4) / (1 + 0 + 1) = -1.5, while the same request's first timing predicts the order exactly (r^2 = 1)."""
+    R^2 = 1 - (0 + 1 + 4) / (1 + 0 + 1) = -1.5; the same request's first timing (0, 1, 2) predicts the order exactly but is
+    off by 1 each, and on the one definition scores R^2 = 1 - 3 / 2 = -0.5 (a squared correlation would say 1)."""
     from mlsel.metrics.latency import ALL_MODELS, repeatability, repeatability_sentence
 
     tr = _matrix([[1, 1], [1, 1]], [[1.0, 2.0], [4.0, 2.0]])
@@ -112,9 +113,10 @@ def test_repeatability_by_hand():
     assert rep.loc["a", "log_corr_same_request"] == pytest.approx(1.0) and math.isnan(rep.loc["a", "r2_model_mean"])
     assert rep.loc["b", "n_test"] == 0 and math.isnan(rep.loc["b", "mean_s_replicate"]) and rep.loc["b", "mean_s_train"] == 2.0
     assert rep.loc[ALL_MODELS, "r2_model_mean"] == pytest.approx(-1.5)
-    assert rep.loc[ALL_MODELS, "r2_same_request"] == pytest.approx(1.0) and rep.loc[ALL_MODELS, "n_test"] == 3
+    assert rep.loc[ALL_MODELS, "r2_same_request"] == pytest.approx(-0.5) and rep.loc[ALL_MODELS, "n_test"] == 3
     sentence = repeatability_sentence(rep.reset_index())
-    assert "Over 1 models timed in both runs (3 held-out request-model pairs)" in sentence and "-150%" in sentence and "100%" in sentence
+    assert "Over 1 models timed in both runs (3 held-out request-model pairs)" in sentence and "-150%" in sentence and "-50%" in sentence
+    assert "2.00x the first" in sentence
     assert repeatability("p", _matrix(tr.quality, None), te, again).empty
 
 

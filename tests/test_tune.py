@@ -321,3 +321,12 @@ def test_operating_points_known_answer():
     assert got == {("p", "r"): {"cost_lambda": 0.0, "cv_quality_mean": 0.80, "cv_avg_cost_usd": 4.0,
                                 "target_cv_quality": pytest.approx(0.8), "best_single_on_train": "m1"}}
     assert operating_points({"p": _hand_pool(None)}, sweep, ["r", "s"], 1.0, 0.96) == {}
+
+
+def test_the_grid_does_not_count_latency_twice():
+    """Where latency is measured the default grid searches quality_weight 0.5, 0.9 and 1.0; where latency is also the cost
+    axis (bfcl_latency) the routers pay cost_lambda x latency, so their target is quality alone: 1.0 only."""
+    both = {c["quality_weight"] for c in selector_grid("default", "knn_reg", ["e"], True, 0.9)}
+    assert both == {0.5, 0.9, 1.0}
+    assert {c["quality_weight"] for c in selector_grid("default", "knn_reg", ["e"], True, 0.9, latency_cost=True)} == {1.0}
+    assert {c["quality_weight"] for c in selector_grid("default", "knn_reg", ["e"], False, 0.7)} == {0.7}

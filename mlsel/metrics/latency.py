@@ -81,12 +81,15 @@ REPEAT_COLUMNS = ["pool", "model", "n_test", "mean_s_train", "mean_s_test", "mea
 """Per model (and ``all``, pooled): held-out queries timed in both runs; mean latency of the 08-11 training split, of the test
 queries in 08-11 and in the replicate run; the median ratio replicate/08-11 of the same request; the correlation of their logs;
 pooled only: the share of the replicate's log-latency variance predicted by the model's 08-11 training mean (geometric), and by
-the same request's 08-11 latency (squared correlation)."""
+the same request's 08-11 latency. Both R^2 are one definition (:func:`_r2`, as in :data:`PREDICTION_COLUMNS`): each prediction
+as given, ``1 - SSE / SST`` on the replicate's log latency, so a run that is slower overall counts against both."""
 
 ALL_MODELS = "all (in both runs)"
 
 
 def _r2(target: np.ndarray, prediction: np.ndarray) -> float:
+    """The one R^2 of this module: the share of ``target``'s variance the prediction, taken as given (no refit, no rescaling),
+    explains: ``1 - SSE / SST``; negative where it does worse than ``target``'s own mean."""
     return float(1 - ((target - prediction) ** 2).sum() / ((target - target.mean()) ** 2).sum())
 
 
@@ -137,7 +140,7 @@ def repeatability(pool: str, tr: OutcomeMatrix, te: OutcomeMatrix, replicate: pd
             "pool": pool, "model": ALL_MODELS, "n_test": len(again), "mean_s_test": float(np.exp(first).mean()),
             "mean_s_replicate": float(np.exp(again).mean()), "median_ratio": float(np.median(np.exp(again - first))),
             "log_corr_same_request": float(np.corrcoef(first, again)[0, 1]), "r2_model_mean": _r2(again, mean),
-            "r2_same_request": float(np.corrcoef(first, again)[0, 1] ** 2)})
+            "r2_same_request": _r2(again, first)})
     return pd.DataFrame(rows, columns=REPEAT_COLUMNS)
 
 
@@ -150,8 +153,8 @@ def repeatability_sentence(rep: pd.DataFrame) -> str:
     n_models = int((rep["n_test"] > 0).sum()) - 1
     return (f"Over {n_models} models timed in both runs ({int(r.n_test)} held-out request-model pairs), which model answers "
             f"predicts {r.r2_model_mean:.0%} of the variance of a request's log latency in the other run (the model's mean on the "
-            f"training split), and the same request's own earlier latency {r.r2_same_request:.0%}; the rest did not repeat "
-            "between the runs.")
+            f"training split), and the same request's own earlier latency {r.r2_same_request:.0%} (both R^2 of the prediction as "
+            f"given; the other run was {r.median_ratio:.2f}x the first in median, which counts against both).")
 
 
 PREDICTION_COLUMNS = ["pool", "predictor", "n_pairs", "r2_same_run", "r2_replicate", "n_floored"]

@@ -143,7 +143,8 @@ def build_cv_tasks(p: Any, plan: TunePlan, pools: dict[str, PoolData], features:
         folds, fold_table = cv_folds(pool, p.tune_n_folds, p.tune_n_seeds, p.seed)
         fold_tables.append(fold_table)
         for name in plan.names:
-            combos = selector_grid(p.tune_grid, name, plan.embedders, tr.latency_s is not None, p.quality_weight)
+            combos = selector_grid(p.tune_grid, name, plan.embedders, tr.latency_s is not None, p.quality_weight,
+                                   latency_cost=pool.unit == "latency_s")
             grids[(pool.name, name)] = combos
             for (emb_id, ow), group in _by_features(combos).items():
                 X = features(tr, emb_id, ow)

@@ -14,7 +14,7 @@ GRIDS: dict[str, dict[str, Any]] = {
     # The main job: <= ~4 minutes on 2 cores for MMLU-Pro (9.3k training queries), both pools.
     "default": {
         "onehot_weight": [1.0],
-        "quality_weight": [0.5, 0.9, 1.0],  # searched only where latency was measured
+        "quality_weight": [0.5, 0.9, 1.0],  # searched only where latency was measured and is not the cost axis
         "selectors": {
             "knn": {"onehot_weight": [0.0, 1.0], "knn_k": [50, 200]},
             "kmeans": {"kmeans_num_clusters": [8, 16]},
@@ -77,10 +77,13 @@ def combos(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def selector_grid(grid_name: str, name: str, embedders: list[str], has_latency: bool, quality_weight: float) -> list[dict[str, Any]]:
+def selector_grid(grid_name: str, name: str, embedders: list[str], has_latency: bool, quality_weight: float,
+                  latency_cost: bool = False) -> list[dict[str, Any]]:
     """All parameter combinations of one selector in a named grid (feature keys included).
 
-    ``quality_weight`` is the user's value, the only one used when no latency was measured.
+    ``quality_weight`` is the user's value, the only one used when no latency was measured. Where latency is the pool's
+    cost axis (``latency_cost``) the grid's ``quality_weight`` is 1.0 alone: the routers pay ``cost_lambda`` x latency,
+    so latency is not also put in their target (counted twice).
     """
     check_grid(grid_name)
     spec = GRIDS[grid_name]
@@ -90,7 +93,7 @@ def selector_grid(grid_name: str, name: str, embedders: list[str], has_latency: 
     grid: dict[str, list[Any]] = {"embedder": list(embedders)}
     grid["onehot_weight"] = list(own.pop("onehot_weight", spec["onehot_weight"]))
     qw = own.pop("quality_weight", spec["quality_weight"])
-    grid["quality_weight"] = list(qw) if has_latency else [quality_weight]
+    grid["quality_weight"] = [1.0] if has_latency and latency_cost else (list(qw) if has_latency else [quality_weight])
     grid.update({k: list(v) for k, v in own.items()})
     return combos(grid)
 
