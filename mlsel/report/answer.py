@@ -71,9 +71,9 @@ def with_shipped(run_dir: str, summary: pd.DataFrame) -> pd.DataFrame:
 
 def do_this(r: Any) -> str:
     """What to do: what the ship stage chose on CV where it ran (``shipped``: the best single model, the lookup, or an
-    algorithm with its tuned parameters); else from the summary's verdict (the router's and the lookup's intervals): route with the chosen router when
-    it beats both the best single model and the lookup; use the lookup when static routing is enough; else the best single
-    model. A row without a verdict is read from the router's interval alone."""
+    algorithm with its tuned parameters); else from the summary's verdict (the router's and the lookup's intervals): route
+    with the chosen router when it beats both the best single model and the lookup; use the lookup when static routing is
+    enough; else the best single model. A row without a verdict is read from the router's interval alone."""
     router, verdict, shipped = str(r.router), getattr(r, "verdict", None), getattr(r, "shipped", "")
     if isinstance(shipped, str) and shipped:
         return SHIPPED[shipped].format(best=r.best_single) if shipped in SHIPPED else f"Route with {r.shipped_label}"

@@ -103,7 +103,7 @@ def save_tuned_selectors(p: Any, pools: dict[str, PoolData], fitted: Fitted, cho
                        "pool": pool, "n_train_queries": len(pools[pool].tr), "tuned": params_text(combo)})
 
 
-def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: Fitted, cv: pd.DataFrame,
+def pool_summaries(p: Any, plan: TunePlan, pools: dict[str, PoolData], fitted: Fitted,
                    sweep: pd.DataFrame, operating: dict[tuple[str, str], dict[str, Any]], aiq: pd.DataFrame,
                    folds: pd.DataFrame, tuned: pd.DataFrame, cv_choice: CVChoiceInputs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """summary.csv: per pool, does routing pay (:mod:`mlsel.tuning.summary`), every choice made on CV only by the
@@ -195,7 +195,8 @@ def tune_selectors(p: Any) -> pd.DataFrame:
         predicted = latency_predictions(pools, fitted, plan, replicate)
         if len(predicted):
             write_csv(predicted, paths["tables"] / "latency_prediction.csv")
-    summary, choice, choice_cost = pool_summaries(p, plan, pools, fitted, cv, sweep, operating, aiq, folds, tuned, CVChoiceInputs(scores, raw, chosen))
+    summary, choice, choice_cost = pool_summaries(p, plan, pools, fitted, sweep, operating, aiq, folds, tuned,
+                                                  CVChoiceInputs(scores, raw, chosen))
     write_csv(summary, paths["tables"] / "summary.csv")
     write_csv(choice, paths["tables"] / "choice.csv")
     write_csv(choice_cost, paths["tables"] / "choice_cost.csv")
