@@ -47,10 +47,8 @@ from mlsel.files import write_atomic
 from mlsel.manifest import read_manifest
 from mlsel.metrics.bootstrap import paired_difference
 from mlsel.metrics.frontier import hull_quality, zero_router
-from mlsel.metrics.one_se import BEST_SINGLE, CATEGORY_LOOKUP, RULE, RULE_TEXT, RuleChoice, one_se_rule, per_fold, rule_table
+from mlsel.metrics.one_se import BEST_SINGLE, CATEGORY_LOOKUP, RULE, RULE_TEXT, RuleChoice, fit_static, one_se_rule, per_fold, rule_table
 from mlsel.paths import run_paths
-from mlsel.selection.base import best_single_index
-from mlsel.selection.lookup import GroupLookup
 from mlsel.selection.registry import label, load_selector
 
 log = logging.getLogger(__name__)
@@ -71,14 +69,16 @@ def tuned_folder(run_dir: str, pool: str) -> Path:
     return run_paths(run_dir)["tuned_models"] / pool
 
 
-def runtime_candidates(run_dir: str, pool: str) -> tuple[dict[str, int], set[str], dict[str, str], dict[str, str]]:
+def runtime_candidates(run_dir: str, pool: str) -> tuple[dict[str, int], dict[str, Any], dict[str, str], dict[str, str]]:
     """Every candidate the tune stage scored for the pool, simplest first (``name -> the CV combination scored for it``: the
-    static ones, then each tuned selector and router at its chosen combination), those the runtime can run, the tuned
-    parameters of each runnable algorithm, and why a tuned KNN, KMeans or SVM is not runnable (``name -> reason``)."""
+    static ones, then each tuned selector and router at its chosen combination), those the runtime can run (``name -> its
+    loaded tuned selector and manifest``, None for a static one), the tuned parameters of each runnable algorithm, and why a
+    tuned KNN, KMeans or SVM is not runnable (``name -> reason``)."""
     cv = pd.read_csv(run_paths(run_dir)["tune"] / "cv_results.csv")
     chosen = cv[(cv["pool"] == pool) & cv["chosen"]]
     candidates = {BEST_SINGLE: 0, CATEGORY_LOOKUP: 0, **{str(n): int(c) for n, c in zip(chosen["selector"], chosen["combo"])}}
-    runnable, params, excluded = {BEST_SINGLE, CATEGORY_LOOKUP}, {}, {}
+    runnable: dict[str, Any] = {BEST_SINGLE: None, CATEGORY_LOOKUP: None}
+    params, excluded = {}, {}
     folder = tuned_folder(run_dir, pool)
     for name in (a for a in ALGORITHMS if a in candidates):
         if not (folder / f"{name}.manifest.json").is_file():
@@ -90,7 +90,7 @@ def runtime_candidates(run_dir: str, pool: str) -> tuple[dict[str, int], set[str
         except NotExportableError as e:
             excluded[name] = str(e).split("for the router runtime: ", 1)[-1]
             continue
-        runnable.add(name)
+        runnable[name] = (sel, manifest)
         params[name] = str(manifest.get("tuned", ""))
     return candidates, runnable, params, excluded
 
@@ -159,10 +159,9 @@ def ship_pool(run_dir: str, pool: str, models: list[str], scores: pd.DataFrame, 
     matrix = with_cost_axis(pool_matrix(queries, outcomes, models), cost_axis)
     train, test = split_masks(queries, matrix)
     tr, te = matrix.subset(train), matrix.subset(test)
-    best = best_single_index(tr.quality, tr.latency_s, quality_weight)
-    lookup = GroupLookup.fit(tr.categories, tr.quality, tr.latency_s, models, quality_weight, min_queries)
+    best, lookup = fit_static(tr, quality_weight, min_queries)
     candidates, runnable, params, excluded = runtime_candidates(run_dir, pool)
-    name, rule, reference = ship_rule(per_fold(scores[scores["pool"] == pool], candidates), runnable)
+    name, rule, reference = ship_rule(per_fold(scores[scores["pool"] == pool], candidates), set(runnable))
     labels = {BEST_SINGLE: f"Always {models[best]} (best single on train)", CATEGORY_LOOKUP: "Per-category lookup (static)",
               **{n: f"{label(n, tuned=True)} (not runnable by the router runtime)" for n in candidates if n not in runnable},
               **{n: f"{label(n)} (tuned: {params[n]})" for n in params}}
@@ -184,7 +183,7 @@ def ship_pool(run_dir: str, pool: str, models: list[str], scores: pd.DataFrame, 
                                         record="ship_export")
         runtime = yaml.safe_load((out / RUNTIME_CONFIG_FILE).read_text())
         config = _algorithm_config(name, models, runtime)
-        sel, smanifest = load_selector(tuned_folder(run_dir, pool), name)
+        sel, smanifest = runnable[name]
         chosen = sel.predict_index(features_for(te, smanifest["embedder"], float(smanifest["onehot_weight"]), embed))
         files += [ARTIFACT_FILES[name], RUNTIME_CONFIG_FILE, "manifest.json"]
     path = out / CONFIG_FILE
@@ -219,7 +218,7 @@ def ship_pool(run_dir: str, pool: str, models: list[str], scores: pd.DataFrame, 
         zero = float(hull_quality(hc, hq, c))
         row.update({"cost": c, "best_single_cost": float(cost_te[:, best].mean()), "zero_router_quality": zero,
                     "gain_vs_zero_router": float(q.mean()) - zero})
-    return row, rule_table(pool, "ship", rule, labels).assign(runnable=lambda t: t["candidate"].isin(runnable))
+    return row, rule_table(pool, "ship", rule, labels).assign(runnable=lambda t: t["candidate"].isin(set(runnable)))
 
 
 def ship_run(run_dir: str, pools: dict[str, list[str]], quality_weight: float, min_queries: int, n_bootstrap: int, seed: int,

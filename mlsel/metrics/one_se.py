@@ -117,6 +117,14 @@ FOLD_SCORE_COLUMNS = ["pool", "selector", "combo", "cv_seed", "fold", "quality",
 """One row per (candidate, CV fold): its mean quality, utility and cost on the fold's validation queries."""
 
 
+def fit_static(tr: OutcomeMatrix, quality_weight: float, min_queries: int) -> tuple[int, GroupLookup]:
+    """The static candidates fitted on ``tr``: the best single model's column and the per-category lookup (the one fit
+    every static choice uses: on a CV fold's training part here, on the whole training split in the summary and the
+    ship stage)."""
+    best = best_single_index(tr.quality, tr.latency_s, quality_weight)
+    return best, GroupLookup.fit(tr.categories, tr.quality, tr.latency_s, list(tr.models), quality_weight, min_queries)
+
+
 def static_fold_scores(pool: str, tr: OutcomeMatrix, folds: list[tuple[int, int, np.ndarray, np.ndarray]], seed: int,
                        quality_weight: float, min_queries: int, cost: np.ndarray | None) -> pd.DataFrame:
     """The static candidates scored on the CV folds as the CV scores a selector (:func:`mlsel.tuning.cv.cv_task`).
@@ -129,9 +137,7 @@ def static_fold_scores(pool: str, tr: OutcomeMatrix, folds: list[tuple[int, int,
     u = utility(tr.quality, tr.latency_s, quality_weight)
     rows = []
     for s, f, fit_idx, valid_idx in folds:
-        lat = None if tr.latency_s is None else tr.latency_s[fit_idx]
-        best = best_single_index(tr.quality[fit_idx], lat, quality_weight)
-        lookup = GroupLookup.fit(tr.categories[fit_idx], tr.quality[fit_idx], lat, list(tr.models), quality_weight, min_queries)
+        best, lookup = fit_static(tr.subset(fit_idx), quality_weight, min_queries)
         cv = None if cost is None else fill_missing_cost(cost[valid_idx], reference=cost)
         ar = np.arange(len(valid_idx))
         for name, idx in ((BEST_SINGLE, np.full(len(valid_idx), best)), (CATEGORY_LOOKUP, lookup.predict_index(tr.categories[valid_idx]))):

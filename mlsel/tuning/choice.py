@@ -88,17 +88,21 @@ def heatmap_table(cv: pd.DataFrame, grids: Grids) -> pd.DataFrame:
     return pd.DataFrame(heat, columns=HEATMAP_COLUMNS)
 
 
+def _fold_series(d: PoolData, folds: pd.DataFrame, values: np.ndarray) -> pd.Series:
+    """A per-training-query value's mean on each CV validation fold, indexed by (cv_seed, fold)."""
+    v = pd.Series(values, index=d.tr.query_ids)
+    f = folds[folds["pool"] == d.name]
+    return f.assign(value=v.reindex(f["query_id"].to_numpy()).to_numpy()).groupby(["cv_seed", "fold"])["value"].mean()
+
+
 def cv_mean(d: PoolData, folds: pd.DataFrame | None, values: np.ndarray) -> float:
     """A per-training-query value as the CV scores a strategy: the mean over the CV folds of its mean on each validation fold.
 
     Without a fold table (or for a pool not in it), its mean over the training split.
     """
-    v = pd.Series(values, index=d.tr.query_ids)
-    f = folds[folds["pool"] == d.name] if folds is not None else None
-    if f is None or f.empty:
-        return float(v.mean())
-    per_fold = f.assign(value=v.reindex(f["query_id"].to_numpy()).to_numpy()).groupby(["cv_seed", "fold"])["value"].mean()
-    return float(per_fold.mean())
+    if folds is None or not (folds["pool"] == d.name).any():
+        return float(pd.Series(values).mean())  # NaN skipped, as over the folds
+    return float(_fold_series(d, folds, values).mean())
 
 
 def cv_single_quality(d: PoolData, folds: pd.DataFrame | None, j: int) -> float:
@@ -150,13 +154,6 @@ def headline_choice(scores: pd.DataFrame, pool: str, names: list[str], chosen: C
     (each at its chosen combination), in that order, on one pool's CV fold scores."""
     candidates = {BEST_SINGLE: 0, CATEGORY_LOOKUP: 0, **{n: chosen[(pool, n)] for n in names}}
     return one_se_rule(per_fold(scores[scores["pool"] == pool], candidates))
-
-
-def _fold_series(d: PoolData, folds: pd.DataFrame, values: np.ndarray) -> pd.Series:
-    """A per-training-query value's mean on each CV validation fold, indexed by (cv_seed, fold)."""
-    v = pd.Series(values, index=d.tr.query_ids)
-    f = folds[folds["pool"] == d.name]
-    return f.assign(value=v.reindex(f["query_id"].to_numpy()).to_numpy()).groupby(["cv_seed", "fold"])["value"].mean()
 
 
 def rule_point(d: PoolData, scores: pd.DataFrame, raw: pd.DataFrame, folds: pd.DataFrame, chosen: Chosen,

@@ -74,9 +74,8 @@ from mlsel.metrics.bootstrap import ci95, resample_indices
 from mlsel.metrics.evaluate import CATEGORY_LOOKUP as LOOKUP_LABEL
 from mlsel.metrics.evaluate import LOOKUP_MIN_QUERIES, oracle_proba
 from mlsel.metrics.frontier import aiq as area_quality
-from mlsel.metrics.one_se import BEST_SINGLE, CATEGORY_LOOKUP, STATIC_CANDIDATES
+from mlsel.metrics.one_se import BEST_SINGLE, CATEGORY_LOOKUP, STATIC_CANDIDATES, fit_static
 from mlsel.selection.base import best_single_index
-from mlsel.selection.lookup import GroupLookup
 from mlsel.selection.peers import PEER_LABELS
 from mlsel.selection.registry import label
 from mlsel.tuning.choice import cv_mean
@@ -138,8 +137,7 @@ def cv_aiq_router(d: PoolData, sweep: pd.DataFrame, folds: pd.DataFrame | None, 
 def static_choices(d: PoolData, quality_weight: float, min_queries: int = LOOKUP_MIN_QUERIES) -> dict[str, np.ndarray]:
     """The static candidates' model index per test query, fitted on the whole training split: the best single model and
     the per-category lookup (:mod:`mlsel.selection.lookup`, as the tuned results' baselines fit them)."""
-    best = best_single_index(d.tr.quality, d.tr.latency_s, quality_weight)
-    lookup = GroupLookup.fit(d.tr.categories, d.tr.quality, d.tr.latency_s, list(d.models), quality_weight, min_queries)
+    best, lookup = fit_static(d.tr, quality_weight, min_queries)
     return {BEST_SINGLE: np.full(len(d.te), best), CATEGORY_LOOKUP: lookup.predict_index(d.te.categories)}
 
 
